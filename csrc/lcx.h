@@ -1,0 +1,133 @@
+/* llama_cx compiled core: kernel contracts, the per-ISA kernel table, the model/run-state structs.
+ *
+ * Conventions
+ *   - Matrices are row-major, W (rows, cols); "W @ x" means y[r] = sum_j W[r][j] * x[j] (a torch Linear).
+ *   - Weights are bf16 (uint16_t, the top half of an IEEE f32) or f32; activations are always f32.
+ *   - Sizes and offsets are size_t / int64_t; nothing here allocates unless its name says so.
+ *   - Kernels named lcx_<op>_<dtype>[_<isa>]; the _generic twin is the scalar fallback and test oracle.
+ */
+#ifndef LCX_H
+#define LCX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- instruction sets ------------------------------------------------------------------------- */
+enum { LCX_ISA_GENERIC = 0, LCX_ISA_AVX2 = 1, LCX_ISA_AVX512 = 2, LCX_ISA_COUNT = 3 };
+enum { LCX_F32 = 0, LCX_BF16 = 1 };
+
+/* Row kernels of one instruction set; single-threaded, called on a slice of rows by the threaded ops. */
+typedef struct {
+    const char *name;
+    /* Y (t, ldy) = beta * Y + X (t, ldx) @ W[rows]ᵀ for a block of `rows` rows of W (rows, ldw) over cols
+     * [0, n). beta is 0 or 1 (1 = accumulate, e.g. the residual). Y must not alias X or W. */
+    void (*gemm_bf16)(const uint16_t *W, size_t ldw, const float *X, size_t ldx, float *Y, size_t ldy,
+                      size_t rows, size_t t, size_t n, int beta);
+    void (*gemm_f32)(const float *W, size_t ldw, const float *X, size_t ldx, float *Y, size_t ldy,
+                     size_t rows, size_t t, size_t n, int beta);
+    /* sum_j a[j] * b[j] over n f32 */
+    float (*dot_f32)(const float *a, const float *b, size_t n);
+    /* y[j] += alpha * x[j] over n f32; y must not alias x */
+    void (*axpy_f32)(float alpha, const float *x, float *y, size_t n);
+    /* dst (n,) f32 = src (n,) bf16 */
+    void (*bf16_to_f32)(const uint16_t *src, float *dst, size_t n);
+} lcx_kernels;
+
+extern const lcx_kernels lcx_kernels_generic;
+extern const lcx_kernels lcx_kernels_avx2;
+extern const lcx_kernels lcx_kernels_avx512;
+
+/* ---- runtime: CPU features, dispatch, threads (lcx_runtime.c) --------------------------------- */
+int lcx_isa_supported(int isa);        /* CPU *and* OS (XSAVE state) support */
+int lcx_isa_best(void);
+int lcx_isa_compiled(int isa);         /* 0 when the compiler could not build that path (e.g. aarch64) */
+int lcx_set_isa(int isa);              /* 0 ok, -1 unsupported */
+int lcx_get_isa(void);
+const lcx_kernels *lcx_active(void);
+const lcx_kernels *lcx_table(int isa);
+int lcx_openmp_enabled(void);
+void lcx_set_num_threads(int n);
+int lcx_get_num_threads(void);
+int lcx_omp_max_threads(void);
+
+/* ---- threaded ops (lcx_ops.c) ----------------------------------------------------------------- */
+/* Y (t, ldy) = beta*Y + X (t, ldx) @ Wᵀ, W (d, n) of dtype wtype; rows of W split across threads. */
+void lcx_linear(const void *W, int wtype, const float *X, size_t ldx, float *Y, size_t ldy,
+                size_t d, size_t n, size_t t, int beta);
+/* out (t, n) = x * rsqrt(mean(x²) + eps) * w, per row; out may alias x */
+void lcx_rmsnorm_f32(const float *x, const float *w, float *out, size_t t, size_t n, float eps);
+/* cos/sin tables (t, half) of the angles (float)pos[r] * freqs[i], rounded as torch's float32 polar does */
+void lcx_rope_table(const int64_t *pos, size_t t, const float *freqs, size_t half, float *cos_t, float *sin_t);
+/* In-place rotary embedding on t rows of n_heads heads: pairs (2i, 2i+1) of each head rotated by the
+ * angle of row r, pair i (Meta's interleaved layout). x (t, ldx), cos_t/sin_t (t, head_dim/2) */
+void lcx_rope_f32(float *x, size_t ldx, size_t t, size_t n_heads, size_t head_dim, const float *cos_t,
+                  const float *sin_t);
+/* a (t, n) = silu(a) * b */
+void lcx_swiglu_f32(float *a, const float *b, size_t n);
+/* y += x over n */
+void lcx_add_f32(float *y, const float *x, size_t n);
+/* index of the first maximum of x (n,); NaN never wins */
+int64_t lcx_argmax_f32(const float *x, size_t n);
+/* Causal GQA attention for t query rows at positions pos0 .. pos0+t-1 over a cache holding pos0+t rows.
+ * q (t, n_heads*hd), kc/vc (>= pos0+t, n_kv*hd), out (t, n_heads*hd); scratch: n_scratch rows of
+ * scratch_stride >= pos0+t f32 (one per thread; at most n_scratch threads are used). */
+void lcx_attention_f32(const float *q, const float *kc, const float *vc, float *out, size_t t, size_t pos0,
+                       size_t n_heads, size_t n_kv, size_t hd, float *scratch, size_t scratch_stride,
+                       int n_scratch);
+/* dst (n,) f32 = src (n,) IEEE half */
+void lcx_f16_to_f32(const uint16_t *src, float *dst, size_t n);
+/* softmax in place over n (max-subtracted, f32) */
+void lcx_softmax_f32(float *x, size_t n);
+
+/* ---- the model (lcx_forward.c) ---------------------------------------------------------------- */
+typedef struct {
+    const void *data;  /* row-major (rows, cols) */
+    int dtype;         /* LCX_BF16 / LCX_F32 */
+} lcx_mat;
+
+typedef struct {
+    lcx_mat wq, wk, wv, wo, w1, w2, w3;
+    const float *attn_norm, *ffn_norm;  /* (dim,) f32 */
+} lcx_layer;
+
+typedef struct {
+    int64_t dim, n_layers, n_heads, n_kv_heads, head_dim, hidden_dim, vocab_size;
+    float norm_eps;
+    lcx_mat tok_embeddings;   /* (vocab, dim) */
+    lcx_mat output;           /* (vocab, dim); = tok_embeddings when tied */
+    const float *norm;        /* (dim,) */
+    const float *rope_freqs;  /* (head_dim/2,) per-pair frequency, scaling already applied */
+    const lcx_layer *layers;  /* (n_layers,) */
+} lcx_model;
+
+/* Run state of one context: activations for up to max_batch tokens and the KV cache. */
+typedef struct {
+    int64_t n_ctx, max_batch, n_scratch_threads;
+    float *x, *xb, *q, *att, *hb, *hb2;   /* (B, dim) (B, dim) (B, q_dim) (B, q_dim) (B, hidden) (B, hidden) */
+    float *k_cache, *v_cache;             /* (n_layers, n_ctx, kv_dim) */
+    float *scratch;                       /* (n_scratch_threads, n_ctx) attention scores */
+    int64_t *pos;                         /* (B,) */
+    float *rope_cos, *rope_sin;           /* (B, head_dim/2) */
+} lcx_state;
+
+size_t lcx_state_bytes(const lcx_model *m, int64_t n_ctx, int64_t max_batch, int64_t n_threads);
+lcx_state *lcx_state_new(const lcx_model *m, int64_t n_ctx, int64_t max_batch, int64_t n_threads);
+void lcx_state_free(lcx_state *s);
+
+/* Run t (1 <= t <= max_batch) tokens at positions pos0.. through the model, writing their K/V into the
+ * cache. logits: (t, vocab) when all_logits, else (vocab,) for the last token; NULL = no logits.
+ * Returns 0, or -1 when the arguments do not fit the state (nothing is written then). */
+int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t t, int64_t pos0,
+                float *logits, int all_logits);
+
+/* dst (n,) f32 <- one row of an embedding table of either dtype */
+void lcx_row_to_f32(const lcx_mat *table, int64_t cols, int64_t row, float *dst);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

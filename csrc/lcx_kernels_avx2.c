@@ -1,0 +1,117 @@
+/* AVX2 + FMA kernels: 8 f32 lanes; column tails done in scalar after the vector loop.
+ *
+ * Performance notes
+ * - gemm: register tile of 4 weight rows x up to 2 tokens = 8 ymm accumulators (16 registers in all);
+ *   bf16 widened with vpmovzxwd + shift.
+ */
+#include "lcx.h"
+#include "lcx_simd.h"
+
+#if LCX_X86 && (defined(__GNUC__) || defined(__clang__))
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#endif
+#include <immintrin.h>
+
+#define LCX_TT 2
+#define LCX_TR 4
+
+static inline __m256 load_bf16x8(const uint16_t *p) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+static inline float wval_bf16(const uint16_t *p) { return lcx_bf16_to_f32_scalar(*p); }
+static inline float wval_f32(const float *p) { return *p; }
+
+#define LCX_DEFINE_TILE(NAME, WT, LOADW, WVAL)                                                               \
+    static inline __attribute__((always_inline)) void NAME(const WT *W, size_t ldw, const float *X,         \
+                                                           size_t ldx, float *Y, size_t ldy, size_t n,       \
+                                                           int beta, const int R, const int T) {             \
+        __m256 acc[LCX_TR][LCX_TT];                                                                          \
+        for (int r = 0; r < R; r++)                                                                          \
+            for (int i = 0; i < T; i++) acc[r][i] = _mm256_setzero_ps();                                     \
+        size_t j = 0;                                                                                        \
+        for (; j + 8 <= n; j += 8) {                                                                         \
+            __m256 w[LCX_TR];                                                                                \
+            for (int r = 0; r < R; r++) w[r] = LOADW(W + r * ldw + j);                                       \
+            for (int i = 0; i < T; i++) {                                                                    \
+                __m256 x = _mm256_loadu_ps(X + i * ldx + j);                                                 \
+                for (int r = 0; r < R; r++) acc[r][i] = _mm256_fmadd_ps(w[r], x, acc[r][i]);                 \
+            }                                                                                                \
+        }                                                                                                    \
+        for (int i = 0; i < T; i++)                                                                          \
+            for (int r = 0; r < R; r++) {                                                                    \
+                float s = hsum8(acc[r][i]);                                                                  \
+                for (size_t k = j; k < n; k++) s += WVAL(W + r * ldw + k) * X[i * ldx + k];                  \
+                float *y = Y + i * ldy + r;                                                                  \
+                *y = beta ? *y + s : s;                                                                      \
+            }                                                                                                \
+    }
+
+LCX_DEFINE_TILE(tile_bf16, uint16_t, load_bf16x8, wval_bf16)
+LCX_DEFINE_TILE(tile_f32, float, _mm256_loadu_ps, wval_f32)
+
+#define LCX_DEFINE_GEMM(NAME, WT, TILE)                                                                     \
+    static void NAME(const WT *W, size_t ldw, const float *X, size_t ldx, float *Y, size_t ldy, size_t rows, \
+                     size_t t, size_t n, int beta) {                                                        \
+        size_t r = 0;                                                                                       \
+        for (; r + LCX_TR <= rows; r += LCX_TR) {                                                           \
+            size_t i = 0;                                                                                   \
+            for (; i + LCX_TT <= t; i += LCX_TT)                                                            \
+                TILE(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, LCX_TT);    \
+            if (i < t) TILE(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, 1);  \
+        }                                                                                                   \
+        for (; r < rows; r++)                                                                               \
+            for (size_t i = 0; i < t; i++)                                                                  \
+                TILE(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, 1, 1);              \
+    }
+
+LCX_DEFINE_GEMM(lcx_gemm_bf16_avx2, uint16_t, tile_bf16)
+LCX_DEFINE_GEMM(lcx_gemm_f32_avx2, float, tile_f32)
+
+static float lcx_dot_f32_avx2(const float *a, const float *b, size_t n) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    size_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j + 8), _mm256_loadu_ps(b + j + 8), acc1);
+    }
+    for (; j + 8 <= n; j += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), acc0);
+    float s = hsum8(_mm256_add_ps(acc0, acc1));
+    for (; j < n; j++) s += a[j] * b[j];
+    return s;
+}
+
+static void lcx_axpy_f32_avx2(float alpha, const float *x, float *y, size_t n) {
+    __m256 a = _mm256_set1_ps(alpha);
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8) _mm256_storeu_ps(y + j, _mm256_fmadd_ps(a, _mm256_loadu_ps(x + j), _mm256_loadu_ps(y + j)));
+    for (; j < n; j++) y[j] += alpha * x[j];
+}
+
+static void lcx_bf16_to_f32_avx2(const uint16_t *src, float *dst, size_t n) {
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8) _mm256_storeu_ps(dst + j, load_bf16x8(src + j));
+    for (; j < n; j++) dst[j] = lcx_bf16_to_f32_scalar(src[j]);
+}
+
+const lcx_kernels lcx_kernels_avx2 = {
+    "avx2", lcx_gemm_bf16_avx2, lcx_gemm_f32_avx2, lcx_dot_f32_avx2, lcx_axpy_f32_avx2, lcx_bf16_to_f32_avx2,
+};
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#else
+const lcx_kernels lcx_kernels_avx2 = {"avx2", 0, 0, 0, 0, 0};
+#endif

@@ -1,0 +1,138 @@
+/* AVX-512 (F + BW + VL) kernels: 16 f32 lanes, masked tails, bf16 widened by shift in registers.
+ *
+ * Performance notes
+ * - gemm: register tile of 4 weight rows x up to 4 tokens = 16 zmm accumulators; each weight vector is
+ *   widened once and used for every token of the tile, so decode (t = 1) streams each row exactly once
+ *   with 4 independent accumulator chains, and prefill reuses a loaded weight vector 4 times.
+ * - Compiled for this ISA with a target pragma (not -march), so the default build runs on any x86-64.
+ */
+#include "lcx.h"
+#include "lcx_simd.h"
+
+#if LCX_X86 && (defined(__GNUC__) || defined(__clang__))
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,bmi2"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx2,fma,bmi2")
+#endif
+#include <immintrin.h>
+
+#define LCX_TT 4 /* tokens per register tile */
+#define LCX_TR 4 /* weight rows per register tile */
+
+static inline __m512 load_bf16x16(const uint16_t *p) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+}
+static inline __m512 maskload_bf16x16(__mmask16 m, const uint16_t *p) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
+
+/* One register tile: R weight rows x T tokens, full n. R, T are compile-time constants at each call. */
+#define LCX_DEFINE_TILE(NAME, WT, LOADW, MLOADW)                                                            \
+    static inline __attribute__((always_inline)) void NAME(const WT *W, size_t ldw, const float *X,        \
+                                                           size_t ldx, float *Y, size_t ldy, size_t n,      \
+                                                           int beta, const int R, const int T) {            \
+        __m512 acc[LCX_TR][LCX_TT];                                                                         \
+        for (int r = 0; r < R; r++)                                                                         \
+            for (int i = 0; i < T; i++) acc[r][i] = _mm512_setzero_ps();                                    \
+        size_t j = 0;                                                                                       \
+        for (; j + 16 <= n; j += 16) {                                                                      \
+            __m512 w[LCX_TR];                                                                               \
+            for (int r = 0; r < R; r++) w[r] = LOADW(W + r * ldw + j);                                      \
+            for (int i = 0; i < T; i++) {                                                                   \
+                __m512 x = _mm512_loadu_ps(X + i * ldx + j);                                                \
+                for (int r = 0; r < R; r++) acc[r][i] = _mm512_fmadd_ps(w[r], x, acc[r][i]);                \
+            }                                                                                               \
+        }                                                                                                   \
+        if (j < n) {                                                                                        \
+            __mmask16 m = (__mmask16)((1u << (n - j)) - 1u);                                                \
+            __m512 w[LCX_TR];                                                                               \
+            for (int r = 0; r < R; r++) w[r] = MLOADW(m, W + r * ldw + j);                                  \
+            for (int i = 0; i < T; i++) {                                                                   \
+                __m512 x = _mm512_maskz_loadu_ps(m, X + i * ldx + j);                                       \
+                for (int r = 0; r < R; r++) acc[r][i] = _mm512_fmadd_ps(w[r], x, acc[r][i]);                \
+            }                                                                                               \
+        }                                                                                                   \
+        for (int i = 0; i < T; i++)                                                                         \
+            for (int r = 0; r < R; r++) {                                                                   \
+                float s = _mm512_reduce_add_ps(acc[r][i]);                                                  \
+                float *y = Y + i * ldy + r;                                                                 \
+                *y = beta ? *y + s : s;                                                                     \
+            }                                                                                               \
+    }
+
+#define LCX_LOAD_F32(p) _mm512_loadu_ps(p)
+#define LCX_MLOAD_F32(m, p) _mm512_maskz_loadu_ps((m), (p))
+LCX_DEFINE_TILE(tile_bf16, uint16_t, load_bf16x16, maskload_bf16x16)
+LCX_DEFINE_TILE(tile_f32, float, LCX_LOAD_F32, LCX_MLOAD_F32)
+
+/* Dispatch the tails of rows and tokens to tiles with constant R and T so every loop above unrolls. */
+#define LCX_DEFINE_GEMM(NAME, WT, TILE)                                                                     \
+    static void NAME(const WT *W, size_t ldw, const float *X, size_t ldx, float *Y, size_t ldy, size_t rows, \
+                     size_t t, size_t n, int beta) {                                                        \
+        size_t r = 0;                                                                                       \
+        for (; r + LCX_TR <= rows; r += LCX_TR) {                                                           \
+            size_t i = 0;                                                                                   \
+            for (; i + LCX_TT <= t; i += LCX_TT)                                                            \
+                TILE(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, LCX_TT);    \
+            switch (t - i) {                                                                                \
+            case 3: TILE(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, 3); break; \
+            case 2: TILE(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, 2); break; \
+            case 1: TILE(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, 1); break; \
+            default: break;                                                                                 \
+            }                                                                                               \
+        }                                                                                                   \
+        for (; r < rows; r++) {                                                                             \
+            size_t i = 0;                                                                                   \
+            for (; i + LCX_TT <= t; i += LCX_TT)                                                            \
+                TILE(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, 1, LCX_TT);         \
+            for (; i < t; i++) TILE(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, 1, 1); \
+        }                                                                                                   \
+    }
+
+LCX_DEFINE_GEMM(lcx_gemm_bf16_avx512, uint16_t, tile_bf16)
+LCX_DEFINE_GEMM(lcx_gemm_f32_avx512, float, tile_f32)
+
+static float lcx_dot_f32_avx512(const float *a, const float *b, size_t n) {
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    size_t j = 0;
+    for (; j + 32 <= n; j += 32) {
+        acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + j), _mm512_loadu_ps(b + j), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + j + 16), _mm512_loadu_ps(b + j + 16), acc1);
+    }
+    for (; j < n; j += 16) {
+        __mmask16 m = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1u);
+        acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + j), _mm512_maskz_loadu_ps(m, b + j), acc0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+
+static void lcx_axpy_f32_avx512(float alpha, const float *x, float *y, size_t n) {
+    __m512 a = _mm512_set1_ps(alpha);
+    for (size_t j = 0; j < n; j += 16) {
+        __mmask16 m = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1u);
+        _mm512_mask_storeu_ps(y + j, m, _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(m, x + j), _mm512_maskz_loadu_ps(m, y + j)));
+    }
+}
+
+static void lcx_bf16_to_f32_avx512(const uint16_t *src, float *dst, size_t n) {
+    for (size_t j = 0; j < n; j += 16) {
+        __mmask16 m = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1u);
+        _mm512_mask_storeu_ps(dst + j, m, maskload_bf16x16(m, src + j));
+    }
+}
+
+const lcx_kernels lcx_kernels_avx512 = {
+    "avx512", lcx_gemm_bf16_avx512, lcx_gemm_f32_avx512, lcx_dot_f32_avx512, lcx_axpy_f32_avx512,
+    lcx_bf16_to_f32_avx512,
+};
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#else  /* not x86 with GCC/clang: the path is not compiled; the runtime never selects it */
+const lcx_kernels lcx_kernels_avx512 = {"avx512", 0, 0, 0, 0, 0};
+#endif

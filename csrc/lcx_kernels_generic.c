@@ -1,0 +1,53 @@
+/* Scalar kernels: the fallback on every CPU (aarch64 included) and the oracle the SIMD paths are tested
+ * against. Plain loops, one f32 accumulator per output in index order. */
+#include <string.h>
+
+#include "lcx.h"
+#include "lcx_simd.h"
+
+/* W (rows, ldw) bf16, X (t, ldx) f32 -> Y (t, ldy) = beta*Y + X @ W[0:rows]ᵀ over n columns */
+static void lcx_gemm_bf16_generic(const uint16_t *W, size_t ldw, const float *X, size_t ldx, float *Y,
+                                  size_t ldy, size_t rows, size_t t, size_t n, int beta) {
+    for (size_t i = 0; i < t; i++) {
+        const float *x = X + i * ldx;
+        for (size_t r = 0; r < rows; r++) {
+            const uint16_t *w = W + r * ldw;
+            float acc = 0.0f;
+            for (size_t j = 0; j < n; j++) acc += lcx_bf16_to_f32_scalar(w[j]) * x[j];
+            Y[i * ldy + r] = beta ? Y[i * ldy + r] + acc : acc;
+        }
+    }
+}
+
+/* W (rows, ldw) f32, X (t, ldx) f32 -> Y (t, ldy) = beta*Y + X @ W[0:rows]ᵀ over n columns */
+static void lcx_gemm_f32_generic(const float *W, size_t ldw, const float *X, size_t ldx, float *Y, size_t ldy,
+                                 size_t rows, size_t t, size_t n, int beta) {
+    for (size_t i = 0; i < t; i++) {
+        const float *x = X + i * ldx;
+        for (size_t r = 0; r < rows; r++) {
+            const float *w = W + r * ldw;
+            float acc = 0.0f;
+            for (size_t j = 0; j < n; j++) acc += w[j] * x[j];
+            Y[i * ldy + r] = beta ? Y[i * ldy + r] + acc : acc;
+        }
+    }
+}
+
+static float lcx_dot_f32_generic(const float *a, const float *b, size_t n) {
+    float acc = 0.0f;
+    for (size_t j = 0; j < n; j++) acc += a[j] * b[j];
+    return acc;
+}
+
+static void lcx_axpy_f32_generic(float alpha, const float *x, float *y, size_t n) {
+    for (size_t j = 0; j < n; j++) y[j] += alpha * x[j];
+}
+
+static void lcx_bf16_to_f32_generic(const uint16_t *src, float *dst, size_t n) {
+    for (size_t j = 0; j < n; j++) dst[j] = lcx_bf16_to_f32_scalar(src[j]);
+}
+
+const lcx_kernels lcx_kernels_generic = {
+    "generic", lcx_gemm_bf16_generic, lcx_gemm_f32_generic, lcx_dot_f32_generic, lcx_axpy_f32_generic,
+    lcx_bf16_to_f32_generic,
+};

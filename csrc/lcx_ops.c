@@ -1,0 +1,177 @@
+/* Threaded operations: OpenMP splits rows (matrices), heads (attention) or tokens; the per-ISA row
+ * kernels of lcx_active() do the arithmetic. Small problems stay on one thread (a parallel region costs
+ * a few microseconds, more than e.g. an RMSNorm of one token).
+ *
+ * Performance notes
+ * - lcx_linear: weight rows are split in blocks of 4 (the register tile) evenly across threads; for
+ *   t > 1 the columns are cut in chunks of LCX_KC so a (t, LCX_KC) activation panel stays in L2 while
+ *   each thread streams its weight rows past it.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lcx.h"
+#include "lcx_simd.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#define LCX_THREAD_NUM() omp_get_thread_num()
+#else
+#define LCX_THREAD_NUM() 0
+#endif
+
+#define LCX_KC 1024
+/* below this many multiply-adds a matrix product runs on one thread */
+#define LCX_PAR_MIN_WORK (1u << 15)
+
+static int lcx_threads_for(size_t work) {
+    int nt = lcx_get_num_threads();
+    return work < LCX_PAR_MIN_WORK ? 1 : nt;
+}
+
+void lcx_linear(const void *W, int wtype, const float *X, size_t ldx, float *Y, size_t ldy, size_t d,
+                size_t n, size_t t, int beta) {
+    const lcx_kernels *k = lcx_active();
+    size_t nblocks = (d + 3) / 4;
+    int nt = lcx_threads_for(d * n * t);
+    if ((size_t)nt > nblocks) nt = (int)nblocks;
+    size_t kc = t > 1 ? LCX_KC : n;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int tid = LCX_THREAD_NUM(), nth = nt;
+#ifdef _OPENMP
+        nth = omp_get_num_threads();
+#endif
+        size_t r0 = 4 * (nblocks * (size_t)tid / (size_t)nth);
+        size_t r1 = 4 * (nblocks * (size_t)(tid + 1) / (size_t)nth);
+        if (r1 > d) r1 = d;
+        if (r0 < r1) {
+            for (size_t c0 = 0; c0 < n; c0 += kc) {
+                size_t cn = n - c0 < kc ? n - c0 : kc;
+                int b = c0 == 0 ? beta : 1;
+                if (wtype == LCX_BF16)
+                    k->gemm_bf16((const uint16_t *)W + r0 * n + c0, n, X + c0, ldx, Y + r0, ldy, r1 - r0, t, cn, b);
+                else
+                    k->gemm_f32((const float *)W + r0 * n + c0, n, X + c0, ldx, Y + r0, ldy, r1 - r0, t, cn, b);
+            }
+        }
+    }
+}
+
+void lcx_rmsnorm_f32(const float *x, const float *w, float *out, size_t t, size_t n, float eps) {
+    int nt = lcx_threads_for(t * n * 8);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (size_t i = 0; i < t; i++) {
+        const float *xi = x + i * n;
+        float *oi = out + i * n;
+        double ss = 0.0;
+        for (size_t j = 0; j < n; j++) ss += (double)xi[j] * xi[j];
+        /* Meta: x * rsqrt(mean(x^2) + eps), then * weight, all in f32 */
+        float scale = (float)(1.0 / sqrt((double)(float)(ss / (double)n) + (double)eps));
+        for (size_t j = 0; j < n; j++) oi[j] = (xi[j] * scale) * w[j];
+    }
+}
+
+void lcx_rope_table(const int64_t *pos, size_t t, const float *freqs, size_t half, float *cos_t, float *sin_t) {
+    for (size_t r = 0; r < t; r++)
+        for (size_t i = 0; i < half; i++) {
+            float angle = (float)pos[r] * freqs[i]; /* torch.outer in float32 */
+            cos_t[r * half + i] = (float)cos((double)angle);
+            sin_t[r * half + i] = (float)sin((double)angle);
+        }
+}
+
+void lcx_rope_f32(float *x, size_t ldx, size_t t, size_t n_heads, size_t head_dim, const float *cos_t,
+                  const float *sin_t) {
+    size_t half = head_dim / 2;
+    for (size_t r = 0; r < t; r++) {
+        const float *c = cos_t + r * half, *s = sin_t + r * half;
+        for (size_t h = 0; h < n_heads; h++) {
+            float *v = x + r * ldx + h * head_dim;
+            for (size_t i = 0; i < half; i++) {
+                float a = v[2 * i], b = v[2 * i + 1];
+                v[2 * i] = a * c[i] - b * s[i];
+                v[2 * i + 1] = a * s[i] + b * c[i];
+            }
+        }
+    }
+}
+
+static inline float lcx_silu(float v) { return v / (1.0f + expf(-v)); }
+
+void lcx_swiglu_f32(float *a, const float *b, size_t n) {
+    int nt = lcx_threads_for(n * 16);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (size_t j = 0; j < n; j++) a[j] = lcx_silu(a[j]) * b[j];
+}
+
+void lcx_add_f32(float *y, const float *x, size_t n) {
+    for (size_t j = 0; j < n; j++) y[j] += x[j];
+}
+
+int64_t lcx_argmax_f32(const float *x, size_t n) {
+    int64_t best = -1;
+    float bv = 0.0f;
+    for (size_t j = 0; j < n; j++)
+        if (x[j] == x[j] && (best < 0 || x[j] > bv)) {
+            bv = x[j];
+            best = (int64_t)j;
+        }
+    return best < 0 ? 0 : best;
+}
+
+void lcx_softmax_f32(float *x, size_t n) {
+    float mx = -INFINITY;
+    for (size_t j = 0; j < n; j++) mx = x[j] > mx ? x[j] : mx;
+    double sum = 0.0;
+    for (size_t j = 0; j < n; j++) {
+        x[j] = expf(x[j] - mx);
+        sum += x[j];
+    }
+    float inv = (float)(1.0 / sum);
+    for (size_t j = 0; j < n; j++) x[j] *= inv;
+}
+
+void lcx_attention_f32(const float *q, const float *kc, const float *vc, float *out, size_t t, size_t pos0,
+                       size_t n_heads, size_t n_kv, size_t hd, float *scratch, size_t scratch_stride,
+                       int n_scratch) {
+    const lcx_kernels *k = lcx_active();
+    size_t n_rep = n_heads / n_kv, q_dim = n_heads * hd, kv_dim = n_kv * hd;
+    const float scale = 1.0f / sqrtf((float)hd);
+    long long total = (long long)(n_heads * t);
+    int nt = lcx_threads_for((size_t)total * (pos0 + t) * hd * 2);
+    if (nt > n_scratch) nt = n_scratch;
+#pragma omp parallel for schedule(static, 1) num_threads(nt) if (nt > 1)
+    for (long long idx = 0; idx < total; idx++) {
+        size_t h = (size_t)idx % n_heads, i = (size_t)idx / n_heads;
+        size_t n_keys = pos0 + i + 1; /* causal: query i sees keys 0 .. pos0 + i */
+        const float *qi = q + i * q_dim + h * hd;
+        const float *kh = kc + (h / n_rep) * hd, *vh = vc + (h / n_rep) * hd;
+        float *sc = scratch + (size_t)LCX_THREAD_NUM() * scratch_stride;
+        float *o = out + i * q_dim + h * hd;
+        for (size_t p = 0; p < n_keys; p++) sc[p] = k->dot_f32(qi, kh + p * kv_dim, hd) * scale;
+        lcx_softmax_f32(sc, n_keys);
+        memset(o, 0, hd * sizeof(float));
+        for (size_t p = 0; p < n_keys; p++) k->axpy_f32(sc[p], vh + p * kv_dim, o, hd);
+    }
+}
+
+/* IEEE half -> f32 (exact: every f16 is representable), for f16 checkpoints converted at load. */
+void lcx_f16_to_f32(const uint16_t *src, float *dst, size_t n) {
+    for (size_t j = 0; j < n; j++) {
+        uint32_t h = src[j], sign = (h & 0x8000u) << 16, e = (h >> 10) & 0x1f, mant = h & 0x3ffu, u;
+        if (e == 0x1f) {
+            u = sign | 0x7f800000u | (mant << 13);
+        } else if (e != 0) {
+            u = sign | ((e + 112) << 23) | (mant << 13);
+        } else if (mant == 0) {
+            u = sign;
+        } else { /* subnormal: normalise */
+            int shift = 0;
+            while (!(mant & 0x400u)) { mant <<= 1; shift++; }
+            u = sign | ((uint32_t)(113 - shift) << 23) | ((mant & 0x3ffu) << 13);
+        }
+        memcpy(dst + j, &u, sizeof u);
+    }
+}

@@ -1,0 +1,367 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Thin Cython layer over the C kernels in csrc/: argument checks once, then `with nogil` calls.
+
+Buffers are anything exporting the buffer protocol (array('f'), bytearray, mmap slices, numpy arrays);
+shapes are passed explicitly and checked against the buffers' byte lengths before any C call.
+"""
+from libc.stdint cimport int32_t, int64_t, uint16_t
+from libc.string cimport memcpy
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+
+cdef extern from "lcx.h" nogil:
+    enum:
+        LCX_ISA_GENERIC
+        LCX_ISA_AVX2
+        LCX_ISA_AVX512
+        LCX_ISA_COUNT
+        LCX_F32
+        LCX_BF16
+
+    ctypedef struct lcx_kernels:
+        const char *name
+
+    int lcx_isa_supported(int isa)
+    int lcx_isa_compiled(int isa)
+    int lcx_isa_best()
+    int lcx_set_isa(int isa)
+    int lcx_get_isa()
+    const lcx_kernels *lcx_table(int isa)
+    int lcx_openmp_enabled()
+    void lcx_set_num_threads(int n)
+    int lcx_get_num_threads()
+    int lcx_omp_max_threads()
+
+    void lcx_linear(const void *W, int wtype, const float *X, size_t ldx, float *Y, size_t ldy,
+                    size_t d, size_t n, size_t t, int beta)
+    void lcx_rmsnorm_f32(const float *x, const float *w, float *out, size_t t, size_t n, float eps)
+    void lcx_rope_table(const int64_t *pos, size_t t, const float *freqs, size_t half, float *cos_t, float *sin_t)
+    void lcx_rope_f32(float *x, size_t ldx, size_t t, size_t n_heads, size_t head_dim, const float *cos_t,
+                      const float *sin_t)
+    void lcx_swiglu_f32(float *a, const float *b, size_t n)
+    int64_t lcx_argmax_f32(const float *x, size_t n)
+    void lcx_softmax_f32(float *x, size_t n)
+    void lcx_attention_f32(const float *q, const float *kc, const float *vc, float *out, size_t t, size_t pos0,
+                           size_t n_heads, size_t n_kv, size_t hd, float *scratch, size_t scratch_stride,
+                           int n_scratch)
+    void lcx_f16_to_f32(const uint16_t *src, float *dst, size_t n)
+
+    ctypedef struct lcx_mat:
+        const void *data
+        int dtype
+
+    ctypedef struct lcx_layer:
+        lcx_mat wq, wk, wv, wo, w1, w2, w3
+        const float *attn_norm
+        const float *ffn_norm
+
+    ctypedef struct lcx_model:
+        int64_t dim, n_layers, n_heads, n_kv_heads, head_dim, hidden_dim, vocab_size
+        float norm_eps
+        lcx_mat tok_embeddings
+        lcx_mat output
+        const float *norm
+        const float *rope_freqs
+        const lcx_layer *layers
+
+    ctypedef struct lcx_state:
+        int64_t n_ctx, max_batch, n_scratch_threads
+
+    size_t lcx_state_bytes(const lcx_model *m, int64_t n_ctx, int64_t max_batch, int64_t n_threads)
+    lcx_state *lcx_state_new(const lcx_model *m, int64_t n_ctx, int64_t max_batch, int64_t n_threads)
+    void lcx_state_free(lcx_state *s)
+    int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t t, int64_t pos0,
+                    float *logits, int all_logits)
+    void lcx_row_to_f32(const lcx_mat *table, int64_t cols, int64_t row, float *dst)
+
+ISA_NAMES = ("generic", "avx2", "avx512")
+DTYPE_CODES = {"f32": LCX_F32, "bf16": LCX_BF16}
+
+
+# ---- run-time information and switches ------------------------------------------------------------
+def isa_supported(str name):
+    return bool(lcx_isa_supported(ISA_NAMES.index(name)))
+
+
+def isa_compiled(str name):
+    return bool(lcx_isa_compiled(ISA_NAMES.index(name)))
+
+
+def best_isa():
+    return ISA_NAMES[lcx_isa_best()]
+
+
+def get_isa():
+    return ISA_NAMES[lcx_get_isa()]
+
+
+def set_isa(str name):
+    """Force an instruction-set path; ValueError when this CPU/OS (or this build) cannot run it."""
+    if name not in ISA_NAMES:
+        raise ValueError(f"unknown ISA {name!r}; choose one of {', '.join(ISA_NAMES)}")
+    if lcx_set_isa(ISA_NAMES.index(name)) != 0:
+        raise ValueError(f"ISA {name!r} is not supported on this CPU/OS (best available: {best_isa()})")
+
+
+def openmp_enabled():
+    return bool(lcx_openmp_enabled())
+
+
+def omp_max_threads():
+    return lcx_omp_max_threads()
+
+
+def set_num_threads(int n):
+    if n < 1:
+        raise ValueError(f"thread count must be >= 1, got {n}")
+    lcx_set_num_threads(n)
+
+
+def get_num_threads():
+    return lcx_get_num_threads()
+
+
+# ---- buffer helpers -------------------------------------------------------------------------------
+cdef inline const unsigned char *_rd(object buf, size_t need, str what) except NULL:
+    cdef const unsigned char[::1] mv = memoryview(buf).cast("B")
+    if <size_t>mv.shape[0] < need:
+        raise ValueError(f"{what}: buffer holds {mv.shape[0]} bytes, {need} needed")
+    if need == 0:
+        return <const unsigned char *>1  # never dereferenced
+    return &mv[0]
+
+
+cdef inline unsigned char *_wr(object buf, size_t need, str what) except NULL:
+    cdef unsigned char[::1] mv = memoryview(buf).cast("B")
+    if <size_t>mv.shape[0] < need:
+        raise ValueError(f"{what}: buffer holds {mv.shape[0]} bytes, {need} needed")
+    if need == 0:
+        return <unsigned char *>1
+    return &mv[0]
+
+
+cdef inline size_t _wsize(str dtype) except 0:
+    if dtype == "bf16":
+        return 2
+    if dtype == "f32":
+        return 4
+    raise ValueError(f"unsupported weight dtype {dtype!r} (bf16 or f32)")
+
+
+# ---- kernels, one call each (used by tests and by model set-up) ------------------------------------
+def linear(W, str wtype, X, Y, size_t d, size_t n, size_t t, bint accumulate=False):
+    """Y (t, d) = [Y +] X (t, n) @ Wᵀ, W (d, n) bf16/f32 row-major; threads split rows of W."""
+    cdef const void *w = _rd(W, d * n * _wsize(wtype), "W")
+    cdef const float *x = <const float *>_rd(X, t * n * 4, "X")
+    cdef float *y = <float *>_wr(Y, t * d * 4, "Y")
+    cdef int code = DTYPE_CODES[wtype], beta = 1 if accumulate else 0
+    with nogil:
+        lcx_linear(w, code, x, n, y, d, d, n, t, beta)
+
+
+def rmsnorm(X, W, OUT, size_t t, size_t n, float eps):
+    cdef const float *x = <const float *>_rd(X, t * n * 4, "X")
+    cdef const float *w = <const float *>_rd(W, n * 4, "W")
+    cdef float *o = <float *>_wr(OUT, t * n * 4, "OUT")
+    with nogil:
+        lcx_rmsnorm_f32(x, w, o, t, n, eps)
+
+
+def rope(X, positions, FREQS, size_t t, size_t n_heads, size_t head_dim):
+    """In place on X (t, n_heads*head_dim) at the given positions; FREQS (head_dim/2,) f32."""
+    cdef size_t half = head_dim // 2, i
+    cdef float *x = <float *>_wr(X, t * n_heads * head_dim * 4, "X")
+    cdef const float *f = <const float *>_rd(FREQS, half * 4, "FREQS")
+    if len(positions) != <Py_ssize_t>t:
+        raise ValueError("need one position per row")
+    cdef int64_t *pos = <int64_t *>PyMem_Malloc(max(t, 1) * sizeof(int64_t))
+    cdef float *ct = <float *>PyMem_Malloc(max(t * half, 1) * sizeof(float))
+    cdef float *st = <float *>PyMem_Malloc(max(t * half, 1) * sizeof(float))
+    try:
+        if not pos or not ct or not st:
+            raise MemoryError()
+        for i in range(t):
+            pos[i] = positions[i]
+        with nogil:
+            lcx_rope_table(pos, t, f, half, ct, st)
+            lcx_rope_f32(x, n_heads * head_dim, t, n_heads, head_dim, ct, st)
+    finally:
+        PyMem_Free(pos); PyMem_Free(ct); PyMem_Free(st)
+
+
+def swiglu(A, B, size_t n):
+    cdef float *a = <float *>_wr(A, n * 4, "A")
+    cdef const float *b = <const float *>_rd(B, n * 4, "B")
+    with nogil:
+        lcx_swiglu_f32(a, b, n)
+
+
+def softmax(X, size_t n):
+    cdef float *x = <float *>_wr(X, n * 4, "X")
+    with nogil:
+        lcx_softmax_f32(x, n)
+
+
+def argmax(X):
+    """Index of the largest float32 in X (first on ties; NaN never wins)."""
+    cdef const float[::1] x = memoryview(X).cast("B").cast("f")
+    cdef size_t n = x.shape[0]
+    if n == 0:
+        raise ValueError("argmax of an empty vector")
+    cdef int64_t r
+    with nogil:
+        r = lcx_argmax_f32(&x[0], n)
+    return r
+
+
+def attention(Q, KC, VC, OUT, size_t t, size_t pos0, size_t n_heads, size_t n_kv, size_t head_dim):
+    """Causal GQA attention: Q (t, n_heads*hd) at positions pos0.., caches (pos0+t, n_kv*hd) -> OUT."""
+    cdef size_t n_keys = pos0 + t, q_dim = n_heads * head_dim, kv_dim = n_kv * head_dim
+    if n_kv == 0 or n_heads % n_kv:
+        raise ValueError("n_heads must be a multiple of n_kv")
+    cdef const float *q = <const float *>_rd(Q, t * q_dim * 4, "Q")
+    cdef const float *kc = <const float *>_rd(KC, n_keys * kv_dim * 4, "KC")
+    cdef const float *vc = <const float *>_rd(VC, n_keys * kv_dim * 4, "VC")
+    cdef float *o = <float *>_wr(OUT, t * q_dim * 4, "OUT")
+    cdef int nth = lcx_get_num_threads()
+    cdef float *scratch = <float *>PyMem_Malloc(max(nth * n_keys, 1) * sizeof(float))
+    if not scratch:
+        raise MemoryError()
+    try:
+        with nogil:
+            lcx_attention_f32(q, kc, vc, o, t, pos0, n_heads, n_kv, head_dim, scratch, n_keys, nth)
+    finally:
+        PyMem_Free(scratch)
+
+
+def to_f32(SRC, str dtype, DST, size_t n):
+    """DST (n,) f32 <- SRC (n,) of dtype bf16/f16/f32 (a converted copy, e.g. norm weights at load)."""
+    cdef const unsigned char *s
+    cdef float *d = <float *>_wr(DST, n * 4, "DST")
+    cdef lcx_mat m
+    if dtype == "f16":
+        s = _rd(SRC, n * 2, "SRC")
+        with nogil:
+            lcx_f16_to_f32(<const uint16_t *>s, d, n)
+        return
+    s = _rd(SRC, n * _wsize(dtype), "SRC")
+    m.data = s
+    m.dtype = DTYPE_CODES[dtype]
+    with nogil:
+        lcx_row_to_f32(&m, n, 0, d)
+
+
+# ---- the model and its run state -----------------------------------------------------------------
+cdef class CModel:
+    """The C view of a loaded model: pointers into the weight buffers, which this object keeps alive."""
+    cdef lcx_model m
+    cdef lcx_layer *layers
+    cdef list _keep  # memoryviews pinning every buffer a pointer was taken from
+
+    def __cinit__(self):
+        self.layers = NULL
+        self._keep = []
+
+    def __dealloc__(self):
+        PyMem_Free(self.layers)
+
+    cdef const void *_ptr(self, object buf, size_t offset, size_t nbytes, str what) except NULL:
+        cdef const unsigned char[::1] mv = memoryview(buf).cast("B")
+        if offset + nbytes > <size_t>mv.shape[0] or nbytes == 0:
+            raise ValueError(f"{what}: {nbytes} bytes at offset {offset} do not fit its buffer")
+        self._keep.append(mv)
+        return &mv[offset]
+
+    cdef lcx_mat _mat(self, tuple spec, size_t rows, size_t cols, str what) except *:
+        # spec = (buffer, byte offset, dtype)
+        cdef lcx_mat r
+        buf, off, dtype = spec
+        r.data = self._ptr(buf, off, rows * cols * _wsize(dtype), what)
+        r.dtype = DTYPE_CODES[dtype]
+        return r
+
+    def __init__(self, dict cfg, dict mats, dict vecs, object rope_freqs):
+        """cfg: sizes; mats: name -> (buffer, offset, 'bf16'|'f32'); vecs: name -> f32 buffer (norms)."""
+        cdef int64_t L = cfg["n_layers"], dim = cfg["dim"], hd = cfg["head_dim"]
+        cdef int64_t q_dim = cfg["n_heads"] * hd, kv_dim = cfg["n_kv_heads"] * hd, hidden = cfg["hidden_dim"]
+        cdef int64_t vocab = cfg["vocab_size"], i
+        self.m.dim = dim
+        self.m.n_layers = L
+        self.m.n_heads = cfg["n_heads"]
+        self.m.n_kv_heads = cfg["n_kv_heads"]
+        self.m.head_dim = hd
+        self.m.hidden_dim = hidden
+        self.m.vocab_size = vocab
+        self.m.norm_eps = cfg["norm_eps"]
+        self.layers = <lcx_layer *>PyMem_Malloc(max(L, 1) * sizeof(lcx_layer))
+        if not self.layers:
+            raise MemoryError()
+        self.m.layers = self.layers
+        self.m.tok_embeddings = self._mat(mats["tok_embeddings.weight"], vocab, dim, "tok_embeddings.weight")
+        self.m.output = self._mat(mats["output.weight"], vocab, dim, "output.weight")
+        self.m.norm = <const float *>self._ptr(vecs["norm.weight"], 0, dim * 4, "norm.weight")
+        self.m.rope_freqs = <const float *>self._ptr(rope_freqs, 0, (hd // 2) * 4, "rope freqs")
+        for i in range(L):
+            p = f"layers.{i}."
+            self.layers[i].wq = self._mat(mats[p + "attention.wq.weight"], q_dim, dim, p + "attention.wq.weight")
+            self.layers[i].wk = self._mat(mats[p + "attention.wk.weight"], kv_dim, dim, p + "attention.wk.weight")
+            self.layers[i].wv = self._mat(mats[p + "attention.wv.weight"], kv_dim, dim, p + "attention.wv.weight")
+            self.layers[i].wo = self._mat(mats[p + "attention.wo.weight"], dim, q_dim, p + "attention.wo.weight")
+            self.layers[i].w1 = self._mat(mats[p + "feed_forward.w1.weight"], hidden, dim, p + "feed_forward.w1.weight")
+            self.layers[i].w2 = self._mat(mats[p + "feed_forward.w2.weight"], dim, hidden, p + "feed_forward.w2.weight")
+            self.layers[i].w3 = self._mat(mats[p + "feed_forward.w3.weight"], hidden, dim, p + "feed_forward.w3.weight")
+            self.layers[i].attn_norm = <const float *>self._ptr(vecs[p + "attention_norm.weight"], 0, dim * 4, p + "attention_norm.weight")
+            self.layers[i].ffn_norm = <const float *>self._ptr(vecs[p + "ffn_norm.weight"], 0, dim * 4, p + "ffn_norm.weight")
+
+    def state_bytes(self, int64_t n_ctx, int64_t max_batch, int64_t n_threads):
+        return lcx_state_bytes(&self.m, n_ctx, max_batch, n_threads)
+
+    def embedding_row(self, int64_t row, OUT):
+        cdef float *d = <float *>_wr(OUT, self.m.dim * 4, "OUT")
+        if row < 0 or row >= self.m.vocab_size:
+            raise IndexError(f"token id {row} out of range [0, {self.m.vocab_size})")
+        with nogil:
+            lcx_row_to_f32(&self.m.tok_embeddings, self.m.dim, row, d)
+
+
+cdef class CState:
+    """Activation buffers + KV cache of one context (allocated once, freed with the object)."""
+    cdef lcx_state *s
+    cdef CModel model
+    cdef int32_t *tok
+    cdef readonly int64_t n_ctx, max_batch
+
+    def __cinit__(self, CModel model, int64_t n_ctx, int64_t max_batch, int64_t n_threads):
+        self.s = NULL
+        self.tok = NULL
+        self.model = model
+        self.n_ctx = n_ctx
+        self.max_batch = max_batch
+        self.s = lcx_state_new(&model.m, n_ctx, max_batch, n_threads)
+        self.tok = <int32_t *>PyMem_Malloc(max(max_batch, 1) * sizeof(int32_t))
+        if self.s is NULL or self.tok is NULL:
+            raise MemoryError(
+                f"cannot allocate the context state ({lcx_state_bytes(&model.m, n_ctx, max_batch, n_threads) / 2**20:.0f} MiB)")
+
+    def __dealloc__(self):
+        lcx_state_free(self.s)
+        PyMem_Free(self.tok)
+
+    def forward(self, tokens, int64_t pos0, LOGITS=None, bint all_logits=False):
+        """Run len(tokens) <= max_batch tokens at positions pos0..; logits (t or 1, vocab) into LOGITS."""
+        cdef int64_t t = len(tokens), i, v = self.model.m.vocab_size, rc
+        cdef float *lg = NULL
+        if t < 1 or t > self.max_batch:
+            raise ValueError(f"block of {t} tokens (1..{self.max_batch} allowed)")
+        if pos0 < 0 or pos0 + t > self.n_ctx:
+            raise ValueError(f"positions {pos0}..{pos0 + t - 1} do not fit the context of {self.n_ctx}")
+        for i in range(t):
+            tid = tokens[i]
+            if not 0 <= tid < v:
+                raise ValueError(f"token id {tid} out of range [0, {v})")
+            self.tok[i] = tid
+        if LOGITS is not None:
+            lg = <float *>_wr(LOGITS, (t if all_logits else 1) * v * 4, "LOGITS")
+        with nogil:
+            rc = lcx_forward(&self.model.m, self.s, self.tok, t, pos0, lg, all_logits)
+        if rc != 0:
+            raise ValueError("forward: arguments do not fit the context state")

@@ -1,0 +1,25 @@
+"""The exceptions a user of llama_cx can see. Every message is one line that names the file and the problem."""
+
+
+class LlamaCxError(Exception):
+    """Base of every error llama_cx raises for bad input; the CLI prints these as one line."""
+
+
+class FormatError(LlamaCxError, ValueError):
+    """A model, checkpoint, tokenizer or config file is missing, malformed, truncated or hostile."""
+
+
+class UnsafePickleError(FormatError):
+    """A pickle asked for a global or an opcode outside the allowlist; nothing from it was executed."""
+
+
+class TokenizerMissingError(LlamaCxError):
+    """Text was given to a model loaded without a tokenizer."""
+
+
+class ContextLengthError(LlamaCxError, ValueError):
+    """A prompt or generation does not fit the context."""
+
+
+class InvalidArgumentError(LlamaCxError, ValueError):
+    """A generation, sampling or session argument is out of range (checked before any work is done)."""

