@@ -55,6 +55,17 @@ int lcx_get_num_threads(void);
 int lcx_omp_max_threads(void);
 
 /* ---- threaded ops (lcx_ops.c) ----------------------------------------------------------------- */
+/* The *_part functions do thread tid's share of an op (of nth threads) inside a parallel region the
+ * caller owns; the plain names open their own region. */
+void lcx_split(size_t n, size_t align, int tid, int nth, size_t *lo, size_t *hi);
+void lcx_linear_rows(const void *W, int wtype, const float *X, size_t ldx, float *Y, size_t ldy, size_t r0,
+                     size_t r1, size_t n, size_t t, int beta);
+void lcx_rmsnorm_part(const float *x, const float *w, float *out, size_t t, size_t n, float eps, int tid, int nth);
+void lcx_rope_part(float *x, size_t ldx, size_t t, size_t n_heads, size_t head_dim, const float *cos_t,
+                   const float *sin_t, int tid, int nth);
+void lcx_swiglu_part(float *a, const float *b, size_t n);
+void lcx_attention_part(const float *q, const float *kc, const float *vc, float *out, size_t t, size_t pos0,
+                        size_t n_heads, size_t n_kv, size_t hd, float *scores, int tid, int nth);
 /* Y (t, ldy) = beta*Y + X (t, ldx) @ Wᵀ, W (d, n) of dtype wtype; rows of W split across threads. */
 void lcx_linear(const void *W, int wtype, const float *X, size_t ldx, float *Y, size_t ldy,
                 size_t d, size_t n, size_t t, int beta);
@@ -68,8 +79,6 @@ void lcx_rope_f32(float *x, size_t ldx, size_t t, size_t n_heads, size_t head_di
                   const float *sin_t);
 /* a (t, n) = silu(a) * b */
 void lcx_swiglu_f32(float *a, const float *b, size_t n);
-/* y += x over n */
-void lcx_add_f32(float *y, const float *x, size_t n);
 /* index of the first maximum of x (n,); NaN never wins */
 int64_t lcx_argmax_f32(const float *x, size_t n);
 /* Causal GQA attention for t query rows at positions pos0 .. pos0+t-1 over a cache holding pos0+t rows.

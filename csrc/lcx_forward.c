@@ -8,6 +8,10 @@
 #include "lcx.h"
 #include "lcx_simd.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 static int64_t lcx_q_dim(const lcx_model *m) { return m->n_heads * m->head_dim; }
 static int64_t lcx_kv_dim(const lcx_model *m) { return m->n_kv_heads * m->head_dim; }
 
@@ -63,50 +67,86 @@ void lcx_row_to_f32(const lcx_mat *table, int64_t cols, int64_t row, float *dst)
         memcpy(dst, (const float *)table->data + (size_t)row * cols, (size_t)cols * sizeof(float));
 }
 
+/* One OpenMP region per call: every thread walks the layers, does its share of each step (rows of a
+ * matrix, heads of attention), and meets the others at a barrier where a step needs all of the previous
+ * one. Between w1/w3 and SwiGLU no barrier is needed: a thread gates exactly the rows it computed. */
 int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t t, int64_t pos0, float *logits,
                 int all_logits) {
     if (t < 1 || t > s->max_batch || pos0 < 0 || pos0 + t > s->n_ctx) return -1;
     for (int64_t i = 0; i < t; i++)
         if (tokens[i] < 0 || tokens[i] >= m->vocab_size) return -1;
 
-    const int64_t dim = m->dim, hd = m->head_dim, q_dim = lcx_q_dim(m), kv_dim = lcx_kv_dim(m);
-    const int64_t hidden = m->hidden_dim, half = hd / 2;
+    const size_t dim = (size_t)m->dim, hd = (size_t)m->head_dim, q_dim = (size_t)lcx_q_dim(m);
+    const size_t kv_dim = (size_t)lcx_kv_dim(m), hidden = (size_t)m->hidden_dim, T = (size_t)t;
+    const size_t n_heads = (size_t)m->n_heads, n_kv = (size_t)m->n_kv_heads, vocab = (size_t)m->vocab_size;
     float *x = s->x, *xb = s->xb, *q = s->q, *att = s->att, *hb = s->hb, *hb2 = s->hb2;
+    const float eps = m->norm_eps;
 
     for (int64_t i = 0; i < t; i++) {
-        lcx_row_to_f32(&m->tok_embeddings, dim, tokens[i], x + i * dim); /* x (t, dim) */
+        lcx_row_to_f32(&m->tok_embeddings, m->dim, tokens[i], x + i * dim); /* x (t, dim) */
         s->pos[i] = pos0 + i;
     }
-    lcx_rope_table(s->pos, (size_t)t, m->rope_freqs, (size_t)half, s->rope_cos, s->rope_sin);
+    lcx_rope_table(s->pos, T, m->rope_freqs, hd / 2, s->rope_cos, s->rope_sin);
 
-    for (int64_t l = 0; l < m->n_layers; l++) {
-        const lcx_layer *L = &m->layers[l];
-        float *kc = s->k_cache + (size_t)l * s->n_ctx * kv_dim; /* (n_ctx, kv_dim) */
-        float *vc = s->v_cache + (size_t)l * s->n_ctx * kv_dim;
-        float *k_new = kc + (size_t)pos0 * kv_dim, *v_new = vc + (size_t)pos0 * kv_dim; /* (t, kv_dim) */
+    int nt = lcx_get_num_threads();
+    if (nt > s->n_scratch_threads) nt = (int)s->n_scratch_threads;
+    if ((size_t)m->dim * (size_t)m->dim * T < (1u << 15)) nt = 1; /* toy sizes: not worth the threads */
+    int64_t first = all_logits ? 0 : t - 1;
+    size_t nrows = (size_t)(t - first);
 
-        /* attention block */
-        lcx_rmsnorm_f32(x, L->attn_norm, xb, (size_t)t, (size_t)dim, m->norm_eps);
-        lcx_linear(L->wq.data, L->wq.dtype, xb, dim, q, q_dim, q_dim, dim, t, 0);       /* q (t, q_dim) */
-        lcx_linear(L->wk.data, L->wk.dtype, xb, dim, k_new, kv_dim, kv_dim, dim, t, 0); /* k (t, kv_dim) */
-        lcx_linear(L->wv.data, L->wv.dtype, xb, dim, v_new, kv_dim, kv_dim, dim, t, 0); /* v (t, kv_dim) */
-        lcx_rope_f32(q, q_dim, t, m->n_heads, hd, s->rope_cos, s->rope_sin);
-        lcx_rope_f32(k_new, kv_dim, t, m->n_kv_heads, hd, s->rope_cos, s->rope_sin);
-        lcx_attention_f32(q, kc, vc, att, t, pos0, m->n_heads, m->n_kv_heads, hd, s->scratch, s->n_ctx,
-                          (int)s->n_scratch_threads);
-        lcx_linear(L->wo.data, L->wo.dtype, att, q_dim, x, dim, dim, q_dim, t, 1); /* x += att @ woᵀ */
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int tid = 0, nth = 1;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+        nth = omp_get_num_threads();
+#endif
+        float *scores = s->scratch + (size_t)tid * (size_t)s->n_ctx;
+        size_t a0, a1, b0, b1, c0, c1, d0, d1;
+        lcx_split(q_dim, 4, tid, nth, &a0, &a1);   /* my rows of wq */
+        lcx_split(kv_dim, 4, tid, nth, &b0, &b1);  /* my rows of wk, wv */
+        lcx_split(dim, 4, tid, nth, &c0, &c1);     /* my rows of wo, w2 */
+        lcx_split(hidden, 4, tid, nth, &d0, &d1);  /* my rows of w1, w3 */
 
-        /* feed-forward block: x += w2(silu(w1 xb) * w3 xb) */
-        lcx_rmsnorm_f32(x, L->ffn_norm, xb, (size_t)t, (size_t)dim, m->norm_eps);
-        lcx_linear(L->w1.data, L->w1.dtype, xb, dim, hb, hidden, hidden, dim, t, 0);  /* (t, hidden) */
-        lcx_linear(L->w3.data, L->w3.dtype, xb, dim, hb2, hidden, hidden, dim, t, 0); /* (t, hidden) */
-        lcx_swiglu_f32(hb, hb2, (size_t)(t * hidden));
-        lcx_linear(L->w2.data, L->w2.dtype, hb, hidden, x, dim, dim, hidden, t, 1);
+        for (int64_t l = 0; l < m->n_layers; l++) {
+            const lcx_layer *L = &m->layers[l];
+            float *kc = s->k_cache + (size_t)l * (size_t)s->n_ctx * kv_dim; /* (n_ctx, kv_dim) */
+            float *vc = s->v_cache + (size_t)l * (size_t)s->n_ctx * kv_dim;
+            float *k_new = kc + (size_t)pos0 * kv_dim, *v_new = vc + (size_t)pos0 * kv_dim; /* (t, kv_dim) */
+
+            /* attention block: xb = norm(x); q, k, v = xb @ wq/wk/wv ᵀ; rope; attend; x += att @ woᵀ */
+            lcx_rmsnorm_part(x, L->attn_norm, xb, T, dim, eps, tid, nth);
+#pragma omp barrier
+            lcx_linear_rows(L->wq.data, L->wq.dtype, xb, dim, q, q_dim, a0, a1, dim, T, 0);
+            lcx_linear_rows(L->wk.data, L->wk.dtype, xb, dim, k_new, kv_dim, b0, b1, dim, T, 0);
+            lcx_linear_rows(L->wv.data, L->wv.dtype, xb, dim, v_new, kv_dim, b0, b1, dim, T, 0);
+#pragma omp barrier
+            lcx_rope_part(q, q_dim, T, n_heads, hd, s->rope_cos, s->rope_sin, tid, nth);
+            lcx_rope_part(k_new, kv_dim, T, n_kv, hd, s->rope_cos, s->rope_sin, tid, nth);
+#pragma omp barrier
+            lcx_attention_part(q, kc, vc, att, T, (size_t)pos0, n_heads, n_kv, hd, scores, tid, nth);
+#pragma omp barrier
+            lcx_linear_rows(L->wo.data, L->wo.dtype, att, q_dim, x, dim, c0, c1, q_dim, T, 1);
+#pragma omp barrier
+
+            /* feed-forward block: x += w2(silu(w1 xb) * w3 xb), xb = norm(x) */
+            lcx_rmsnorm_part(x, L->ffn_norm, xb, T, dim, eps, tid, nth);
+#pragma omp barrier
+            lcx_linear_rows(L->w1.data, L->w1.dtype, xb, dim, hb, hidden, d0, d1, dim, T, 0);
+            lcx_linear_rows(L->w3.data, L->w3.dtype, xb, dim, hb2, hidden, d0, d1, dim, T, 0);
+            for (size_t i = 0; i < T && d0 < d1; i++) lcx_swiglu_part(hb + i * hidden + d0, hb2 + i * hidden + d0, d1 - d0);
+#pragma omp barrier
+            lcx_linear_rows(L->w2.data, L->w2.dtype, hb, hidden, x, dim, c0, c1, hidden, T, 1);
+#pragma omp barrier
+        }
+
+        if (logits) {
+            lcx_rmsnorm_part(x + (size_t)first * dim, m->norm, xb, nrows, dim, eps, tid, nth);
+#pragma omp barrier
+            size_t v0, v1;
+            lcx_split(vocab, 4, tid, nth, &v0, &v1);
+            lcx_linear_rows(m->output.data, m->output.dtype, xb, dim, logits, vocab, v0, v1, dim, nrows, 0);
+        }
     }
-
-    if (!logits) return 0;
-    int64_t first = all_logits ? 0 : t - 1, nrows = t - first;
-    lcx_rmsnorm_f32(x + first * dim, m->norm, xb, (size_t)nrows, (size_t)dim, m->norm_eps);
-    lcx_linear(m->output.data, m->output.dtype, xb, dim, logits, m->vocab_size, m->vocab_size, dim, nrows, 0);
     return 0;
 }

@@ -17,8 +17,10 @@
 #ifdef _OPENMP
 #include <omp.h>
 #define LCX_THREAD_NUM() omp_get_thread_num()
+#define LCX_NUM_THREADS() omp_get_num_threads()
 #else
 #define LCX_THREAD_NUM() 0
+#define LCX_NUM_THREADS() 1
 #endif
 
 #define LCX_KC 1024
@@ -30,47 +32,58 @@ static int lcx_threads_for(size_t work) {
     return work < LCX_PAR_MIN_WORK ? 1 : nt;
 }
 
+void lcx_split(size_t n, size_t align, int tid, int nth, size_t *lo, size_t *hi) {
+    size_t blocks = (n + align - 1) / align;
+    *lo = align * (blocks * (size_t)tid / (size_t)nth);
+    *hi = align * (blocks * (size_t)(tid + 1) / (size_t)nth);
+    if (*hi > n) *hi = n;
+    if (*lo > n) *lo = n;
+}
+
+void lcx_linear_rows(const void *W, int wtype, const float *X, size_t ldx, float *Y, size_t ldy, size_t r0,
+                     size_t r1, size_t n, size_t t, int beta) {
+    if (r0 >= r1) return;
+    const lcx_kernels *k = lcx_active();
+    size_t kc = t > 1 ? LCX_KC : n;
+    for (size_t c0 = 0; c0 < n; c0 += kc) {
+        size_t cn = n - c0 < kc ? n - c0 : kc;
+        int b = c0 == 0 ? beta : 1;
+        if (wtype == LCX_BF16)
+            k->gemm_bf16((const uint16_t *)W + r0 * n + c0, n, X + c0, ldx, Y + r0, ldy, r1 - r0, t, cn, b);
+        else
+            k->gemm_f32((const float *)W + r0 * n + c0, n, X + c0, ldx, Y + r0, ldy, r1 - r0, t, cn, b);
+    }
+}
+
 void lcx_linear(const void *W, int wtype, const float *X, size_t ldx, float *Y, size_t ldy, size_t d,
                 size_t n, size_t t, int beta) {
-    const lcx_kernels *k = lcx_active();
-    size_t nblocks = (d + 3) / 4;
     int nt = lcx_threads_for(d * n * t);
-    if ((size_t)nt > nblocks) nt = (int)nblocks;
-    size_t kc = t > 1 ? LCX_KC : n;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        int tid = LCX_THREAD_NUM(), nth = nt;
-#ifdef _OPENMP
-        nth = omp_get_num_threads();
-#endif
-        size_t r0 = 4 * (nblocks * (size_t)tid / (size_t)nth);
-        size_t r1 = 4 * (nblocks * (size_t)(tid + 1) / (size_t)nth);
-        if (r1 > d) r1 = d;
-        if (r0 < r1) {
-            for (size_t c0 = 0; c0 < n; c0 += kc) {
-                size_t cn = n - c0 < kc ? n - c0 : kc;
-                int b = c0 == 0 ? beta : 1;
-                if (wtype == LCX_BF16)
-                    k->gemm_bf16((const uint16_t *)W + r0 * n + c0, n, X + c0, ldx, Y + r0, ldy, r1 - r0, t, cn, b);
-                else
-                    k->gemm_f32((const float *)W + r0 * n + c0, n, X + c0, ldx, Y + r0, ldy, r1 - r0, t, cn, b);
-            }
-        }
+        size_t r0, r1;
+        lcx_split(d, 4, LCX_THREAD_NUM(), LCX_NUM_THREADS(), &r0, &r1);
+        lcx_linear_rows(W, wtype, X, ldx, Y, ldy, r0, r1, n, t, beta);
     }
+}
+
+static void lcx_rmsnorm_row(const float *x, const float *w, float *out, size_t n, float eps) {
+    double ss = 0.0;
+    for (size_t j = 0; j < n; j++) ss += (double)x[j] * x[j];
+    /* Meta: x * rsqrt(mean(x^2) + eps), then * weight, all in f32 */
+    float scale = (float)(1.0 / sqrt((double)(float)(ss / (double)n) + (double)eps));
+    for (size_t j = 0; j < n; j++) out[j] = (x[j] * scale) * w[j];
+}
+
+void lcx_rmsnorm_part(const float *x, const float *w, float *out, size_t t, size_t n, float eps, int tid, int nth) {
+    size_t i0, i1;
+    lcx_split(t, 1, tid, nth, &i0, &i1);
+    for (size_t i = i0; i < i1; i++) lcx_rmsnorm_row(x + i * n, w, out + i * n, n, eps);
 }
 
 void lcx_rmsnorm_f32(const float *x, const float *w, float *out, size_t t, size_t n, float eps) {
     int nt = lcx_threads_for(t * n * 8);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (size_t i = 0; i < t; i++) {
-        const float *xi = x + i * n;
-        float *oi = out + i * n;
-        double ss = 0.0;
-        for (size_t j = 0; j < n; j++) ss += (double)xi[j] * xi[j];
-        /* Meta: x * rsqrt(mean(x^2) + eps), then * weight, all in f32 */
-        float scale = (float)(1.0 / sqrt((double)(float)(ss / (double)n) + (double)eps));
-        for (size_t j = 0; j < n; j++) oi[j] = (xi[j] * scale) * w[j];
-    }
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    lcx_rmsnorm_part(x, w, out, t, n, eps, LCX_THREAD_NUM(), LCX_NUM_THREADS());
 }
 
 void lcx_rope_table(const int64_t *pos, size_t t, const float *freqs, size_t half, float *cos_t, float *sin_t) {
@@ -82,32 +95,42 @@ void lcx_rope_table(const int64_t *pos, size_t t, const float *freqs, size_t hal
         }
 }
 
-void lcx_rope_f32(float *x, size_t ldx, size_t t, size_t n_heads, size_t head_dim, const float *cos_t,
-                  const float *sin_t) {
-    size_t half = head_dim / 2;
-    for (size_t r = 0; r < t; r++) {
+/* rotate heads [h0, h1) of the flattened (t * n_heads) head list */
+void lcx_rope_part(float *x, size_t ldx, size_t t, size_t n_heads, size_t head_dim, const float *cos_t,
+                   const float *sin_t, int tid, int nth) {
+    size_t half = head_dim / 2, h0, h1;
+    lcx_split(t * n_heads, 1, tid, nth, &h0, &h1);
+    for (size_t rh = h0; rh < h1; rh++) {
+        size_t r = rh / n_heads, h = rh % n_heads;
         const float *c = cos_t + r * half, *s = sin_t + r * half;
-        for (size_t h = 0; h < n_heads; h++) {
-            float *v = x + r * ldx + h * head_dim;
-            for (size_t i = 0; i < half; i++) {
-                float a = v[2 * i], b = v[2 * i + 1];
-                v[2 * i] = a * c[i] - b * s[i];
-                v[2 * i + 1] = a * s[i] + b * c[i];
-            }
+        float *v = x + r * ldx + h * head_dim;
+        for (size_t i = 0; i < half; i++) {
+            float a = v[2 * i], b = v[2 * i + 1];
+            v[2 * i] = a * c[i] - b * s[i];
+            v[2 * i + 1] = a * s[i] + b * c[i];
         }
     }
 }
 
+void lcx_rope_f32(float *x, size_t ldx, size_t t, size_t n_heads, size_t head_dim, const float *cos_t,
+                  const float *sin_t) {
+    lcx_rope_part(x, ldx, t, n_heads, head_dim, cos_t, sin_t, 0, 1);
+}
+
 static inline float lcx_silu(float v) { return v / (1.0f + expf(-v)); }
 
-void lcx_swiglu_f32(float *a, const float *b, size_t n) {
-    int nt = lcx_threads_for(n * 16);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+void lcx_swiglu_part(float *a, const float *b, size_t n) {
     for (size_t j = 0; j < n; j++) a[j] = lcx_silu(a[j]) * b[j];
 }
 
-void lcx_add_f32(float *y, const float *x, size_t n) {
-    for (size_t j = 0; j < n; j++) y[j] += x[j];
+void lcx_swiglu_f32(float *a, const float *b, size_t n) {
+    int nt = lcx_threads_for(n * 16);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        size_t j0, j1;
+        lcx_split(n, 16, LCX_THREAD_NUM(), LCX_NUM_THREADS(), &j0, &j1);
+        if (j0 < j1) lcx_swiglu_part(a + j0, b + j0, j1 - j0);
+    }
 }
 
 int64_t lcx_argmax_f32(const float *x, size_t n) {
@@ -133,27 +156,35 @@ void lcx_softmax_f32(float *x, size_t n) {
     for (size_t j = 0; j < n; j++) x[j] *= inv;
 }
 
-void lcx_attention_f32(const float *q, const float *kc, const float *vc, float *out, size_t t, size_t pos0,
-                       size_t n_heads, size_t n_kv, size_t hd, float *scratch, size_t scratch_stride,
-                       int n_scratch) {
+/* (head, query) pairs idx = tid, tid + nth, ... (round robin: later queries see more keys) */
+void lcx_attention_part(const float *q, const float *kc, const float *vc, float *out, size_t t, size_t pos0,
+                        size_t n_heads, size_t n_kv, size_t hd, float *sc, int tid, int nth) {
     const lcx_kernels *k = lcx_active();
     size_t n_rep = n_heads / n_kv, q_dim = n_heads * hd, kv_dim = n_kv * hd;
     const float scale = 1.0f / sqrtf((float)hd);
-    long long total = (long long)(n_heads * t);
-    int nt = lcx_threads_for((size_t)total * (pos0 + t) * hd * 2);
-    if (nt > n_scratch) nt = n_scratch;
-#pragma omp parallel for schedule(static, 1) num_threads(nt) if (nt > 1)
-    for (long long idx = 0; idx < total; idx++) {
-        size_t h = (size_t)idx % n_heads, i = (size_t)idx / n_heads;
+    for (size_t idx = (size_t)tid; idx < n_heads * t; idx += (size_t)nth) {
+        size_t h = idx % n_heads, i = idx / n_heads;
         size_t n_keys = pos0 + i + 1; /* causal: query i sees keys 0 .. pos0 + i */
         const float *qi = q + i * q_dim + h * hd;
         const float *kh = kc + (h / n_rep) * hd, *vh = vc + (h / n_rep) * hd;
-        float *sc = scratch + (size_t)LCX_THREAD_NUM() * scratch_stride;
         float *o = out + i * q_dim + h * hd;
         for (size_t p = 0; p < n_keys; p++) sc[p] = k->dot_f32(qi, kh + p * kv_dim, hd) * scale;
         lcx_softmax_f32(sc, n_keys);
         memset(o, 0, hd * sizeof(float));
         for (size_t p = 0; p < n_keys; p++) k->axpy_f32(sc[p], vh + p * kv_dim, o, hd);
+    }
+}
+
+void lcx_attention_f32(const float *q, const float *kc, const float *vc, float *out, size_t t, size_t pos0,
+                       size_t n_heads, size_t n_kv, size_t hd, float *scratch, size_t scratch_stride,
+                       int n_scratch) {
+    int nt = lcx_threads_for(n_heads * t * (pos0 + t) * hd * 2);
+    if (nt > n_scratch) nt = n_scratch;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int tid = LCX_THREAD_NUM();
+        lcx_attention_part(q, kc, vc, out, t, pos0, n_heads, n_kv, hd, scratch + (size_t)tid * scratch_stride, tid,
+                           LCX_NUM_THREADS());
     }
 }
 

@@ -1,0 +1,190 @@
+"""Every kernel against a float64 numpy reference on odd sizes (so SIMD leftover loops run), with outputs
+prefilled with NaN (unwritten cells show), on every ISA path this CPU supports, with 1 and N threads."""
+import math
+
+import numpy as np
+import pytest
+
+import llama_cx
+from llama_cx import _kernels as K
+
+ISAS = [i for i in K.ISA_NAMES if K.isa_supported(i)]
+THREADS = sorted({1, max(2, llama_cx.runtime.available_cpus())})
+
+
+@pytest.fixture(params=[(isa, nt) for isa in ISAS for nt in THREADS], ids=lambda p: f"{p[0]}-{p[1]}t")
+def path(request):
+    isa, nt = request.param
+    old_isa, old_nt = K.get_isa(), K.get_num_threads()
+    K.set_isa(isa)
+    K.set_num_threads(nt)
+    yield isa, nt
+    K.set_isa(old_isa)
+    K.set_num_threads(old_nt)
+
+
+def bf16(a):
+    """float32 array -> (bf16 bits as uint16, the float64 values those bits mean), round to nearest even."""
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    u = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+    return u, (u.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+
+
+def nan(*shape):
+    return np.full(shape, np.nan, dtype=np.float32)
+
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.mark.parametrize("d,n,t", [(1, 1, 1), (7, 33, 1), (13, 100, 3), (67, 257, 5), (130, 1031, 9), (5, 2100, 6)])
+@pytest.mark.parametrize("wtype", ["bf16", "f32"])
+def test_linear(path, d, n, t, wtype):
+    W = RNG.standard_normal((d, n)).astype(np.float32)
+    X = RNG.standard_normal((t, n)).astype(np.float32)
+    if wtype == "bf16":
+        Wbuf, W64 = bf16(W)
+    else:
+        Wbuf, W64 = W, W.astype(np.float64)
+    ref = X.astype(np.float64) @ W64.T
+    Y = nan(t, d)
+    K.linear(Wbuf, wtype, X, Y, d, n, t)
+    np.testing.assert_allclose(Y, ref, rtol=1e-5, atol=1e-5 * math.sqrt(n))
+    # accumulate (the residual add) on top of existing values
+    Y0 = RNG.standard_normal((t, d)).astype(np.float32)
+    Y = Y0.copy()
+    K.linear(Wbuf, wtype, X, Y, d, n, t, accumulate=True)
+    np.testing.assert_allclose(Y, Y0 + ref, rtol=1e-5, atol=1e-5 * math.sqrt(n))
+
+
+def test_linear_threads_agree():
+    """Rows are split across threads, never the sum inside a row: 1 thread == N threads bit for bit."""
+    W, _ = bf16(RNG.standard_normal((301, 515)).astype(np.float32))
+    X = RNG.standard_normal((7, 515)).astype(np.float32)
+    old = K.get_num_threads()
+    outs = []
+    for nt in THREADS + [3]:
+        K.set_num_threads(nt)
+        Y = nan(7, 301)
+        K.linear(W, "bf16", X, Y, 301, 515, 7)
+        outs.append(Y)
+    K.set_num_threads(old)
+    for Y in outs[1:]:
+        assert np.array_equal(Y, outs[0])
+
+
+@pytest.mark.parametrize("t,n", [(1, 1), (1, 17), (3, 64), (5, 1001)])
+def test_rmsnorm(path, t, n):
+    x = RNG.standard_normal((t, n)).astype(np.float32) * 3
+    w = RNG.standard_normal(n).astype(np.float32)
+    out = nan(t, n)
+    K.rmsnorm(x, w, out, t, n, 1e-5)
+    x64 = x.astype(np.float64)
+    ref = x64 / np.sqrt((x64 ** 2).mean(-1, keepdims=True) + 1e-5) * w
+    np.testing.assert_allclose(out, ref, rtol=2e-6, atol=1e-6)
+    # in place
+    K.rmsnorm(x, w, x, t, n, 1e-5)
+    np.testing.assert_allclose(x, ref, rtol=2e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("t,n_heads,hd", [(1, 1, 2), (3, 5, 6), (4, 3, 64), (2, 2, 130)])
+def test_rope_interleaved_pairs(path, t, n_heads, hd):
+    x = RNG.standard_normal((t, n_heads * hd)).astype(np.float32)
+    freqs = (1.0 / 500000.0 ** (np.arange(0, hd, 2) / hd)).astype(np.float32)
+    pos = [0, 7, 8191, 123456][:t] if t <= 4 else list(range(t))
+    ref = x.astype(np.float64).reshape(t, n_heads, hd // 2, 2).copy()
+    ang = np.asarray(pos, dtype=np.float64)[:, None] * freqs.astype(np.float64)[None, :]
+    c, s = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
+    a, b = ref[..., 0].copy(), ref[..., 1].copy()
+    ref[..., 0], ref[..., 1] = a * c - b * s, a * s + b * c
+    K.rope(x, pos, freqs, t, n_heads, hd)
+    # angles are float32 products (as torch computes them): tolerance grows with the position
+    np.testing.assert_allclose(x, ref.reshape(t, -1), rtol=0, atol=2e-4 * max(1, max(pos)) ** 0.5 + 1e-5)
+
+
+@pytest.mark.parametrize("n", [1, 2, 15, 17, 1000, 49152])
+def test_softmax_argmax(path, n):
+    x = (RNG.standard_normal(n) * 4).astype(np.float32)
+    i = K.argmax(x)
+    assert i == int(np.argmax(x))
+    y = x.copy()
+    K.softmax(y, n)
+    e = np.exp(x.astype(np.float64) - x.max())
+    np.testing.assert_allclose(y, e / e.sum(), rtol=1e-5, atol=1e-7)
+
+
+def test_argmax_ties_and_nan():
+    assert K.argmax(np.array([1, 3, 3, 2], dtype=np.float32)) == 1
+    assert K.argmax(np.array([np.nan, -1, np.nan, 5, 5], dtype=np.float32)) == 3
+    with pytest.raises(ValueError):
+        K.argmax(np.array([], dtype=np.float32))
+
+
+@pytest.mark.parametrize("n", [1, 9, 1535])
+def test_swiglu(path, n):
+    a = RNG.standard_normal(n).astype(np.float32) * 4
+    b = RNG.standard_normal(n).astype(np.float32)
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    ref = a64 / (1 + np.exp(-a64)) * b64
+    K.swiglu(a, b, n)
+    np.testing.assert_allclose(a, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("t,pos0,n_heads,n_kv,hd", [(1, 0, 1, 1, 2), (1, 9, 4, 2, 16), (5, 0, 6, 2, 10),
+                                                    (7, 13, 4, 4, 33), (3, 40, 9, 3, 64)])
+def test_attention_causal_gqa(path, t, pos0, n_heads, n_kv, hd):
+    n_keys = pos0 + t
+    q = RNG.standard_normal((t, n_heads * hd)).astype(np.float32)
+    kc = RNG.standard_normal((n_keys, n_kv * hd)).astype(np.float32)
+    vc = RNG.standard_normal((n_keys, n_kv * hd)).astype(np.float32)
+    out = nan(t, n_heads * hd)
+    K.attention(q, kc, vc, out, t, pos0, n_heads, n_kv, hd)
+    ref = np.zeros((t, n_heads, hd))
+    q4, k4, v4 = (a.astype(np.float64) for a in (q.reshape(t, n_heads, hd), kc.reshape(n_keys, n_kv, hd),
+                                                vc.reshape(n_keys, n_kv, hd)))
+    for i in range(t):
+        for h in range(n_heads):
+            g = h // (n_heads // n_kv)
+            s = k4[: pos0 + i + 1, g] @ q4[i, h] / math.sqrt(hd)
+            p = np.exp(s - s.max())
+            ref[i, h] = (p / p.sum()) @ v4[: pos0 + i + 1, g]
+    np.testing.assert_allclose(out, ref.reshape(t, -1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "f16", "f32"])
+def test_to_f32(dtype):
+    x = np.concatenate([RNG.standard_normal(37) * 100, [0.0, -0.0, np.inf, -np.inf, 6e-8, 1e-40]]).astype(np.float32)
+    if dtype == "bf16":
+        src, ref = bf16(x)
+    elif dtype == "f16":
+        src = x.astype(np.float16)
+        ref = src.astype(np.float64)
+    else:
+        src, ref = x, x.astype(np.float64)
+    out = nan(len(x))
+    K.to_f32(src, dtype, out, len(x))
+    np.testing.assert_array_equal(out.astype(np.float64), ref)
+
+
+def test_every_f16_value_widens_exactly():
+    src = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+    out = nan(1 << 16)
+    K.to_f32(src, "f16", out, 1 << 16)
+    ref = src.astype(np.float32)
+    finite = np.isfinite(ref)
+    assert np.array_equal(out[finite], ref[finite])
+    assert np.array_equal(np.isnan(out), np.isnan(ref))
+
+
+def test_buffer_too_small_is_an_error():
+    W = np.zeros((4, 8), dtype=np.float32)
+    with pytest.raises(ValueError, match="buffer holds"):
+        K.linear(W, "f32", np.zeros(8, np.float32), np.zeros(4, np.float32), 5, 8, 1)
+
+
+def test_cpu_info_reports_choice():
+    info = llama_cx.cpu_info()
+    assert info["isa"] in K.ISA_NAMES and info["isa"] in info["isa_supported"]
+    assert info["threads"] >= 1 and isinstance(info["openmp"], bool)
+    with pytest.raises(ValueError):
+        K.set_isa("sse9")

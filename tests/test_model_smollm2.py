@@ -1,0 +1,55 @@
+"""A real trained model: SmolLM2-135M-Instruct converted to Meta's layout, against Hugging Face transformers
+reading the original GGUF (weights rounded to bf16 on both sides).
+
+Tolerance: max |Δlogit| <= 1e-3 x std(reference logits) (float32 everywhere; 30 layers of summation-order
+differences); greedy ids identical."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import llama_cx
+from conftest import CACHE
+from _smollm2 import convert_smollm2, hf_greedy, hf_reference
+
+PROMPT = "The capital of France is Paris. The capital of Germany is"
+
+
+@pytest.fixture(scope="module")
+def smollm2(smollm2_gguf_path):
+    meta_dir = convert_smollm2(smollm2_gguf_path, os.path.join(CACHE, "smollm2-meta-bf16"))
+    ref, tok = hf_reference(smollm2_gguf_path)
+    return llama_cx.load(meta_dir), ref, tok
+
+
+def test_smollm2_config(smollm2):
+    m, _, _ = smollm2
+    c = m.config
+    assert (c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, c.hidden_dim) == (576, 30, 9, 3, 49152, 1536)
+    assert m.tied_embeddings
+
+
+def test_smollm2_logits_match_transformers(smollm2):
+    m, ref, tok = smollm2
+    ids = tok(PROMPT)["input_ids"]
+    ours = np.asarray(m.logits(ids), dtype=np.float64)
+    with torch.no_grad():
+        theirs = ref(torch.tensor([ids])).logits[0].double().numpy()
+    err = np.abs(ours - theirs).max() / theirs.std()
+    assert err < 1e-3, f"max |Δ| = {err:.2e} x std"
+
+
+def test_smollm2_greedy_continuation_identical_and_sensible(smollm2):
+    m, ref, tok = smollm2
+    ids = tok(PROMPT)["input_ids"]
+    n_new = 24
+    ctx = m.new_context(n_ctx=256)
+    nxt = llama_cx._kernels.argmax(ctx.forward(ids))
+    ours = []
+    for _ in range(n_new):
+        ours.append(nxt)
+        nxt = llama_cx._kernels.argmax(ctx.forward([nxt]))
+    assert ours == hf_greedy(ref, ids, n_new)
+    text = tok.decode(ours)
+    assert "Berlin" in text, text
