@@ -37,6 +37,12 @@ typedef struct {
     void (*bf16_to_f32)(const uint16_t *src, float *dst, size_t n);
 } lcx_kernels;
 
+/* Y (t, ldy) = beta*Y + Xb (t, ldx) @ W[rows]ᵀ with W and Xb both bf16 (AVX512-BF16 vdpbf16ps, f32 sums);
+ * NULL when not compiled. Used for prefill only when bf16 activations are switched on. */
+typedef void (*lcx_gemm_bf16bf16_fn)(const uint16_t *W, size_t ldw, const uint16_t *Xb, size_t ldx, float *Y,
+                                     size_t ldy, size_t rows, size_t t, size_t n, int beta);
+extern const lcx_gemm_bf16bf16_fn lcx_gemm_bf16bf16;
+
 extern const lcx_kernels lcx_kernels_generic;
 extern const lcx_kernels lcx_kernels_avx2;
 extern const lcx_kernels lcx_kernels_avx512;
@@ -50,6 +56,10 @@ int lcx_get_isa(void);
 const lcx_kernels *lcx_active(void);
 const lcx_kernels *lcx_table(int isa);
 int lcx_openmp_enabled(void);
+int lcx_avx512bf16_supported(void);
+/* bf16 activations for prefill products (opt-in: rounds activations); -1 when unsupported */
+int lcx_set_bf16_prefill(int on);
+int lcx_get_bf16_prefill(void);
 void lcx_set_num_threads(int n);
 int lcx_get_num_threads(void);
 int lcx_omp_max_threads(void);
@@ -121,6 +131,7 @@ typedef struct {
     float *scratch;                       /* (n_scratch_threads, n_ctx) attention scores */
     int64_t *pos;                         /* (B,) */
     float *rope_cos, *rope_sin;           /* (B, head_dim/2) */
+    uint16_t *xh;                         /* (B, max(dim, q_dim, hidden)) bf16 copy of a product's input */
 } lcx_state;
 
 size_t lcx_state_bytes(const lcx_model *m, int64_t n_ctx, int64_t max_batch, int64_t n_threads);

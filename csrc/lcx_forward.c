@@ -14,19 +14,25 @@
 
 static int64_t lcx_q_dim(const lcx_model *m) { return m->n_heads * m->head_dim; }
 static int64_t lcx_kv_dim(const lcx_model *m) { return m->n_kv_heads * m->head_dim; }
+static size_t lcx_widest(const lcx_model *m) {
+    size_t w = (size_t)m->dim;
+    if ((size_t)lcx_q_dim(m) > w) w = (size_t)lcx_q_dim(m);
+    if ((size_t)m->hidden_dim > w) w = (size_t)m->hidden_dim;
+    return w;
+}
 
 size_t lcx_state_bytes(const lcx_model *m, int64_t n_ctx, int64_t B, int64_t n_threads) {
     size_t f = sizeof(float);
     size_t act = (size_t)B * (2 * (size_t)m->dim + 2 * (size_t)lcx_q_dim(m) + 2 * (size_t)m->hidden_dim + (size_t)m->head_dim);
     size_t kv = 2 * (size_t)m->n_layers * (size_t)n_ctx * (size_t)lcx_kv_dim(m);
     size_t scratch = (size_t)n_threads * (size_t)n_ctx;
-    return (act + kv + scratch) * f + (size_t)B * sizeof(int64_t);
+    return (act + kv + scratch) * f + (size_t)B * (sizeof(int64_t) + 2 * lcx_widest(m));
 }
 
 void lcx_state_free(lcx_state *s) {
     if (!s) return;
     free(s->x); free(s->xb); free(s->q); free(s->att); free(s->hb); free(s->hb2);
-    free(s->k_cache); free(s->v_cache); free(s->scratch); free(s->pos); free(s->rope_cos); free(s->rope_sin);
+    free(s->k_cache); free(s->v_cache); free(s->scratch); free(s->pos); free(s->rope_cos); free(s->rope_sin); free(s->xh);
     free(s);
 }
 
@@ -52,8 +58,9 @@ lcx_state *lcx_state_new(const lcx_model *m, int64_t n_ctx, int64_t B, int64_t n
     s->pos = (int64_t *)calloc((size_t)B, sizeof(int64_t));
     s->rope_cos = lcx_alloc_f32((size_t)B * (m->head_dim / 2));
     s->rope_sin = lcx_alloc_f32((size_t)B * (m->head_dim / 2));
+    s->xh = (uint16_t *)calloc((size_t)B * lcx_widest(m), sizeof(uint16_t));
     if (!s->x || !s->xb || !s->q || !s->att || !s->hb || !s->hb2 || !s->k_cache || !s->v_cache || !s->scratch ||
-        !s->pos || !s->rope_cos || !s->rope_sin) {
+        !s->pos || !s->rope_cos || !s->rope_sin || !s->xh) {
         lcx_state_free(s);
         return NULL;
     }
@@ -65,6 +72,26 @@ void lcx_row_to_f32(const lcx_mat *table, int64_t cols, int64_t row, float *dst)
         lcx_active()->bf16_to_f32((const uint16_t *)table->data + (size_t)row * cols, dst, (size_t)cols);
     else
         memcpy(dst, (const float *)table->data + (size_t)row * cols, (size_t)cols * sizeof(float));
+}
+
+/* Rows [r0, r1) of Y (t, ldy) (+)= A (t, n) @ Wᵀ. With bf16 prefill on, A was already rounded into `ah`
+ * (t, n) bf16 by lcx_round_part and the AVX512-BF16 kernel runs; otherwise the f32 kernels. */
+static void lcx_product(const lcx_mat *W, const float *A, const uint16_t *ah, float *Y, size_t ldy, size_t r0,
+                        size_t r1, size_t n, size_t t, int beta) {
+    if (ah && W->dtype == LCX_BF16) {
+        if (r0 < r1) lcx_gemm_bf16bf16((const uint16_t *)W->data + r0 * n, n, ah, n, Y + r0, ldy, r1 - r0, t, n, beta);
+    } else {
+        lcx_linear_rows(W->data, W->dtype, A, n, Y, ldy, r0, r1, n, t, beta);
+    }
+}
+
+/* thread tid's rows of ah (t, n) bf16 = round(a (t, n)); no-op (returns NULL) when bf16 prefill is off */
+static const uint16_t *lcx_round_part(const float *a, uint16_t *ah, size_t t, size_t n, int on, int tid, int nth) {
+    if (!on) return NULL;
+    size_t i0, i1;
+    lcx_split(t * n, 64, tid, nth, &i0, &i1);
+    for (size_t i = i0; i < i1; i++) ah[i] = lcx_f32_to_bf16_scalar(a[i]);
+    return ah;
 }
 
 /* One OpenMP region per call: every thread walks the layers, does its share of each step (rows of a
@@ -92,6 +119,7 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
     if (nt > s->n_scratch_threads) nt = (int)s->n_scratch_threads;
     if ((size_t)m->dim * (size_t)m->dim * T < (1u << 15)) nt = 1; /* toy sizes: not worth the threads */
     int64_t first = all_logits ? 0 : t - 1;
+    const int dp = t > 1 && lcx_get_bf16_prefill(); /* bf16 activations for this block's products */
     size_t nrows = (size_t)(t - first);
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -117,26 +145,42 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
             /* attention block: xb = norm(x); q, k, v = xb @ wq/wk/wv ᵀ; rope; attend; x += att @ woᵀ */
             lcx_rmsnorm_part(x, L->attn_norm, xb, T, dim, eps, tid, nth);
 #pragma omp barrier
-            lcx_linear_rows(L->wq.data, L->wq.dtype, xb, dim, q, q_dim, a0, a1, dim, T, 0);
-            lcx_linear_rows(L->wk.data, L->wk.dtype, xb, dim, k_new, kv_dim, b0, b1, dim, T, 0);
-            lcx_linear_rows(L->wv.data, L->wv.dtype, xb, dim, v_new, kv_dim, b0, b1, dim, T, 0);
+            const uint16_t *ah = lcx_round_part(xb, s->xh, T, dim, dp, tid, nth);
+            if (dp) {
+#pragma omp barrier
+            }
+            lcx_product(&L->wq, xb, ah, q, q_dim, a0, a1, dim, T, 0);
+            lcx_product(&L->wk, xb, ah, k_new, kv_dim, b0, b1, dim, T, 0);
+            lcx_product(&L->wv, xb, ah, v_new, kv_dim, b0, b1, dim, T, 0);
 #pragma omp barrier
             lcx_rope_part(q, q_dim, T, n_heads, hd, s->rope_cos, s->rope_sin, tid, nth);
             lcx_rope_part(k_new, kv_dim, T, n_kv, hd, s->rope_cos, s->rope_sin, tid, nth);
 #pragma omp barrier
             lcx_attention_part(q, kc, vc, att, T, (size_t)pos0, n_heads, n_kv, hd, scores, tid, nth);
 #pragma omp barrier
-            lcx_linear_rows(L->wo.data, L->wo.dtype, att, q_dim, x, dim, c0, c1, q_dim, T, 1);
+            ah = lcx_round_part(att, s->xh, T, q_dim, dp, tid, nth);
+            if (dp) {
+#pragma omp barrier
+            }
+            lcx_product(&L->wo, att, ah, x, dim, c0, c1, q_dim, T, 1);
 #pragma omp barrier
 
             /* feed-forward block: x += w2(silu(w1 xb) * w3 xb), xb = norm(x) */
             lcx_rmsnorm_part(x, L->ffn_norm, xb, T, dim, eps, tid, nth);
 #pragma omp barrier
-            lcx_linear_rows(L->w1.data, L->w1.dtype, xb, dim, hb, hidden, d0, d1, dim, T, 0);
-            lcx_linear_rows(L->w3.data, L->w3.dtype, xb, dim, hb2, hidden, d0, d1, dim, T, 0);
+            ah = lcx_round_part(xb, s->xh, T, dim, dp, tid, nth);
+            if (dp) {
+#pragma omp barrier
+            }
+            lcx_product(&L->w1, xb, ah, hb, hidden, d0, d1, dim, T, 0);
+            lcx_product(&L->w3, xb, ah, hb2, hidden, d0, d1, dim, T, 0);
             for (size_t i = 0; i < T && d0 < d1; i++) lcx_swiglu_part(hb + i * hidden + d0, hb2 + i * hidden + d0, d1 - d0);
 #pragma omp barrier
-            lcx_linear_rows(L->w2.data, L->w2.dtype, hb, hidden, x, dim, c0, c1, hidden, T, 1);
+            ah = lcx_round_part(hb, s->xh, T, hidden, dp, tid, nth);
+            if (dp) {
+#pragma omp barrier
+            }
+            lcx_product(&L->w2, hb, ah, x, dim, c0, c1, hidden, T, 1);
 #pragma omp barrier
         }
 

@@ -7,6 +7,10 @@
 #include "lcx.h"
 #include "lcx_simd.h"
 
+#if LCX_X86
+#include <immintrin.h> /* before any target pragma: the intrinsics carry their own targets */
+#endif
+
 #if LCX_X86 && (defined(__GNUC__) || defined(__clang__))
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
@@ -14,7 +18,6 @@
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 #endif
-#include <immintrin.h>
 
 #define LCX_TT 2
 #define LCX_TR 4

@@ -9,6 +9,10 @@
 #include "lcx.h"
 #include "lcx_simd.h"
 
+#if LCX_X86
+#include <immintrin.h> /* before any target pragma: the intrinsics carry their own targets */
+#endif
+
 #if LCX_X86 && (defined(__GNUC__) || defined(__clang__))
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,bmi2"))), apply_to = function)
@@ -16,7 +20,6 @@
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx2,fma,bmi2")
 #endif
-#include <immintrin.h>
 
 #define LCX_TT 4 /* tokens per register tile */
 #define LCX_TR 4 /* weight rows per register tile */
@@ -135,4 +138,73 @@ const lcx_kernels lcx_kernels_avx512 = {
 #endif
 #else  /* not x86 with GCC/clang: the path is not compiled; the runtime never selects it */
 const lcx_kernels lcx_kernels_avx512 = {"avx512", 0, 0, 0, 0, 0};
+#endif
+
+/* ---- AVX512-BF16: vdpbf16ps, bf16 activations (opt-in; rounds X to bf16) ---------------------------- */
+#if LCX_X86 && (defined(__GNUC__) || defined(__clang__))
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")
+#endif
+
+/* R weight rows x T tokens; W and X both bf16, 32 values (16 pairs) per step, products summed in f32 */
+static inline __attribute__((always_inline)) void tile_dp(const uint16_t *W, size_t ldw, const uint16_t *X,
+                                                          size_t ldx, float *Y, size_t ldy, size_t n, int beta,
+                                                          const int R, const int T) {
+    __m512 acc[LCX_TR][LCX_TT];
+    for (int r = 0; r < R; r++)
+        for (int i = 0; i < T; i++) acc[r][i] = _mm512_setzero_ps();
+    size_t j = 0;
+    for (; j + 32 <= n; j += 32) {
+        __m512bh w[LCX_TR];
+        for (int r = 0; r < R; r++) w[r] = (__m512bh)_mm512_loadu_si512((const void *)(W + r * ldw + j));
+        for (int i = 0; i < T; i++) {
+            __m512bh x = (__m512bh)_mm512_loadu_si512((const void *)(X + i * ldx + j));
+            for (int r = 0; r < R; r++) acc[r][i] = _mm512_dpbf16_ps(acc[r][i], w[r], x);
+        }
+    }
+    if (j < n) {
+        __mmask32 m = (__mmask32)((1u << (n - j)) - 1u);
+        __m512bh w[LCX_TR];
+        for (int r = 0; r < R; r++) w[r] = (__m512bh)_mm512_maskz_loadu_epi16(m, W + r * ldw + j);
+        for (int i = 0; i < T; i++) {
+            __m512bh x = (__m512bh)_mm512_maskz_loadu_epi16(m, X + i * ldx + j);
+            for (int r = 0; r < R; r++) acc[r][i] = _mm512_dpbf16_ps(acc[r][i], w[r], x);
+        }
+    }
+    for (int i = 0; i < T; i++)
+        for (int r = 0; r < R; r++) {
+            float s = _mm512_reduce_add_ps(acc[r][i]);
+            float *y = Y + i * ldy + r;
+            *y = beta ? *y + s : s;
+        }
+}
+
+/* Y (t, ldy) = beta*Y + Xb (t, ldx) bf16 @ W[rows]ᵀ bf16 over n columns */
+void lcx_gemm_bf16bf16_avx512bf16(const uint16_t *W, size_t ldw, const uint16_t *X, size_t ldx, float *Y,
+                                  size_t ldy, size_t rows, size_t t, size_t n, int beta) {
+    size_t r = 0;
+    for (; r + LCX_TR <= rows; r += LCX_TR) {
+        size_t i = 0;
+        for (; i + LCX_TT <= t; i += LCX_TT) tile_dp(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, LCX_TT);
+        switch (t - i) {
+        case 3: tile_dp(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, 3); break;
+        case 2: tile_dp(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, 2); break;
+        case 1: tile_dp(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, 1); break;
+        default: break;
+        }
+    }
+    for (; r < rows; r++)
+        for (size_t i = 0; i < t; i++) tile_dp(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, 1, 1);
+}
+const lcx_gemm_bf16bf16_fn lcx_gemm_bf16bf16 = lcx_gemm_bf16bf16_avx512bf16;
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#else
+const lcx_gemm_bf16bf16_fn lcx_gemm_bf16bf16 = 0;
 #endif

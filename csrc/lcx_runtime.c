@@ -32,8 +32,16 @@ static int lcx_detect(int isa) {
     }
     return 0;
 }
+
+static int lcx_detect_avx512bf16(void) {
+    unsigned a, b, c, d;
+    if (!lcx_detect(LCX_ISA_AVX512) || __get_cpuid_max(0, 0) < 7) return 0;
+    __cpuid_count(7, 1, a, b, c, d);
+    return (a >> 5) & 1;
+}
 #else
 static int lcx_detect(int isa) { (void)isa; return 0; }
+static int lcx_detect_avx512bf16(void) { return 0; }
 #endif
 
 static const lcx_kernels *const lcx_tables[LCX_ISA_COUNT] = {&lcx_kernels_generic, &lcx_kernels_avx2,
@@ -92,3 +100,16 @@ int lcx_get_num_threads(void) {
     if (lcx_nthreads < 1) lcx_nthreads = lcx_omp_max_threads();
     return lcx_openmp_enabled() ? lcx_nthreads : 1;
 }
+
+static int lcx_bf16_prefill = 0;
+
+int lcx_avx512bf16_supported(void) { return lcx_gemm_bf16bf16 != 0 && lcx_detect_avx512bf16(); }
+
+int lcx_set_bf16_prefill(int on) {
+    if (on && !lcx_avx512bf16_supported()) return -1;
+    lcx_bf16_prefill = on != 0;
+    return 0;
+}
+
+/* in effect only on the AVX-512 path (a forced generic/avx2 run stays f32) */
+int lcx_get_bf16_prefill(void) { return lcx_bf16_prefill && lcx_get_isa() == LCX_ISA_AVX512; }

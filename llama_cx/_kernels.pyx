@@ -27,6 +27,12 @@ cdef extern from "lcx.h" nogil:
     int lcx_get_isa()
     const lcx_kernels *lcx_table(int isa)
     int lcx_openmp_enabled()
+    int lcx_avx512bf16_supported()
+    int lcx_set_bf16_prefill(int on)
+    int lcx_get_bf16_prefill()
+    ctypedef void (*lcx_gemm_bf16bf16_fn)(const uint16_t *W, size_t ldw, const uint16_t *Xb, size_t ldx,
+                                          float *Y, size_t ldy, size_t rows, size_t t, size_t n, int beta)
+    const lcx_gemm_bf16bf16_fn lcx_gemm_bf16bf16
     void lcx_set_num_threads(int n)
     int lcx_get_num_threads()
     int lcx_omp_max_threads()
@@ -110,6 +116,21 @@ def omp_max_threads():
     return lcx_omp_max_threads()
 
 
+def avx512bf16_supported():
+    return bool(lcx_avx512bf16_supported())
+
+
+def set_bf16_prefill(bint on):
+    """Prompt blocks: round activations to bf16 and use AVX512-BF16 dot products (faster, less exact)."""
+    if lcx_set_bf16_prefill(1 if on else 0) != 0:
+        raise ValueError("bf16 prefill needs a CPU with AVX512-BF16 (and a build that has the kernel)")
+
+
+def bf16_prefill():
+    """True when prompt blocks currently use bf16 activations (requested and on the avx512 path)."""
+    return bool(lcx_get_bf16_prefill())
+
+
 def set_num_threads(int n):
     if n < 1:
         raise ValueError(f"thread count must be >= 1, got {n}")
@@ -156,6 +177,18 @@ def linear(W, str wtype, X, Y, size_t d, size_t n, size_t t, bint accumulate=Fal
     cdef int code = DTYPE_CODES[wtype], beta = 1 if accumulate else 0
     with nogil:
         lcx_linear(w, code, x, n, y, d, d, n, t, beta)
+
+
+def linear_bf16bf16(W, XB, Y, size_t d, size_t n, size_t t, bint accumulate=False):
+    """Y (t, d) = [Y +] XB (t, n) @ Wᵀ with W and XB bf16 (AVX512-BF16 kernel, one thread)."""
+    if not lcx_avx512bf16_supported():
+        raise ValueError("the AVX512-BF16 kernel is not available on this CPU/build")
+    cdef const uint16_t *w = <const uint16_t *>_rd(W, d * n * 2, "W")
+    cdef const uint16_t *xb = <const uint16_t *>_rd(XB, t * n * 2, "XB")
+    cdef float *y = <float *>_wr(Y, t * d * 4, "Y")
+    cdef int beta = 1 if accumulate else 0
+    with nogil:
+        lcx_gemm_bf16bf16(w, n, xb, n, y, d, d, t, n, beta)
 
 
 def rmsnorm(X, W, OUT, size_t t, size_t n, float eps):

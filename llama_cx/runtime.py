@@ -2,6 +2,8 @@
 
 Environment:
   LLAMA_CX_ISA       force a kernel path: generic, avx2 or avx512 (an unsupported one is an error)
+  LLAMA_CX_BF16_PREFILL=1  prompt blocks with bf16 activations + AVX512-BF16 dot products (faster,
+                     less exact; off by default)
   OMP_NUM_THREADS    kernel threads (default: the CPUs this process may use, capped by a cgroup quota)
 """
 from __future__ import annotations
@@ -74,6 +76,11 @@ def _init():
             _kernels.set_isa(isa)
         except ValueError as e:
             raise LlamaCxError(f"LLAMA_CX_ISA={isa}: {e}") from None
+    if os.environ.get("LLAMA_CX_BF16_PREFILL", "").strip() not in ("", "0"):
+        try:
+            _kernels.set_bf16_prefill(True)
+        except ValueError as e:
+            raise LlamaCxError(f"LLAMA_CX_BF16_PREFILL: {e}") from None
     _kernels.set_num_threads(default_threads())
 
 
@@ -84,6 +91,8 @@ def cpu_info() -> dict:
         "isa_best": _kernels.best_isa(),
         "isa_supported": [n for n in _kernels.ISA_NAMES if _kernels.isa_supported(n)],
         "isa_forced": os.environ.get("LLAMA_CX_ISA") or None,
+        "avx512bf16": _kernels.avx512bf16_supported(),
+        "bf16_prefill": _kernels.bf16_prefill(),
         "openmp": _kernels.openmp_enabled(),
         "threads": _kernels.get_num_threads(),
         "available_cpus": available_cpus(),

@@ -188,3 +188,14 @@ def test_cpu_info_reports_choice():
     assert info["threads"] >= 1 and isinstance(info["openmp"], bool)
     with pytest.raises(ValueError):
         K.set_isa("sse9")
+
+
+@pytest.mark.skipif(not K.avx512bf16_supported(), reason="CPU without AVX512-BF16")
+@pytest.mark.parametrize("d,n,t", [(1, 1, 1), (7, 33, 3), (67, 257, 5), (9, 64, 4), (130, 1031, 9)])
+def test_linear_bf16bf16(d, n, t):
+    """The opt-in bf16-activation kernel: exact bf16 products summed in f32."""
+    Wb, W64 = bf16(RNG.standard_normal((d, n)).astype(np.float32))
+    Xb, X64 = bf16(RNG.standard_normal((t, n)).astype(np.float32))
+    Y = nan(t, d)
+    K.linear_bf16bf16(Wb, Xb, Y, d, n, t)
+    np.testing.assert_allclose(Y, X64 @ W64.T, rtol=1e-5, atol=1e-5 * math.sqrt(n))
