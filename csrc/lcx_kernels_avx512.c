@@ -24,6 +24,29 @@
 #define LCX_TT 4 /* tokens per register tile */
 #define LCX_TR 4 /* weight rows per register tile */
 
+/* [sum(a), sum(b), sum(c), sum(d)]: four horizontal sums sharing their shuffles */
+static inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+    __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b)); /* per 128: a02 b02 a13 b13 */
+    __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+    __m512 s = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, 0x44), _mm512_shuffle_ps(ab, cd, 0xEE)); /* a b c d */
+    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(s), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1)));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+/* Y[0..R) (+)= the R sums of acc, for R = 4 with one shared reduction */
+static inline __attribute__((always_inline)) void store_sums(float *y, __m512 *acc_col, const int R, int beta) {
+    if (R == 4) {
+        __m128 v = hsum4(acc_col[0], acc_col[1], acc_col[2], acc_col[3]);
+        if (beta) v = _mm_add_ps(v, _mm_loadu_ps(y));
+        _mm_storeu_ps(y, v);
+        return;
+    }
+    for (int r = 0; r < R; r++) {
+        float s = _mm512_reduce_add_ps(acc_col[r]);
+        y[r] = beta ? y[r] + s : s;
+    }
+}
+
 static inline __m512 load_bf16x16(const uint16_t *p) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
 }
@@ -57,12 +80,11 @@ static inline __m512 maskload_bf16x16(__mmask16 m, const uint16_t *p) {
                 for (int r = 0; r < R; r++) acc[r][i] = _mm512_fmadd_ps(w[r], x, acc[r][i]);                \
             }                                                                                               \
         }                                                                                                   \
-        for (int i = 0; i < T; i++)                                                                         \
-            for (int r = 0; r < R; r++) {                                                                   \
-                float s = _mm512_reduce_add_ps(acc[r][i]);                                                  \
-                float *y = Y + i * ldy + r;                                                                 \
-                *y = beta ? *y + s : s;                                                                     \
-            }                                                                                               \
+        for (int i = 0; i < T; i++) {                                                                       \
+            __m512 col[LCX_TR];                                                                             \
+            for (int r = 0; r < R; r++) col[r] = acc[r][i];                                                 \
+            store_sums(Y + i * ldy, col, R, beta);                                                          \
+        }                                                                                                   \
     }
 
 #define LCX_LOAD_F32(p) _mm512_loadu_ps(p)
@@ -143,10 +165,10 @@ const lcx_kernels lcx_kernels_avx512 = {"avx512", 0, 0, 0, 0, 0};
 /* ---- AVX512-BF16: vdpbf16ps, bf16 activations (opt-in; rounds X to bf16) ---------------------------- */
 #if LCX_X86 && (defined(__GNUC__) || defined(__clang__))
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma"))), apply_to = function)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,bmi2"))), apply_to = function)
 #else
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,bmi2")
 #endif
 
 /* R weight rows x T tokens; W and X both bf16, 32 values (16 pairs) per step, products summed in f32 */
@@ -174,12 +196,11 @@ static inline __attribute__((always_inline)) void tile_dp(const uint16_t *W, siz
             for (int r = 0; r < R; r++) acc[r][i] = _mm512_dpbf16_ps(acc[r][i], w[r], x);
         }
     }
-    for (int i = 0; i < T; i++)
-        for (int r = 0; r < R; r++) {
-            float s = _mm512_reduce_add_ps(acc[r][i]);
-            float *y = Y + i * ldy + r;
-            *y = beta ? *y + s : s;
-        }
+    for (int i = 0; i < T; i++) {
+        __m512 col[LCX_TR];
+        for (int r = 0; r < R; r++) col[r] = acc[r][i];
+        store_sums(Y + i * ldy, col, R, beta);
+    }
 }
 
 /* Y (t, ldy) = beta*Y + Xb (t, ldx) bf16 @ W[rows]ᵀ bf16 over n columns */
