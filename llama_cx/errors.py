@@ -23,3 +23,8 @@ class ContextLengthError(LlamaCxError, ValueError):
 
 class InvalidArgumentError(LlamaCxError, ValueError):
     """A generation, sampling or session argument is out of range (checked before any work is done)."""
+
+
+class TokenizerError(LlamaCxError, ValueError):
+    """Text or ids the tokenizer cannot take: a disallowed special token in the text, an id outside the vocabulary,
+    an unknown special token name or chat role."""
