@@ -1,11 +1,15 @@
 """llama_cx: a CPU inference engine for Meta Llama models (Meta checkpoints and GGUF, no torch at run time)."""
 from ._version import __version__
+from .chat_format import ChatFormat, ChatMLFormat, chat_format_for
 from .config import ModelConfig
-from .errors import ContextLengthError, FormatError, LlamaCxError, TokenizerMissingError, UnsafePickleError
+from .errors import (ContextLengthError, FormatError, LlamaCxError, TokenizerError, TokenizerMissingError,
+                     UnsafePickleError)
 from .model import Context, Model, load
 from .runtime import cpu_info, get_num_threads, set_num_threads
+from .tokenizer import Tokenizer
 
 __all__ = [
-    "__version__", "load", "Model", "Context", "ModelConfig", "cpu_info", "set_num_threads", "get_num_threads",
-    "LlamaCxError", "FormatError", "UnsafePickleError", "TokenizerMissingError", "ContextLengthError",
+    "__version__", "load", "Model", "Context", "ModelConfig", "Tokenizer", "ChatFormat", "ChatMLFormat",
+    "chat_format_for", "cpu_info", "set_num_threads", "get_num_threads", "LlamaCxError", "FormatError",
+    "UnsafePickleError", "TokenizerError", "TokenizerMissingError", "ContextLengthError",
 ]
