@@ -2,14 +2,17 @@
 from ._version import __version__
 from .chat_format import ChatFormat, ChatMLFormat, chat_format_for
 from .config import ModelConfig
-from .errors import (ContextLengthError, FormatError, LlamaCxError, TokenizerError, TokenizerMissingError,
-                     UnsafePickleError)
+from .errors import (ContextLengthError, FormatError, InvalidArgumentError, LlamaCxError, TokenizerError,
+                     TokenizerMissingError, UnsafePickleError)
+from .generate import ChatSession, Generation, GenerationStats, generate, generate_tokens
 from .model import Context, Model, load
 from .runtime import cpu_info, get_num_threads, set_num_threads
+from .sampling import Sampler, SamplingParams
 from .tokenizer import Tokenizer
 
 __all__ = [
     "__version__", "load", "Model", "Context", "ModelConfig", "Tokenizer", "ChatFormat", "ChatMLFormat",
-    "chat_format_for", "cpu_info", "set_num_threads", "get_num_threads", "LlamaCxError", "FormatError",
-    "UnsafePickleError", "TokenizerError", "TokenizerMissingError", "ContextLengthError",
+    "chat_format_for", "generate", "generate_tokens", "Generation", "GenerationStats", "ChatSession",
+    "Sampler", "SamplingParams", "cpu_info", "set_num_threads", "get_num_threads", "LlamaCxError", "FormatError",
+    "UnsafePickleError", "TokenizerError", "InvalidArgumentError", "TokenizerMissingError", "ContextLengthError",
 ]

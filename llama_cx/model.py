@@ -129,6 +129,20 @@ class Model:
         return ctx.forward(ids, all_logits=True)
 
     # ---- text --------------------------------------------------------------------------------------
+    def generate(self, prompt, **kwargs):
+        """Stream text for `prompt` (a string or token ids): an iterator of chunks with .stats, .text, .close().
+        Keyword arguments as llama_cx.generate.generate (max_tokens, temperature, top_k, top_p, min_p,
+        repeat_penalty, seed, stop, ...)."""
+        from .generate import generate
+
+        return generate(self, prompt, **kwargs)
+
+    def chat_session(self, system=None, n_ctx=None, drop_oldest=False, **sampling):
+        """A conversation that keeps its KV cache between turns (see llama_cx.generate.ChatSession)."""
+        from .generate import ChatSession
+
+        return ChatSession(self, system=system, n_ctx=n_ctx, drop_oldest=drop_oldest, **sampling)
+
     def require_tokenizer(self):
         if self.tokenizer is None:
             raise TokenizerMissingError(
