@@ -115,25 +115,38 @@ class ModelConfig:
                 bad(f"missing required key {key!r}")
 
         def get_int(key, default=None):
-            v = params.get(key, default)
+            v = params.get(key)
+            v = default if v is None else v
             if v is None:
                 return None
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)
             if isinstance(v, bool) or not isinstance(v, int):
-                if isinstance(v, float) and v.is_integer():
-                    return int(v)
                 bad(f"{key} must be an integer, got {v!r}")
             if v <= 0:
                 bad(f"{key} must be positive, got {v}")
+            if key != "max_seq_len" and v >= 2**31:
+                bad(f"{key} = {v} is absurdly large")
             return v
 
         def get_float(key, default=None):
-            v = params.get(key, default)
+            v = params.get(key)
+            v = default if v is None else v
             if v is None:
                 return None
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                bad(f"{key} must be a positive number, got {v!r}")
-            return float(v)
+            ok = not isinstance(v, bool) and isinstance(v, (int, float))
+            try:
+                ok = ok and math.isfinite(v) and v > 0
+                v = float(v) if ok else v
+            except OverflowError:
+                ok = False
+            if not ok:
+                bad(f"{key} must be a positive number of sane size, got {str(v)[:40]}")
+            return v
 
+        for key in ("dim", "n_layers", "n_heads"):
+            if params[key] is None:
+                bad(f"{key} must be a positive integer, got null")
         dim = get_int("dim")
         n_heads = get_int("n_heads")
         n_kv_heads = get_int("n_kv_heads") or n_heads
@@ -152,13 +165,19 @@ class ModelConfig:
             rope_scale_factor = 32.0 if (dim, n_layers) in _LLAMA32_SHAPES and vocab_size == 128256 else 8.0
         max_seq_len = get_int("max_seq_len") or (131072 if use_scaled else 8192)
         try:
+            hidden_dim = ffn_hidden_dim(dim, multiple_of, mult)
+        except (OverflowError, ValueError):
+            bad(f"ffn_dim_multiplier {mult!r} gives an impossible FFN size")
+        if not 0 < hidden_dim < 2**31:
+            bad(f"FFN hidden size {hidden_dim} (from ffn_dim_multiplier {mult!r}) is out of range")
+        try:
             return cls(
                 dim=dim,
                 n_layers=n_layers,
                 n_heads=n_heads,
                 n_kv_heads=n_kv_heads,
                 vocab_size=vocab_size,
-                hidden_dim=ffn_hidden_dim(dim, multiple_of, mult),
+                hidden_dim=hidden_dim,
                 norm_eps=get_float("norm_eps", 1e-5),
                 rope_theta=get_float("rope_theta", 500000.0),
                 use_scaled_rope=use_scaled,
@@ -183,4 +202,6 @@ class ModelConfig:
             params = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:
             raise FormatError(f"{path}: not valid JSON ({e})") from None
+        except RecursionError:
+            raise FormatError(f"{path}: JSON nested too deeply") from None
         return cls.from_params(params, source=os.fspath(path), rope_scale_factor=rope_scale_factor)

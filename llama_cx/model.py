@@ -155,6 +155,30 @@ class Model:
                 f"{c.n_kv_heads}, vocab={c.vocab_size})")
 
 
+def _state_bytes(cfg: ModelConfig, n_ctx: int, batch: int, n_threads: int) -> int:
+    """Bytes of a context's run state; mirrors lcx_state_bytes in csrc/lcx_forward.c with Python integers."""
+    widest = max(cfg.dim, cfg.q_dim, cfg.hidden_dim)
+    act = batch * (2 * cfg.dim + 2 * cfg.q_dim + 2 * cfg.hidden_dim + cfg.head_dim)
+    kv = 2 * cfg.n_layers * n_ctx * cfg.kv_dim
+    return 4 * (act + kv + n_threads * n_ctx) + batch * (8 + 2 * widest)
+
+
+def _memory_limit() -> Optional[int]:
+    """Physical memory (MemTotal), or None where /proc/meminfo is unavailable."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _human(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
 class Context:
     """Run state of one sequence: KV cache, activation buffers, and the ids already in the cache."""
 
@@ -170,7 +194,12 @@ class Context:
         self.n_ctx = n_ctx
         self.max_batch = max(1, min(prefill_block, n_ctx))
         n_threads = max(available_cpus(), _kernels.get_num_threads(), os.cpu_count() or 1)
-        self.state_bytes = model._c.state_bytes(n_ctx, self.max_batch, n_threads)
+        self.state_bytes = _state_bytes(cfg, n_ctx, self.max_batch, n_threads)  # exact, before allocating
+        limit = _memory_limit()
+        if limit is not None and self.state_bytes > limit:
+            raise ContextLengthError(
+                f"a context of {n_ctx} tokens needs {_human(self.state_bytes)} (KV cache + activations), more than "
+                f"this machine's {_human(limit)}; use a smaller n_ctx")
         try:
             self._state = _kernels.CState(model._c, n_ctx, self.max_batch, n_threads)
         except MemoryError:
