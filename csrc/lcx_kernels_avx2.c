@@ -62,9 +62,35 @@ static inline float wval_f32(const float *p) { return *p; }
 LCX_DEFINE_TILE(tile_bf16, uint16_t, load_bf16x8, wval_bf16)
 LCX_DEFINE_TILE(tile_f32, float, _mm256_loadu_ps, wval_f32)
 
-#define LCX_DEFINE_GEMM(NAME, WT, TILE)                                                                     \
+/* Decode (t = 1): one contiguous row at a time with 4 accumulators (see the AVX-512 file's notes). */
+#define LCX_DEFINE_ROWDOT(NAME, WT, LOADW, WVAL)                                                             \
+    static inline float NAME(const WT *w, const float *x, size_t n) {                                       \
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                                         \
+        size_t j = 0;                                                                                       \
+        for (; j + 32 <= n; j += 32) {                                                                      \
+            a0 = _mm256_fmadd_ps(LOADW(w + j), _mm256_loadu_ps(x + j), a0);                                 \
+            a1 = _mm256_fmadd_ps(LOADW(w + j + 8), _mm256_loadu_ps(x + j + 8), a1);                         \
+            a2 = _mm256_fmadd_ps(LOADW(w + j + 16), _mm256_loadu_ps(x + j + 16), a2);                       \
+            a3 = _mm256_fmadd_ps(LOADW(w + j + 24), _mm256_loadu_ps(x + j + 24), a3);                       \
+        }                                                                                                   \
+        for (; j + 8 <= n; j += 8) a0 = _mm256_fmadd_ps(LOADW(w + j), _mm256_loadu_ps(x + j), a0);          \
+        float s = hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));                       \
+        for (; j < n; j++) s += WVAL(w + j) * x[j];                                                         \
+        return s;                                                                                           \
+    }
+LCX_DEFINE_ROWDOT(rowdot_bf16, uint16_t, load_bf16x8, wval_bf16)
+LCX_DEFINE_ROWDOT(rowdot_f32, float, _mm256_loadu_ps, wval_f32)
+
+#define LCX_DEFINE_GEMM(NAME, WT, TILE, ROWDOT)                                                             \
     static void NAME(const WT *W, size_t ldw, const float *X, size_t ldx, float *Y, size_t ldy, size_t rows, \
                      size_t t, size_t n, int beta) {                                                        \
+        if (t == 1) {                                                                                       \
+            for (size_t r = 0; r < rows; r++) {                                                             \
+                float s = ROWDOT(W + r * ldw, X, n);                                                        \
+                Y[r] = beta ? Y[r] + s : s;                                                                 \
+            }                                                                                               \
+            return;                                                                                         \
+        }                                                                                                   \
         size_t r = 0;                                                                                       \
         for (; r + LCX_TR <= rows; r += LCX_TR) {                                                           \
             size_t i = 0;                                                                                   \
@@ -77,8 +103,8 @@ LCX_DEFINE_TILE(tile_f32, float, _mm256_loadu_ps, wval_f32)
                 TILE(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, 1, 1);              \
     }
 
-LCX_DEFINE_GEMM(lcx_gemm_bf16_avx2, uint16_t, tile_bf16)
-LCX_DEFINE_GEMM(lcx_gemm_f32_avx2, float, tile_f32)
+LCX_DEFINE_GEMM(lcx_gemm_bf16_avx2, uint16_t, tile_bf16, rowdot_bf16)
+LCX_DEFINE_GEMM(lcx_gemm_f32_avx2, float, tile_f32, rowdot_f32)
 
 static float lcx_dot_f32_avx2(const float *a, const float *b, size_t n) {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
