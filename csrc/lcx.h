@@ -29,10 +29,8 @@ typedef struct {
                       size_t rows, size_t t, size_t n, int beta);
     void (*gemm_f32)(const float *W, size_t ldw, const float *X, size_t ldx, float *Y, size_t ldy,
                      size_t rows, size_t t, size_t n, int beta);
-    /* sum_j a[j] * b[j] over n f32 */
-    float (*dot_f32)(const float *a, const float *b, size_t n);
-    /* y[j] += alpha * x[j] over n f32; y must not alias x */
-    void (*axpy_f32)(float alpha, const float *x, float *y, size_t n);
+    /* out (hd,) = sum_k p[k] * V[k] over n rows of V (n, ldv) f32 (attention's probabilities @ values) */
+    void (*wsum_f32)(const float *p, const float *V, size_t ldv, size_t n, size_t hd, float *out);
     /* dst (n,) f32 = src (n,) bf16 */
     void (*bf16_to_f32)(const uint16_t *src, float *dst, size_t n);
 } lcx_kernels;
@@ -92,8 +90,9 @@ void lcx_swiglu_f32(float *a, const float *b, size_t n);
 /* index of the first maximum of x (n,); NaN never wins */
 int64_t lcx_argmax_f32(const float *x, size_t n);
 /* Causal GQA attention for t query rows at positions pos0 .. pos0+t-1 over a cache holding pos0+t rows.
- * q (t, n_heads*hd), kc/vc (>= pos0+t, n_kv*hd), out (t, n_heads*hd); scratch: n_scratch rows of
- * scratch_stride >= pos0+t f32 (one per thread; at most n_scratch threads are used). */
+ * q (t, n_heads*hd), kc/vc (>= pos0+t, n_kv*hd), out (t, n_heads*hd); scratch: n_scratch blocks of
+ * scratch_stride >= LCX_ATT_QB * (pos0+t) f32 (one per thread; at most n_scratch threads are used). */
+#define LCX_ATT_QB 16 /* queries of one head scored together as a matrix product */
 void lcx_attention_f32(const float *q, const float *kc, const float *vc, float *out, size_t t, size_t pos0,
                        size_t n_heads, size_t n_kv, size_t hd, float *scratch, size_t scratch_stride,
                        int n_scratch);

@@ -25,7 +25,7 @@ size_t lcx_state_bytes(const lcx_model *m, int64_t n_ctx, int64_t B, int64_t n_t
     size_t f = sizeof(float);
     size_t act = (size_t)B * (2 * (size_t)m->dim + 2 * (size_t)lcx_q_dim(m) + 2 * (size_t)m->hidden_dim + (size_t)m->head_dim);
     size_t kv = 2 * (size_t)m->n_layers * (size_t)n_ctx * (size_t)lcx_kv_dim(m);
-    size_t scratch = (size_t)n_threads * (size_t)n_ctx;
+    size_t scratch = (size_t)n_threads * LCX_ATT_QB * (size_t)n_ctx;
     return (act + kv + scratch) * f + (size_t)B * (sizeof(int64_t) + 2 * lcx_widest(m));
 }
 
@@ -54,7 +54,7 @@ lcx_state *lcx_state_new(const lcx_model *m, int64_t n_ctx, int64_t B, int64_t n
     s->hb2 = lcx_alloc_f32((size_t)B * m->hidden_dim);
     s->k_cache = lcx_alloc_f32(kv);
     s->v_cache = lcx_alloc_f32(kv);
-    s->scratch = lcx_alloc_f32((size_t)n_threads * n_ctx);
+    s->scratch = lcx_alloc_f32((size_t)n_threads * LCX_ATT_QB * (size_t)n_ctx);
     s->pos = (int64_t *)calloc((size_t)B, sizeof(int64_t));
     s->rope_cos = lcx_alloc_f32((size_t)B * (m->head_dim / 2));
     s->rope_sin = lcx_alloc_f32((size_t)B * (m->head_dim / 2));
@@ -129,7 +129,7 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
         tid = omp_get_thread_num();
         nth = omp_get_num_threads();
 #endif
-        float *scores = s->scratch + (size_t)tid * (size_t)s->n_ctx;
+        float *scores = s->scratch + (size_t)tid * LCX_ATT_QB * (size_t)s->n_ctx;
         size_t a0, a1, b0, b1, c0, c1, d0, d1;
         lcx_split(q_dim, 4, tid, nth, &a0, &a1);   /* my rows of wq */
         lcx_split(kv_dim, 4, tid, nth, &b0, &b1);  /* my rows of wk, wv */

@@ -106,24 +106,29 @@ LCX_DEFINE_ROWDOT(rowdot_f32, float, _mm256_loadu_ps, wval_f32)
 LCX_DEFINE_GEMM(lcx_gemm_bf16_avx2, uint16_t, tile_bf16, rowdot_bf16)
 LCX_DEFINE_GEMM(lcx_gemm_f32_avx2, float, tile_f32, rowdot_f32)
 
-static float lcx_dot_f32_avx2(const float *a, const float *b, size_t n) {
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    size_t j = 0;
-    for (; j + 16 <= n; j += 16) {
-        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j + 8), _mm256_loadu_ps(b + j + 8), acc1);
+/* 32 output columns (4 ymm) accumulate in registers across all n rows; scalar for the last < 32 */
+static void lcx_wsum_f32_avx2(const float *p, const float *V, size_t ldv, size_t n, size_t hd, float *out) {
+    size_t c = 0;
+    for (; c + 32 <= hd; c += 32) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (size_t k = 0; k < n; k++) {
+            __m256 pk = _mm256_set1_ps(p[k]);
+            const float *v = V + k * ldv + c;
+            a0 = _mm256_fmadd_ps(pk, _mm256_loadu_ps(v), a0);
+            a1 = _mm256_fmadd_ps(pk, _mm256_loadu_ps(v + 8), a1);
+            a2 = _mm256_fmadd_ps(pk, _mm256_loadu_ps(v + 16), a2);
+            a3 = _mm256_fmadd_ps(pk, _mm256_loadu_ps(v + 24), a3);
+        }
+        _mm256_storeu_ps(out + c, a0);
+        _mm256_storeu_ps(out + c + 8, a1);
+        _mm256_storeu_ps(out + c + 16, a2);
+        _mm256_storeu_ps(out + c + 24, a3);
     }
-    for (; j + 8 <= n; j += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), acc0);
-    float s = hsum8(_mm256_add_ps(acc0, acc1));
-    for (; j < n; j++) s += a[j] * b[j];
-    return s;
-}
-
-static void lcx_axpy_f32_avx2(float alpha, const float *x, float *y, size_t n) {
-    __m256 a = _mm256_set1_ps(alpha);
-    size_t j = 0;
-    for (; j + 8 <= n; j += 8) _mm256_storeu_ps(y + j, _mm256_fmadd_ps(a, _mm256_loadu_ps(x + j), _mm256_loadu_ps(y + j)));
-    for (; j < n; j++) y[j] += alpha * x[j];
+    for (; c < hd; c++) {
+        float acc = 0.0f;
+        for (size_t k = 0; k < n; k++) acc += p[k] * V[k * ldv + c];
+        out[c] = acc;
+    }
 }
 
 static void lcx_bf16_to_f32_avx2(const uint16_t *src, float *dst, size_t n) {
@@ -133,7 +138,7 @@ static void lcx_bf16_to_f32_avx2(const uint16_t *src, float *dst, size_t n) {
 }
 
 const lcx_kernels lcx_kernels_avx2 = {
-    "avx2", lcx_gemm_bf16_avx2, lcx_gemm_f32_avx2, lcx_dot_f32_avx2, lcx_axpy_f32_avx2, lcx_bf16_to_f32_avx2,
+    "avx2", lcx_gemm_bf16_avx2, lcx_gemm_f32_avx2, lcx_wsum_f32_avx2, lcx_bf16_to_f32_avx2,
 };
 
 #if defined(__clang__)
@@ -142,5 +147,5 @@ const lcx_kernels lcx_kernels_avx2 = {
 #pragma GCC pop_options
 #endif
 #else
-const lcx_kernels lcx_kernels_avx2 = {"avx2", 0, 0, 0, 0, 0};
+const lcx_kernels lcx_kernels_avx2 = {"avx2", 0, 0, 0, 0};
 #endif

@@ -152,25 +152,27 @@ LCX_DEFINE_ROWDOT(rowdot_f32, float, LCX_LOAD_F32, LCX_MLOAD_F32)
 LCX_DEFINE_GEMM(lcx_gemm_bf16_avx512, uint16_t, tile_bf16, rowdot_bf16)
 LCX_DEFINE_GEMM(lcx_gemm_f32_avx512, float, tile_f32, rowdot_f32)
 
-static float lcx_dot_f32_avx512(const float *a, const float *b, size_t n) {
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-    size_t j = 0;
-    for (; j + 32 <= n; j += 32) {
-        acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + j), _mm512_loadu_ps(b + j), acc0);
-        acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + j + 16), _mm512_loadu_ps(b + j + 16), acc1);
-    }
-    for (; j < n; j += 16) {
-        __mmask16 m = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1u);
-        acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + j), _mm512_maskz_loadu_ps(m, b + j), acc0);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-}
-
-static void lcx_axpy_f32_avx512(float alpha, const float *x, float *y, size_t n) {
-    __m512 a = _mm512_set1_ps(alpha);
-    for (size_t j = 0; j < n; j += 16) {
-        __mmask16 m = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1u);
-        _mm512_mask_storeu_ps(y + j, m, _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(m, x + j), _mm512_maskz_loadu_ps(m, y + j)));
+/* 64 output columns (4 zmm) accumulate in registers across all n rows; masked for the last chunk */
+static void lcx_wsum_f32_avx512(const float *p, const float *V, size_t ldv, size_t n, size_t hd, float *out) {
+    for (size_t c = 0; c < hd; c += 64) {
+        __mmask16 m[4];
+        for (int v = 0; v < 4; v++) {
+            size_t c0 = c + 16 * (size_t)v;
+            m[v] = c0 >= hd ? 0 : hd - c0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (hd - c0)) - 1u);
+        }
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (size_t k = 0; k < n; k++) {
+            __m512 pk = _mm512_set1_ps(p[k]);
+            const float *v = V + k * ldv + c;
+            a0 = _mm512_fmadd_ps(pk, _mm512_maskz_loadu_ps(m[0], v), a0);
+            a1 = _mm512_fmadd_ps(pk, _mm512_maskz_loadu_ps(m[1], v + 16), a1);
+            a2 = _mm512_fmadd_ps(pk, _mm512_maskz_loadu_ps(m[2], v + 32), a2);
+            a3 = _mm512_fmadd_ps(pk, _mm512_maskz_loadu_ps(m[3], v + 48), a3);
+        }
+        _mm512_mask_storeu_ps(out + c, m[0], a0);
+        _mm512_mask_storeu_ps(out + c + 16, m[1], a1);
+        _mm512_mask_storeu_ps(out + c + 32, m[2], a2);
+        _mm512_mask_storeu_ps(out + c + 48, m[3], a3);
     }
 }
 
@@ -182,8 +184,7 @@ static void lcx_bf16_to_f32_avx512(const uint16_t *src, float *dst, size_t n) {
 }
 
 const lcx_kernels lcx_kernels_avx512 = {
-    "avx512", lcx_gemm_bf16_avx512, lcx_gemm_f32_avx512, lcx_dot_f32_avx512, lcx_axpy_f32_avx512,
-    lcx_bf16_to_f32_avx512,
+    "avx512", lcx_gemm_bf16_avx512, lcx_gemm_f32_avx512, lcx_wsum_f32_avx512, lcx_bf16_to_f32_avx512,
 };
 
 #if defined(__clang__)
@@ -192,7 +193,7 @@ const lcx_kernels lcx_kernels_avx512 = {
 #pragma GCC pop_options
 #endif
 #else  /* not x86 with GCC/clang: the path is not compiled; the runtime never selects it */
-const lcx_kernels lcx_kernels_avx512 = {"avx512", 0, 0, 0, 0, 0};
+const lcx_kernels lcx_kernels_avx512 = {"avx512", 0, 0, 0, 0};
 #endif
 
 /* ---- AVX512-BF16: vdpbf16ps, bf16 activations (opt-in; rounds X to bf16) ---------------------------- */

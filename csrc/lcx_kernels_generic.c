@@ -33,14 +33,12 @@ static void lcx_gemm_f32_generic(const float *W, size_t ldw, const float *X, siz
     }
 }
 
-static float lcx_dot_f32_generic(const float *a, const float *b, size_t n) {
-    float acc = 0.0f;
-    for (size_t j = 0; j < n; j++) acc += a[j] * b[j];
-    return acc;
-}
-
-static void lcx_axpy_f32_generic(float alpha, const float *x, float *y, size_t n) {
-    for (size_t j = 0; j < n; j++) y[j] += alpha * x[j];
+static void lcx_wsum_f32_generic(const float *p, const float *V, size_t ldv, size_t n, size_t hd, float *out) {
+    for (size_t c = 0; c < hd; c++) {
+        float acc = 0.0f;
+        for (size_t k = 0; k < n; k++) acc += p[k] * V[k * ldv + c];
+        out[c] = acc;
+    }
 }
 
 static void lcx_bf16_to_f32_generic(const uint16_t *src, float *dst, size_t n) {
@@ -48,6 +46,5 @@ static void lcx_bf16_to_f32_generic(const uint16_t *src, float *dst, size_t n) {
 }
 
 const lcx_kernels lcx_kernels_generic = {
-    "generic", lcx_gemm_bf16_generic, lcx_gemm_f32_generic, lcx_dot_f32_generic, lcx_axpy_f32_generic,
-    lcx_bf16_to_f32_generic,
+    "generic", lcx_gemm_bf16_generic, lcx_gemm_f32_generic, lcx_wsum_f32_generic, lcx_bf16_to_f32_generic,
 };

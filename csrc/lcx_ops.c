@@ -156,22 +156,28 @@ void lcx_softmax_f32(float *x, size_t n) {
     for (size_t j = 0; j < n; j++) x[j] *= inv;
 }
 
-/* (head, query) pairs idx = tid, tid + nth, ... (round robin: later queries see more keys) */
+/* Work items (head h, block of up to LCX_ATT_QB queries) dealt round robin to threads (later blocks see
+ * more keys). Per item: scores S (nq, n_keys) = Q_blk @ K[0:n_keys]ᵀ as one matrix product (the gemm
+ * tile kernel), causal mask by row length, softmax per row, out row = S row @ V (register accumulation). */
 void lcx_attention_part(const float *q, const float *kc, const float *vc, float *out, size_t t, size_t pos0,
-                        size_t n_heads, size_t n_kv, size_t hd, float *sc, int tid, int nth) {
+                        size_t n_heads, size_t n_kv, size_t hd, float *S, int tid, int nth) {
     const lcx_kernels *k = lcx_active();
     size_t n_rep = n_heads / n_kv, q_dim = n_heads * hd, kv_dim = n_kv * hd;
+    size_t n_blocks = (t + LCX_ATT_QB - 1) / LCX_ATT_QB;
     const float scale = 1.0f / sqrtf((float)hd);
-    for (size_t idx = (size_t)tid; idx < n_heads * t; idx += (size_t)nth) {
-        size_t h = idx % n_heads, i = idx / n_heads;
-        size_t n_keys = pos0 + i + 1; /* causal: query i sees keys 0 .. pos0 + i */
-        const float *qi = q + i * q_dim + h * hd;
+    for (size_t idx = (size_t)tid; idx < n_heads * n_blocks; idx += (size_t)nth) {
+        size_t h = idx % n_heads, i0 = (idx / n_heads) * LCX_ATT_QB;
+        size_t nq = t - i0 < LCX_ATT_QB ? t - i0 : LCX_ATT_QB;
+        size_t n_keys = pos0 + i0 + nq; /* the block's last query sees keys 0 .. pos0 + i0 + nq - 1 */
         const float *kh = kc + (h / n_rep) * hd, *vh = vc + (h / n_rep) * hd;
-        float *o = out + i * q_dim + h * hd;
-        for (size_t p = 0; p < n_keys; p++) sc[p] = k->dot_f32(qi, kh + p * kv_dim, hd) * scale;
-        lcx_softmax_f32(sc, n_keys);
-        memset(o, 0, hd * sizeof(float));
-        for (size_t p = 0; p < n_keys; p++) k->axpy_f32(sc[p], vh + p * kv_dim, o, hd);
+        k->gemm_f32(kh, kv_dim, q + i0 * q_dim + h * hd, q_dim, S, n_keys, n_keys, nq, hd, 0); /* S (nq, n_keys) */
+        for (size_t i = 0; i < nq; i++) {
+            float *si = S + i * n_keys;
+            size_t n_i = pos0 + i0 + i + 1; /* causal */
+            for (size_t p = 0; p < n_i; p++) si[p] *= scale;
+            lcx_softmax_f32(si, n_i);
+            k->wsum_f32(si, vh, kv_dim, n_i, hd, out + (i0 + i) * q_dim + h * hd);
+        }
     }
 }
 

@@ -256,12 +256,13 @@ def attention(Q, KC, VC, OUT, size_t t, size_t pos0, size_t n_heads, size_t n_kv
     cdef const float *vc = <const float *>_rd(VC, n_keys * kv_dim * 4, "VC")
     cdef float *o = <float *>_wr(OUT, t * q_dim * 4, "OUT")
     cdef int nth = lcx_get_num_threads()
-    cdef float *scratch = <float *>PyMem_Malloc(max(nth * n_keys, 1) * sizeof(float))
+    cdef size_t stride = 16 * n_keys  # LCX_ATT_QB score rows per thread
+    cdef float *scratch = <float *>PyMem_Malloc(max(nth * stride, 1) * sizeof(float))
     if not scratch:
         raise MemoryError()
     try:
         with nogil:
-            lcx_attention_f32(q, kc, vc, o, t, pos0, n_heads, n_kv, head_dim, scratch, n_keys, nth)
+            lcx_attention_f32(q, kc, vc, o, t, pos0, n_heads, n_kv, head_dim, scratch, stride, nth)
     finally:
         PyMem_Free(scratch)
 

@@ -26,6 +26,7 @@ DEFAULT_CONTEXT = 4096
 # Prompt tokens per compiled forward call: large enough that each pass over the weights is shared by
 # many tokens (matrix-matrix products), small enough that activations stay in cache.
 PREFILL_BLOCK = 128
+_ATT_QB = 16  # LCX_ATT_QB in csrc/lcx.h: attention score rows per thread
 
 _MATRICES = ("attention.wq", "attention.wk", "attention.wv", "attention.wo",
              "feed_forward.w1", "feed_forward.w2", "feed_forward.w3")
@@ -160,7 +161,7 @@ def _state_bytes(cfg: ModelConfig, n_ctx: int, batch: int, n_threads: int) -> in
     widest = max(cfg.dim, cfg.q_dim, cfg.hidden_dim)
     act = batch * (2 * cfg.dim + 2 * cfg.q_dim + 2 * cfg.hidden_dim + cfg.head_dim)
     kv = 2 * cfg.n_layers * n_ctx * cfg.kv_dim
-    return 4 * (act + kv + n_threads * n_ctx) + batch * (8 + 2 * widest)
+    return 4 * (act + kv + n_threads * _ATT_QB * n_ctx) + batch * (8 + 2 * widest)
 
 
 def _memory_limit() -> Optional[int]:
