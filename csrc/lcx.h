@@ -33,6 +33,8 @@ typedef struct {
     void (*wsum_f32)(const float *p, const float *V, size_t ldv, size_t n, size_t hd, float *out);
     /* dst (n,) f32 = src (n,) bf16 */
     void (*bf16_to_f32)(const uint16_t *src, float *dst, size_t n);
+    /* in place: x (n,) = softmax(scale * x), max-subtracted, f32 sums */
+    void (*softmax_f32)(float *x, size_t n, float scale);
 } lcx_kernels;
 
 /* Y (t, ldy) = beta*Y + Xb (t, ldx) @ W[rows]ᵀ with W and Xb both bf16 (AVX512-BF16 vdpbf16ps, f32 sums);

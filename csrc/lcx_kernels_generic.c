@@ -1,5 +1,6 @@
 /* Scalar kernels: the fallback on every CPU (aarch64 included) and the oracle the SIMD paths are tested
  * against. Plain loops, one f32 accumulator per output in index order. */
+#include <math.h>
 #include <string.h>
 
 #include "lcx.h"
@@ -45,6 +46,19 @@ static void lcx_bf16_to_f32_generic(const uint16_t *src, float *dst, size_t n) {
     for (size_t j = 0; j < n; j++) dst[j] = lcx_bf16_to_f32_scalar(src[j]);
 }
 
+static void lcx_softmax_f32_generic(float *x, size_t n, float scale) {
+    float mx = -INFINITY;
+    for (size_t j = 0; j < n; j++) mx = x[j] > mx ? x[j] : mx;
+    double sum = 0.0;
+    for (size_t j = 0; j < n; j++) {
+        x[j] = expf(scale * (x[j] - mx));
+        sum += x[j];
+    }
+    float inv = (float)(1.0 / sum);
+    for (size_t j = 0; j < n; j++) x[j] *= inv;
+}
+
 const lcx_kernels lcx_kernels_generic = {
     "generic", lcx_gemm_bf16_generic, lcx_gemm_f32_generic, lcx_wsum_f32_generic, lcx_bf16_to_f32_generic,
+    lcx_softmax_f32_generic,
 };

@@ -144,17 +144,7 @@ int64_t lcx_argmax_f32(const float *x, size_t n) {
     return best < 0 ? 0 : best;
 }
 
-void lcx_softmax_f32(float *x, size_t n) {
-    float mx = -INFINITY;
-    for (size_t j = 0; j < n; j++) mx = x[j] > mx ? x[j] : mx;
-    double sum = 0.0;
-    for (size_t j = 0; j < n; j++) {
-        x[j] = expf(x[j] - mx);
-        sum += x[j];
-    }
-    float inv = (float)(1.0 / sum);
-    for (size_t j = 0; j < n; j++) x[j] *= inv;
-}
+void lcx_softmax_f32(float *x, size_t n) { lcx_active()->softmax_f32(x, n, 1.0f); }
 
 /* Work items (head h, block of up to LCX_ATT_QB queries) dealt round robin to threads (later blocks see
  * more keys). Per item: scores S (nq, n_keys) = Q_blk @ K[0:n_keys]ᵀ as one matrix product (the gemm
@@ -174,8 +164,7 @@ void lcx_attention_part(const float *q, const float *kc, const float *vc, float 
         for (size_t i = 0; i < nq; i++) {
             float *si = S + i * n_keys;
             size_t n_i = pos0 + i0 + i + 1; /* causal */
-            for (size_t p = 0; p < n_i; p++) si[p] *= scale;
-            lcx_softmax_f32(si, n_i);
+            k->softmax_f32(si, n_i, scale);
             k->wsum_f32(si, vh, kv_dim, n_i, hd, out + (i0 + i) * q_dim + h * hd);
         }
     }
