@@ -23,6 +23,7 @@ STACK_GLOBAL, ...) are accepted too, so `torch.save(..., pickle_protocol=4)` fil
 """
 from __future__ import annotations
 
+import reprlib
 import struct
 from dataclasses import dataclass
 from typing import Tuple
@@ -57,6 +58,24 @@ ALLOWED_GLOBALS = (
 )
 
 _MAX_LONG_BYTES = 64  # no tensor needs an integer wider than this; refuse before int.from_bytes
+# Tuples nested deeper than this are refused: hashing a tuple recurses in C without a depth check, so a
+# dict key of 200k nested TUPLE1s (one byte each) would overflow the C stack (found by fuzzing). torch's
+# pickles nest tuples 3 deep (persistent id inside the _rebuild_tensor arguments).
+_MAX_TUPLE_DEPTH = 32
+
+# repr of a pickle-provided value for an error message: bounded in depth and length (a value may be a
+# million-level nested list, or a list that contains itself)
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 40, 40
+
+
+def _brief(v) -> str:
+    return _REPR.repr(v)
+
+
+def _name(s: str) -> str:
+    """A pickle-provided module/class name for a one-line message: as is when short and printable."""
+    return s if s.isprintable() and len(s) <= 100 else _brief(s)
 
 
 @dataclass(frozen=True)
@@ -116,6 +135,8 @@ class _Interpreter:
         self.stack: list = []
         self.marks: list = []
         self.memo: dict = {}
+        self.tuple_depth: dict = {}  # id(tuple) -> nesting depth, for every tuple built here
+        self.tuples: list = []  # keeps those tuples alive, so their ids stay theirs
 
     # ---- helpers ------------------------------------------------------------------------------------
     def fail(self, msg):
@@ -173,6 +194,17 @@ class _Interpreter:
         except UnicodeDecodeError:
             self.fail(f"invalid UTF-8 string at byte {self.pos}")
 
+    def tuple(self, items) -> tuple:
+        """A tuple of `items`, refused if that nests tuples deeper than _MAX_TUPLE_DEPTH."""
+        t = tuple(items)
+        if t:
+            depth = 1 + max(self.tuple_depth.get(id(x), 0) if type(x) is tuple else 0 for x in t)
+            if depth > _MAX_TUPLE_DEPTH:
+                self.fail(f"tuples nested deeper than {_MAX_TUPLE_DEPTH} levels at byte {self.pos}")
+            self.tuple_depth[id(t)] = depth
+            self.tuples.append(t)
+        return t
+
     def memo_get(self, i: int):
         if i not in self.memo:
             self.fail(f"memo key {i} used before it was set (byte {self.pos})")
@@ -180,7 +212,7 @@ class _Interpreter:
 
     def global_(self, module: str, name: str) -> _Global:
         if (module, name) not in ALLOWED_GLOBALS:
-            self.unsafe(f"it asks for global {module}.{name}, which is not in the allowlist of tensor-rebuilding names")
+            self.unsafe(f"it asks for global {_name(module)}.{_name(name)}, which is not in the allowlist of tensor-rebuilding names")
         return _Global(module, name)
 
     # ---- REDUCE / BUILD / BINPERSID: the only places objects are "made" -------------------------------
@@ -220,14 +252,14 @@ class _Interpreter:
             self.fail(f"{func} called on a {type(storage).__name__}, not a storage")
         ok_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0  # noqa: E731
         if not ok_int(offset):
-            self.fail(f"tensor storage offset {offset!r} is not a non-negative integer")
+            self.fail(f"tensor storage offset {_brief(offset)} is not a non-negative integer")
         if not (isinstance(size, tuple) and isinstance(stride, tuple) and len(size) == len(stride)
                 and all(map(ok_int, size)) and all(map(ok_int, stride))):
             self.fail("tensor size/stride are not equal-length tuples of non-negative integers")
         if func.name == "_rebuild_tensor_v3":
             dtype = args[6]
             if not (isinstance(dtype, _Global) and dtype.name in _V3_DTYPES):
-                self.fail(f"{func} called with dtype {dtype!s}")
+                self.fail(f"{func} called with dtype {_brief(dtype)}")
             dtype = dtype.name
         else:
             dtype = storage.dtype
@@ -238,7 +270,7 @@ class _Interpreter:
             self.unsafe("a persistent id that is not a torch ('storage', type, key, location, numel) tuple")
         _, stype, key, location, numel = pid
         if not (isinstance(stype, _Global) and stype.module == "torch" and stype.name in STORAGE_DTYPES):
-            self.unsafe(f"a persistent id with storage type {stype!s}")
+            self.unsafe(f"a persistent id with storage type {_brief(stype)}")
         if not (isinstance(key, str) and isinstance(location, str)
                 and isinstance(numel, int) and not isinstance(numel, bool) and numel >= 0):
             self.fail("persistent id fields are not (str key, str location, int numel)")
@@ -326,11 +358,11 @@ class _Interpreter:
             elif op == b")":
                 stack.append(())
             elif op == b"t":
-                stack.append(tuple(self.pop_mark()))
+                stack.append(self.tuple(self.pop_mark()))
             elif op in (b"\x85", b"\x86", b"\x87"):  # TUPLE1..3
                 n = op[0] - 0x84
                 items = [self.pop() for _ in range(n)][::-1]
-                stack.append(tuple(items))
+                stack.append(self.tuple(items))
             elif op == b"]":
                 stack.append([])
             elif op == b"l":
@@ -399,7 +431,7 @@ class _Interpreter:
                 self.build(self.top(), state)
             elif op == b"i":  # INST 'module\nname\n': instantiate a class from its name
                 module, name = self.read_line(), self.read_line()
-                self.unsafe(f"opcode INST instantiates {module}.{name}")
+                self.unsafe(f"opcode INST instantiates {_name(module)}.{_name(name)}")
             elif op in (b"o", b"\x81", b"\x92"):  # OBJ, NEWOBJ, NEWOBJ_EX: call a class from the stack
                 what = next((str(x) for x in reversed(stack) if isinstance(x, _Global)), "an object")
                 self.unsafe(f"opcode {_OPNAMES.get(op, op)} would instantiate {what}")

@@ -244,7 +244,28 @@ class _TorchFile:
                     f"{self.path}: tensor {name} (shape {_fmt(ref.shape)}, strides {_fmt(ref.strides)}, "
                     f"storage offset {ref.offset}) reaches element {last} of a storage of {st.numel} elements"
                 )
+        if not _non_overlapping(ref.shape, ref.strides):
+            # e.g. stride 0 (an expanded tensor): a few bytes of storage could declare a whole model, and the
+            # contiguous copy the loader makes of a strided view would then allocate all of it
+            raise FormatError(
+                f"{self.path}: tensor {name} (shape {_fmt(ref.shape)}, strides {_fmt(ref.strides)}) reads some "
+                f"storage elements more than once (overlapping or zero strides); not supported"
+            )
         return Tensor(dtype, ref.shape, ref.strides, member.offset + ref.offset * isz, self.mm, name)
+
+
+def _non_overlapping(shape, strides) -> bool:
+    """True when no two indices of the view reach the same storage element: taken by increasing stride,
+    each dimension's stride clears everything the dimensions inside it span. Such a view holds at most as
+    many elements as its storage, so a copy of it is never larger than the file."""
+    if 0 in shape:
+        return True  # reads nothing
+    span = 1  # elements covered by the dimensions taken so far
+    for d, s in sorted(((d, s) for d, s in zip(shape, strides) if d > 1), key=lambda ds: ds[1]):
+        if s < span:
+            return False
+        span += s * (d - 1)
+    return True
 
 
 def _member_bytes(f, member) -> bytes:

@@ -588,10 +588,10 @@ class _LlamaGGUF:
             self.notes.append(f"{_ROPE_FREQS} is all ones: no rope scaling")
             return False, None
         factor = max(got)
-        want = _llama_rope_factors(head_dim, theta, factor, original_ctx)
-        if not (math.isfinite(factor) and factor > 1) or any(
-            not math.isclose(g, w, rel_tol=1e-3) for g, w in zip(got, want)
-        ):
+        # checked before use: a tensor of zeros made _llama_rope_factors divide by zero (found by fuzzing)
+        valid = math.isfinite(factor) and factor > 1
+        want = _llama_rope_factors(head_dim, theta, factor, original_ctx) if valid else []
+        if not valid or any(not math.isclose(g, w, rel_tol=1e-3) for g, w in zip(got, want)):
             self.fail(
                 f"{_ROPE_FREQS} holds per-dimension rope factors that do not match Llama 3.1 rope scaling "
                 f"(theta {theta:g}, original context {original_ctx}); custom rope factors are not supported"
@@ -602,6 +602,15 @@ class _LlamaGGUF:
     def _tensors(self) -> Dict[str, Tensor]:
         c = self.config
         tied = "output.weight" not in self.infos
+        # Bound the work by the blocks the file holds before sizing anything from llama.block_count: a
+        # block_count of 2^32 - 1 made expected_shapes loop for minutes (found by fuzzing).
+        blocks = {int(m.group(1)) for m in (_BLOCK_RE.fullmatch(ti.name) for ti in self.gf.tensor_infos) if m}
+        if c.n_layers > len(blocks):
+            first = min(set(range(len(blocks) + 1)) - blocks)
+            self.fail(
+                f"missing tensor blk.{first}.attn_q.weight (llama.block_count is {c.n_layers} but the file holds "
+                f"tensors of {len(blocks)} blocks)"
+            )
         expected = expected_shapes(c, tied)
 
         picked: List[Tuple[str, GGUFTensorInfo]] = []

@@ -410,6 +410,8 @@ def _read_tiktoken_file(path: str) -> List[bytes]:
             raise FormatError(f"{path}:{lineno}: empty token")
         if not rank_text.isdigit():
             raise FormatError(f"{path}:{lineno}: rank {_show(rank_text.decode('latin-1'))} is not a non-negative integer")
+        if len(rank_text) > 18:  # int() refuses > 4300 digits with a ValueError; no vocabulary has 10^18 tokens
+            raise FormatError(f"{path}:{lineno}: rank {_show(rank_text.decode('latin-1'))} is too large")
         rank = int(rank_text)
         if rank in by_rank:
             raise FormatError(f"{path}:{lineno}: rank {rank} already given on line {line_of_rank[rank]}")
