@@ -21,12 +21,20 @@ static size_t lcx_widest(const lcx_model *m) {
     return w;
 }
 
+/* a * b, or SIZE_MAX when it overflows (sizes below are saturating: SIZE_MAX = "cannot exist") */
+static size_t lcx_mul(size_t a, size_t b) {
+    size_t r;
+    return __builtin_mul_overflow(a, b, &r) ? SIZE_MAX : r;
+}
+static size_t lcx_add(size_t a, size_t b) { return a > SIZE_MAX - b ? SIZE_MAX : a + b; }
+
 size_t lcx_state_bytes(const lcx_model *m, int64_t n_ctx, int64_t B, int64_t n_threads) {
     size_t f = sizeof(float);
-    size_t act = (size_t)B * (2 * (size_t)m->dim + 2 * (size_t)lcx_q_dim(m) + 2 * (size_t)m->hidden_dim + (size_t)m->head_dim);
-    size_t kv = 2 * (size_t)m->n_layers * (size_t)n_ctx * (size_t)lcx_kv_dim(m);
-    size_t scratch = (size_t)n_threads * LCX_ATT_QB * (size_t)n_ctx;
-    return (act + kv + scratch) * f + (size_t)B * (sizeof(int64_t) + 2 * lcx_widest(m));
+    size_t act = lcx_mul((size_t)B, 2 * (size_t)m->dim + 2 * (size_t)lcx_q_dim(m) + 2 * (size_t)m->hidden_dim + (size_t)m->head_dim);
+    size_t kv = lcx_mul(lcx_mul(2 * (size_t)m->n_layers, (size_t)n_ctx), (size_t)lcx_kv_dim(m));
+    size_t scratch = lcx_mul(lcx_mul((size_t)n_threads, LCX_ATT_QB), (size_t)n_ctx);
+    size_t floats = lcx_mul(lcx_add(lcx_add(act, kv), scratch), f);
+    return lcx_add(floats, lcx_mul((size_t)B, sizeof(int64_t) + 2 * lcx_widest(m)));
 }
 
 void lcx_state_free(lcx_state *s) {
@@ -39,7 +47,7 @@ void lcx_state_free(lcx_state *s) {
 static float *lcx_alloc_f32(size_t n) { return (float *)calloc(n ? n : 1, sizeof(float)); }
 
 lcx_state *lcx_state_new(const lcx_model *m, int64_t n_ctx, int64_t B, int64_t n_threads) {
-    if (n_ctx < 1 || B < 1 || n_threads < 1) return NULL;
+    if (n_ctx < 1 || B < 1 || n_threads < 1 || lcx_state_bytes(m, n_ctx, B, n_threads) == SIZE_MAX) return NULL;
     lcx_state *s = (lcx_state *)calloc(1, sizeof *s);
     if (!s) return NULL;
     s->n_ctx = n_ctx;

@@ -300,7 +300,7 @@ cdef class CModel:
 
     cdef const void *_ptr(self, object buf, size_t offset, size_t nbytes, str what) except NULL:
         cdef const unsigned char[::1] mv = memoryview(buf).cast("B")
-        if offset + nbytes > <size_t>mv.shape[0] or nbytes == 0:
+        if nbytes == 0 or offset > <size_t>mv.shape[0] or nbytes > <size_t>mv.shape[0] - offset:
             raise ValueError(f"{what}: {nbytes} bytes at offset {offset} do not fit its buffer")
         self._keep.append(mv)
         return &mv[offset]

@@ -11,6 +11,7 @@ C side sees: pointers to bf16/f32 weight matrices, f32 copies of the (tiny) norm
 from __future__ import annotations
 
 import math
+import operator
 import os
 import struct
 from array import array
@@ -215,7 +216,10 @@ class Context:
 
     def forward(self, token_ids: Iterable[int], all_logits: bool = False):
         """Append token_ids to the cache; logits (vocab,) of the last one, or (len, vocab) if all_logits."""
-        ids = [int(i) for i in token_ids]
+        try:  # ints and integer-like (numpy) ids; 1.7 or "5" are refused, not truncated
+            ids = [operator.index(i) for i in token_ids]
+        except TypeError:
+            raise LlamaCxError(f"token ids must be integers, got {list(token_ids)[:8]!r}") from None
         t = len(ids)
         if t == 0:
             raise LlamaCxError("forward needs at least one token")
