@@ -88,7 +88,7 @@ class Model:
     def _build_c_model(self):
         cfg, tensors = self.config, self.checkpoint.tensors
         self.tied_embeddings = "output.weight" not in tensors
-        mats, vecs, converted = {}, {}, 0
+        mats, vecs, widened = {}, {}, {}
         names = ["tok_embeddings.weight"] + [f"layers.{i}.{m}.weight" for i in range(cfg.n_layers) for m in _MATRICES]
         if not self.tied_embeddings:
             names.append("output.weight")
@@ -98,25 +98,27 @@ class Model:
                 raise LlamaCxError(f"{self.checkpoint.path}: tensor {name} is not contiguous; not supported")
             if t.dtype in ("bf16", "f32"):
                 mats[name] = (t.buffer, t.offset, t.dtype)
-            else:  # f16: the kernels read bf16 or f32, so widen once (exact) at load
-                mats[name] = (_to_f32_copy(t), 0, "f32")
-                converted += 1
-        if converted:
-            self.notes.append(f"{converted} f16 matrices widened to f32 at load (no f16 kernels)")
+            else:  # f16: the kernels read bf16 or f32, so widen once (exact) at load; views of one storage share it
+                key = (id(t.buffer), t.offset, t.numel)
+                if key not in widened:
+                    widened[key] = _to_f32_copy(t)
+                mats[name] = (widened[key], 0, "f32")
+        if widened:
+            self.notes.append(f"{len(widened)} f16 matrices widened to f32 at load (no f16 kernels)")
+        numel = {n: tensors[n].numel for n in names}
         if self.tied_embeddings:
             mats["output.weight"] = mats["tok_embeddings.weight"]
+            numel["output.weight"] = numel["tok_embeddings.weight"]
         for name in ["norm.weight"] + [f"layers.{i}.{n}.weight" for i in range(cfg.n_layers) for n in _NORMS]:
             vecs[name] = _to_f32_copy(tensors[name])
         self._rope_freqs = rope_frequencies(cfg)
         sizes = dict(dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads,
                      head_dim=cfg.head_dim, hidden_dim=cfg.hidden_dim, vocab_size=cfg.vocab_size,
                      norm_eps=cfg.norm_eps)
-        # bytes streamed per decoded token: every matrix once (the output projection included; of the
-        # embedding table only one row, which we neglect)
+        # bytes streamed per decoded token: every matrix once, the output projection included (of the
+        # embedding table only one row is read, which we neglect)
         itemsize = {"bf16": 2, "f32": 4}
-        self.weight_bytes_per_token = sum(
-            tensors[n].numel * itemsize[mats[n][2]] for n in names if n != "tok_embeddings.weight"
-        ) + (tensors["tok_embeddings.weight"].numel * itemsize[mats["output.weight"][2]] if self.tied_embeddings else 0)
+        self.weight_bytes_per_token = sum(numel[n] * itemsize[mats[n][2]] for n in mats if n != "tok_embeddings.weight")
         return _kernels.CModel(sizes, mats, vecs, self._rope_freqs)
 
     # ---- contexts ------------------------------------------------------------------------------
