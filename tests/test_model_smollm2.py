@@ -86,3 +86,24 @@ def test_smollm2_gguf_direct_matches_transformers(smollm2_gguf_path, smollm2):
         theirs = ref(torch.tensor([ids])).logits[0].double().numpy()
     err = np.abs(ours - theirs).max() / theirs.std()
     assert err < 1e-3, f"max |Δ| = {err:.2e} x std"
+
+
+def test_smollm2_gguf_greedy_chat_answer_identical_to_transformers(smollm2_gguf_path, smollm2):
+    """The demo path end to end: our GGUF reader, tokenizer and ChatML format, greedy generation -> the same
+    answer as transformers generating from the same GGUF with its own chat template."""
+    _, ref, tok = smollm2
+    m = llama_cx.load(smollm2_gguf_path)
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    ids = m.chat_format.encode_dialog(question)
+    hf_ids = tok.apply_chat_template(question, tokenize=True, add_generation_prompt=True)
+    hf_ids = hf_ids["input_ids"] if hasattr(hf_ids, "keys") else hf_ids
+    assert ids == list(hf_ids)
+    gen = m.generate(ids, max_tokens=20, temperature=0)
+    text = "".join(gen)
+    with torch.no_grad():  # transformers stops at <|im_end|> (id 2) like we do
+        out = ref.generate(torch.tensor([ids]), max_new_tokens=20, do_sample=False, num_beams=1,
+                           eos_token_id=m.tokenizer.special_id("<|im_end|>"), pad_token_id=0)
+    theirs = out[0, len(ids):].tolist()
+    assert gen.tokens == theirs
+    assert gen.stats.stop_reason in ("stop_token", "max_tokens")
+    assert "Paris" in text, text
