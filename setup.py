@@ -85,7 +85,7 @@ class BuildExt(build_ext):
             compile_args += san + ["-O1", "-g"]
             link_args += san
         if _flag("LLAMA_CX_NATIVE") and ctype != "msvc":
-            compile_args += ["-march=native"]
+            compile_args += ["-march=native"]  # opt-in only (LLAMA_CX_NATIVE=1): this machine only
 
         for ext in self.extensions:
             ext.extra_compile_args = list(ext.extra_compile_args or []) + compile_args
