@@ -5,7 +5,7 @@
 
 The C sources choose their instruction set per function (`#pragma GCC target` in the
 per-ISA files) and dispatch at run time, so the default build runs on any x86-64 and
-never depends on `-march=native` of the build machine.
+never depends on the build machine's own instruction set (native tuning is an opt-in option below).
 
 Environment switches (all opt-in):
   LLAMA_CX_NO_OPENMP=1   build serial even when the compiler supports OpenMP
