@@ -189,44 +189,5 @@ const lcx_kernels lcx_kernels_avx2 = {
 #pragma GCC pop_options
 #endif
 #else
-/* e^x for x <= 0: as the AVX-512 version, 2^n built in the exponent bits (n >= -126 after the clamp) */
-static inline __m256 exp_neg_ps(__m256 x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187045e-06f), r);
-    __m256 p = _mm256_set1_ps(1.0f / 720);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-
-static void lcx_softmax_f32_avx2(float *x, size_t n, float scale) {
-    float mx = -INFINITY;
-    for (size_t j = 0; j < n; j++) mx = x[j] > mx ? x[j] : mx;
-    __m256 vmax = _mm256_set1_ps(mx), vs = _mm256_set1_ps(scale);
-    __m256d acc = _mm256_setzero_pd(); /* f64 sums: rows can be 100k+ long */
-    size_t j = 0;
-    for (; j + 8 <= n; j += 8) {
-        __m256 e = exp_neg_ps(_mm256_mul_ps(vs, _mm256_sub_ps(_mm256_loadu_ps(x + j), vmax)));
-        acc = _mm256_add_pd(acc, _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(e)), _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1))));
-        _mm256_storeu_ps(x + j, e);
-    }
-    double lanes[4];
-    _mm256_storeu_pd(lanes, acc);
-    double sum = lanes[0] + lanes[1] + lanes[2] + lanes[3];
-    for (; j < n; j++) {
-        x[j] = expf(scale * (x[j] - mx));
-        sum += x[j];
-    }
-    float inv = (float)(1.0 / sum);
-    for (j = 0; j < n; j++) x[j] *= inv;
-}
-
 const lcx_kernels lcx_kernels_avx2 = {"avx2", 0, 0, 0, 0, 0};
 #endif
