@@ -71,8 +71,9 @@ void lcx_split(size_t n, size_t align, int tid, int nth, size_t *lo, size_t *hi)
 void lcx_linear_rows(const void *W, int wtype, const float *X, size_t ldx, float *Y, size_t ldy, size_t r0,
                      size_t r1, size_t n, size_t t, int beta);
 void lcx_rmsnorm_part(const float *x, const float *w, float *out, size_t t, size_t n, float eps, int tid, int nth);
-void lcx_rope_part(float *x, size_t ldx, size_t t, size_t n_heads, size_t head_dim, const float *cos_t,
-                   const float *sin_t, int tid, int nth);
+/* RoPE on heads [h0, h1) of t rows of x (t, ldx) (see lcx_rope_f32) */
+void lcx_rope_heads(float *x, size_t ldx, size_t t, size_t h0, size_t h1, size_t head_dim, const float *cos_t,
+                    const float *sin_t);
 void lcx_swiglu_part(float *a, const float *b, size_t n);
 void lcx_attention_part(const float *q, const float *kc, const float *vc, float *out, size_t t, size_t pos0,
                         size_t n_heads, size_t n_kv, size_t hd, float *scores, int tid, int nth);
@@ -127,12 +128,14 @@ typedef struct {
 /* Run state of one context: activations for up to max_batch tokens and the KV cache. */
 typedef struct {
     int64_t n_ctx, max_batch, n_scratch_threads;
-    float *x, *xb, *q, *att, *hb, *hb2;   /* (B, dim) (B, dim) (B, q_dim) (B, q_dim) (B, hidden) (B, hidden) */
+    float *x, *q, *att, *hb, *hb2;        /* (B, dim) (B, q_dim) (B, q_dim) (B, hidden) (B, hidden) */
+    float *xb;                            /* (n_scratch_threads, B, dim) each thread's normalised x */
     float *k_cache, *v_cache;             /* (n_layers, n_ctx, kv_dim) */
     float *scratch;                       /* (n_scratch_threads, n_ctx) attention scores */
     int64_t *pos;                         /* (B,) */
     float *rope_cos, *rope_sin;           /* (B, head_dim/2) */
     uint16_t *xh;                         /* (B, max(dim, q_dim, hidden)) bf16 copy of a product's input */
+    uint16_t *xbh;                        /* (n_scratch_threads, B, dim) bf16 copy of each thread's xb */
 } lcx_state;
 
 size_t lcx_state_bytes(const lcx_model *m, int64_t n_ctx, int64_t max_batch, int64_t n_threads);

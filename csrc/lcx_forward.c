@@ -30,17 +30,19 @@ static size_t lcx_add(size_t a, size_t b) { return a > SIZE_MAX - b ? SIZE_MAX :
 
 size_t lcx_state_bytes(const lcx_model *m, int64_t n_ctx, int64_t B, int64_t n_threads) {
     size_t f = sizeof(float);
-    size_t act = lcx_mul((size_t)B, 2 * (size_t)m->dim + 2 * (size_t)lcx_q_dim(m) + 2 * (size_t)m->hidden_dim + (size_t)m->head_dim);
+    size_t act = lcx_mul((size_t)B, (size_t)m->dim + 2 * (size_t)lcx_q_dim(m) + 2 * (size_t)m->hidden_dim + (size_t)m->head_dim);
+    size_t priv = lcx_mul(lcx_mul((size_t)n_threads, (size_t)B), (size_t)m->dim); /* xb and xbh, per thread */
     size_t kv = lcx_mul(lcx_mul(2 * (size_t)m->n_layers, (size_t)n_ctx), (size_t)lcx_kv_dim(m));
     size_t scratch = lcx_mul(lcx_mul((size_t)n_threads, LCX_ATT_QB), (size_t)n_ctx);
-    size_t floats = lcx_mul(lcx_add(lcx_add(act, kv), scratch), f);
-    return lcx_add(floats, lcx_mul((size_t)B, sizeof(int64_t) + 2 * lcx_widest(m)));
+    size_t floats = lcx_mul(lcx_add(lcx_add(lcx_add(act, priv), kv), scratch), f);
+    return lcx_add(lcx_add(floats, lcx_mul(priv, sizeof(uint16_t))),
+                   lcx_mul((size_t)B, sizeof(int64_t) + 2 * lcx_widest(m)));
 }
 
 void lcx_state_free(lcx_state *s) {
     if (!s) return;
     free(s->x); free(s->xb); free(s->q); free(s->att); free(s->hb); free(s->hb2);
-    free(s->k_cache); free(s->v_cache); free(s->scratch); free(s->pos); free(s->rope_cos); free(s->rope_sin); free(s->xh);
+    free(s->k_cache); free(s->v_cache); free(s->scratch); free(s->pos); free(s->rope_cos); free(s->rope_sin); free(s->xh); free(s->xbh);
     free(s);
 }
 
@@ -55,7 +57,7 @@ lcx_state *lcx_state_new(const lcx_model *m, int64_t n_ctx, int64_t B, int64_t n
     s->n_scratch_threads = n_threads;
     size_t kv = (size_t)m->n_layers * (size_t)n_ctx * (size_t)lcx_kv_dim(m);
     s->x = lcx_alloc_f32((size_t)B * m->dim);
-    s->xb = lcx_alloc_f32((size_t)B * m->dim);
+    s->xb = lcx_alloc_f32((size_t)n_threads * (size_t)B * m->dim);
     s->q = lcx_alloc_f32((size_t)B * lcx_q_dim(m));
     s->att = lcx_alloc_f32((size_t)B * lcx_q_dim(m));
     s->hb = lcx_alloc_f32((size_t)B * m->hidden_dim);
@@ -67,8 +69,9 @@ lcx_state *lcx_state_new(const lcx_model *m, int64_t n_ctx, int64_t B, int64_t n
     s->rope_cos = lcx_alloc_f32((size_t)B * (m->head_dim / 2));
     s->rope_sin = lcx_alloc_f32((size_t)B * (m->head_dim / 2));
     s->xh = (uint16_t *)calloc((size_t)B * lcx_widest(m), sizeof(uint16_t));
+    s->xbh = (uint16_t *)calloc((size_t)n_threads * (size_t)B * m->dim, sizeof(uint16_t));
     if (!s->x || !s->xb || !s->q || !s->att || !s->hb || !s->hb2 || !s->k_cache || !s->v_cache || !s->scratch ||
-        !s->pos || !s->rope_cos || !s->rope_sin || !s->xh) {
+        !s->pos || !s->rope_cos || !s->rope_sin || !s->xh || !s->xbh) {
         lcx_state_free(s);
         return NULL;
     }
@@ -93,7 +96,8 @@ static void lcx_product(const lcx_mat *W, const float *A, const uint16_t *ah, fl
     }
 }
 
-/* thread tid's rows of ah (t, n) bf16 = round(a (t, n)); no-op (returns NULL) when bf16 prefill is off */
+/* ah (t, n) bf16 = round(a (t, n)), rows split over the threads; NULL (nothing done) when bf16 prefill
+ * is off. The caller puts a barrier between this and the first use of ah. */
 static const uint16_t *lcx_round_part(const float *a, uint16_t *ah, size_t t, size_t n, int on, int tid, int nth) {
     if (!on) return NULL;
     size_t i0, i1;
@@ -102,9 +106,21 @@ static const uint16_t *lcx_round_part(const float *a, uint16_t *ah, size_t t, si
     return ah;
 }
 
+/* This thread's own xb (t, dim) = rmsnorm(x) (and its bf16 copy xbh when bf16 prefill is on): every thread
+ * normalises all t rows itself, which costs t * dim operations and saves a barrier. */
+static const uint16_t *lcx_norm_private(const float *x, const float *w, float *xb, uint16_t *xbh, size_t t,
+                                        size_t dim, float eps, int dp) {
+    lcx_rmsnorm_part(x, w, xb, t, dim, eps, 0, 1);
+    return lcx_round_part(xb, xbh, t, dim, dp, 0, 1);
+}
+
 /* One OpenMP region per call: every thread walks the layers, does its share of each step (rows of a
- * matrix, heads of attention), and meets the others at a barrier where a step needs all of the previous
- * one. Between w1/w3 and SwiGLU no barrier is needed: a thread gates exactly the rows it computed. */
+ * matrix, heads of attention), and meets the others at a barrier only where a step needs all of the
+ * previous one: 5 per layer. No barrier is needed
+ *   - before a product with a normalised input: each thread normalises x into its own xb;
+ *   - before RoPE: q and k rows are split between threads in whole heads, so a thread rotates the heads
+ *     it has just computed;
+ *   - before SwiGLU: a thread gates exactly the rows of w1/w3 it computed. */
 int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t t, int64_t pos0, float *logits,
                 int all_logits) {
     if (t < 1 || t > s->max_batch || pos0 < 0 || pos0 + t > s->n_ctx) return -1;
@@ -114,7 +130,7 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
     const size_t dim = (size_t)m->dim, hd = (size_t)m->head_dim, q_dim = (size_t)lcx_q_dim(m);
     const size_t kv_dim = (size_t)lcx_kv_dim(m), hidden = (size_t)m->hidden_dim, T = (size_t)t;
     const size_t n_heads = (size_t)m->n_heads, n_kv = (size_t)m->n_kv_heads, vocab = (size_t)m->vocab_size;
-    float *x = s->x, *xb = s->xb, *q = s->q, *att = s->att, *hb = s->hb, *hb2 = s->hb2;
+    float *x = s->x, *q = s->q, *att = s->att, *hb = s->hb, *hb2 = s->hb2;
     const float eps = m->norm_eps;
 
     for (int64_t i = 0; i < t; i++) {
@@ -138,9 +154,15 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
         nth = omp_get_num_threads();
 #endif
         float *scores = s->scratch + (size_t)tid * LCX_ATT_QB * (size_t)s->n_ctx;
-        size_t a0, a1, b0, b1, c0, c1, d0, d1;
-        lcx_split(q_dim, 4, tid, nth, &a0, &a1);   /* my rows of wq */
-        lcx_split(kv_dim, 4, tid, nth, &b0, &b1);  /* my rows of wk, wv */
+        float *xb = s->xb + (size_t)tid * (size_t)s->max_batch * dim;      /* (t, dim), this thread's */
+        uint16_t *xbh = s->xbh + (size_t)tid * (size_t)s->max_batch * dim; /* (t, dim) bf16, this thread's */
+        size_t u0, u1, qh0, qh1, kh0, kh1, b0, b1, c0, c1, d0, d1;
+        lcx_split(n_heads + n_kv, 1, tid, nth, &u0, &u1); /* my heads of [q heads | k heads] */
+        qh0 = u0 < n_heads ? u0 : n_heads;
+        qh1 = u1 < n_heads ? u1 : n_heads;
+        kh0 = u0 > n_heads ? u0 - n_heads : 0;
+        kh1 = u1 > n_heads ? u1 - n_heads : 0;
+        lcx_split(kv_dim, 4, tid, nth, &b0, &b1);  /* my rows of wv */
         lcx_split(dim, 4, tid, nth, &c0, &c1);     /* my rows of wo, w2 */
         lcx_split(hidden, 4, tid, nth, &d0, &d1);  /* my rows of w1, w3 */
 
@@ -151,18 +173,12 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
             float *k_new = kc + (size_t)pos0 * kv_dim, *v_new = vc + (size_t)pos0 * kv_dim; /* (t, kv_dim) */
 
             /* attention block: xb = norm(x); q, k, v = xb @ wq/wk/wv ᵀ; rope; attend; x += att @ woᵀ */
-            lcx_rmsnorm_part(x, L->attn_norm, xb, T, dim, eps, tid, nth);
-#pragma omp barrier
-            const uint16_t *ah = lcx_round_part(xb, s->xh, T, dim, dp, tid, nth);
-            if (dp) {
-#pragma omp barrier
-            }
-            lcx_product(&L->wq, xb, ah, q, q_dim, a0, a1, dim, T, 0);
-            lcx_product(&L->wk, xb, ah, k_new, kv_dim, b0, b1, dim, T, 0);
+            const uint16_t *ah = lcx_norm_private(x, L->attn_norm, xb, xbh, T, dim, eps, dp);
+            lcx_product(&L->wq, xb, ah, q, q_dim, qh0 * hd, qh1 * hd, dim, T, 0);
+            lcx_product(&L->wk, xb, ah, k_new, kv_dim, kh0 * hd, kh1 * hd, dim, T, 0);
             lcx_product(&L->wv, xb, ah, v_new, kv_dim, b0, b1, dim, T, 0);
-#pragma omp barrier
-            lcx_rope_part(q, q_dim, T, n_heads, hd, s->rope_cos, s->rope_sin, tid, nth);
-            lcx_rope_part(k_new, kv_dim, T, n_kv, hd, s->rope_cos, s->rope_sin, tid, nth);
+            lcx_rope_heads(q, q_dim, T, qh0, qh1, hd, s->rope_cos, s->rope_sin);
+            lcx_rope_heads(k_new, kv_dim, T, kh0, kh1, hd, s->rope_cos, s->rope_sin);
 #pragma omp barrier
             lcx_attention_part(q, kc, vc, att, T, (size_t)pos0, n_heads, n_kv, hd, scores, tid, nth);
 #pragma omp barrier
@@ -173,13 +189,8 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
             lcx_product(&L->wo, att, ah, x, dim, c0, c1, q_dim, T, 1);
 #pragma omp barrier
 
-            /* feed-forward block: x += w2(silu(w1 xb) * w3 xb), xb = norm(x) */
-            lcx_rmsnorm_part(x, L->ffn_norm, xb, T, dim, eps, tid, nth);
-#pragma omp barrier
-            ah = lcx_round_part(xb, s->xh, T, dim, dp, tid, nth);
-            if (dp) {
-#pragma omp barrier
-            }
+            /* feed-forward block: xb = norm(x); x += w2(silu(w1 xb) * w3 xb) */
+            ah = lcx_norm_private(x, L->ffn_norm, xb, xbh, T, dim, eps, dp);
             lcx_product(&L->w1, xb, ah, hb, hidden, d0, d1, dim, T, 0);
             lcx_product(&L->w3, xb, ah, hb2, hidden, d0, d1, dim, T, 0);
             for (size_t i = 0; i < T && d0 < d1; i++) lcx_swiglu_part(hb + i * hidden + d0, hb2 + i * hidden + d0, d1 - d0);
@@ -193,8 +204,7 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
         }
 
         if (logits) {
-            lcx_rmsnorm_part(x + (size_t)first * dim, m->norm, xb, nrows, dim, eps, tid, nth);
-#pragma omp barrier
+            lcx_rmsnorm_part(x + (size_t)first * dim, m->norm, xb, nrows, dim, eps, 0, 1);
             size_t v0, v1;
             lcx_split(vocab, 4, tid, nth, &v0, &v1);
             lcx_linear_rows(m->output.data, m->output.dtype, xb, dim, logits, vocab, v0, v1, dim, nrows, 0);

@@ -95,26 +95,25 @@ void lcx_rope_table(const int64_t *pos, size_t t, const float *freqs, size_t hal
         }
 }
 
-/* rotate heads [h0, h1) of the flattened (t * n_heads) head list */
-void lcx_rope_part(float *x, size_t ldx, size_t t, size_t n_heads, size_t head_dim, const float *cos_t,
-                   const float *sin_t, int tid, int nth) {
-    size_t half = head_dim / 2, h0, h1;
-    lcx_split(t * n_heads, 1, tid, nth, &h0, &h1);
-    for (size_t rh = h0; rh < h1; rh++) {
-        size_t r = rh / n_heads, h = rh % n_heads;
+void lcx_rope_heads(float *x, size_t ldx, size_t t, size_t h0, size_t h1, size_t head_dim, const float *cos_t,
+                    const float *sin_t) {
+    size_t half = head_dim / 2;
+    for (size_t r = 0; r < t; r++) {
         const float *c = cos_t + r * half, *s = sin_t + r * half;
-        float *v = x + r * ldx + h * head_dim;
-        for (size_t i = 0; i < half; i++) {
-            float a = v[2 * i], b = v[2 * i + 1];
-            v[2 * i] = a * c[i] - b * s[i];
-            v[2 * i + 1] = a * s[i] + b * c[i];
+        for (size_t h = h0; h < h1; h++) {
+            float *v = x + r * ldx + h * head_dim;
+            for (size_t i = 0; i < half; i++) {
+                float a = v[2 * i], b = v[2 * i + 1];
+                v[2 * i] = a * c[i] - b * s[i];
+                v[2 * i + 1] = a * s[i] + b * c[i];
+            }
         }
     }
 }
 
 void lcx_rope_f32(float *x, size_t ldx, size_t t, size_t n_heads, size_t head_dim, const float *cos_t,
                   const float *sin_t) {
-    lcx_rope_part(x, ldx, t, n_heads, head_dim, cos_t, sin_t, 0, 1);
+    lcx_rope_heads(x, ldx, t, 0, n_heads, head_dim, cos_t, sin_t);
 }
 
 static inline float lcx_silu(float v) { return v / (1.0f + expf(-v)); }

@@ -232,20 +232,20 @@ class Context:
         if self.pos + t > self.n_ctx:
             raise ContextLengthError(
                 f"{t} tokens do not fit: {self.pos} of {self.n_ctx} context positions are in use")
-        out = array("f", bytes(4 * vocab * (t if all_logits else 1)))
+        out = memoryview(bytearray(4 * vocab * (t if all_logits else 1))).cast("f")  # calloc: no per-token memset
         pos, B = self.pos, self.max_batch
         for s in range(0, t, B):
             block = ids[s:s + B]
             last = s + B >= t
             if all_logits:
-                view = memoryview(out)[s * vocab:(s + len(block)) * vocab]
+                view = out[s * vocab:(s + len(block)) * vocab]
                 self._state.forward(block, pos + s, view, True)
             else:
                 self._state.forward(block, pos + s, out if last else None, False)
             self.tokens.extend(block)
         if all_logits:
-            return memoryview(out).cast("B").cast("f", (t, vocab))
-        return memoryview(out)
+            return out.cast("B").cast("f", (t, vocab))
+        return out
 
     def rewind(self, n_keep: int) -> None:
         """Forget every token after the first n_keep (their cache rows are overwritten later)."""
