@@ -120,7 +120,10 @@ static const uint16_t *lcx_norm_private(const float *x, const float *w, float *x
  *   - before a product with a normalised input: each thread normalises x into its own xb;
  *   - before RoPE: q and k rows are split between threads in whole heads, so a thread rotates the heads
  *     it has just computed;
- *   - before SwiGLU: a thread gates exactly the rows of w1/w3 it computed. */
+ *   - before SwiGLU: a thread gates exactly the rows of w1/w3 it computed.
+ * Measured (SmolLM2 decode, 2 threads, old and new alternated in one process): going from 8 barriers per
+ * layer to 5 gained 1.5%; dropping every barrier (wrong results, timing only) gained 0.8% more. The two
+ * threads share one memory bus, so while one waits the other streams faster: waiting costs little. */
 int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t t, int64_t pos0, float *logits,
                 int all_logits) {
     if (t < 1 || t > s->max_batch || pos0 < 0 || pos0 + t > s->n_ctx) return -1;

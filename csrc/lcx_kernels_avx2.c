@@ -2,7 +2,7 @@
  *
  * Performance notes
  * - gemm: register tile of 4 weight rows x up to 2 tokens = 8 ymm accumulators (16 registers in all);
- *   bf16 widened with vpmovzxwd + shift.
+ *   bf16 widened with vpmovzxwd + shift; the next row group prefetched as in the AVX-512 file.
  */
 #include <math.h>
 
@@ -39,7 +39,8 @@ static inline float wval_f32(const float *p) { return *p; }
 #define LCX_DEFINE_TILE(NAME, WT, LOADW, WVAL)                                                               \
     static inline __attribute__((always_inline)) void NAME(const WT *W, size_t ldw, const float *X,         \
                                                            size_t ldx, float *Y, size_t ldy, size_t n,       \
-                                                           int beta, const int R, const int T) {             \
+                                                           int beta, const int R, const int T,               \
+                                                           const WT *next) {                                 \
         __m256 acc[LCX_TR][LCX_TT];                                                                          \
         for (int r = 0; r < R; r++)                                                                          \
             for (int i = 0; i < T; i++) acc[r][i] = _mm256_setzero_ps();                                     \
@@ -47,6 +48,8 @@ static inline float wval_f32(const float *p) { return *p; }
         for (; j + 8 <= n; j += 8) {                                                                         \
             __m256 w[LCX_TR];                                                                                \
             for (int r = 0; r < R; r++) w[r] = LOADW(W + r * ldw + j);                                       \
+            if (next && (j * sizeof(WT)) % 64 == 0) /* one line per row of the next group */                 \
+                for (int r = 0; r < LCX_TR; r++) _mm_prefetch((const char *)(next + r * ldw + j), _MM_HINT_T0); \
             for (int i = 0; i < T; i++) {                                                                    \
                 __m256 x = _mm256_loadu_ps(X + i * ldx + j);                                                 \
                 for (int r = 0; r < R; r++) acc[r][i] = _mm256_fmadd_ps(w[r], x, acc[r][i]);                 \
@@ -95,14 +98,16 @@ LCX_DEFINE_ROWDOT(rowdot_f32, float, _mm256_loadu_ps, wval_f32)
         }                                                                                                   \
         size_t r = 0;                                                                                       \
         for (; r + LCX_TR <= rows; r += LCX_TR) {                                                           \
+            /* the next row group is prefetched during this group's first token tile */                     \
+            const WT *next = r + 2 * LCX_TR <= rows ? W + (r + LCX_TR) * ldw : 0;                           \
             size_t i = 0;                                                                                   \
-            for (; i + LCX_TT <= t; i += LCX_TT)                                                            \
-                TILE(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, LCX_TT);    \
-            if (i < t) TILE(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, 1);  \
+            for (; i + LCX_TT <= t; i += LCX_TT, next = 0)                                                  \
+                TILE(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, LCX_TT, next); \
+            if (i < t) TILE(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, 1, next); \
         }                                                                                                   \
         for (; r < rows; r++)                                                                               \
             for (size_t i = 0; i < t; i++)                                                                  \
-                TILE(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, 1, 1);              \
+                TILE(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, 1, 1, 0);           \
     }
 
 LCX_DEFINE_GEMM(lcx_gemm_bf16_avx2, uint16_t, tile_bf16, rowdot_bf16)

@@ -1,12 +1,25 @@
 /* AVX-512 (F + BW + VL) kernels: 16 f32 lanes, masked tails, bf16 widened by shift in registers.
  *
- * Performance notes
+ * Performance notes (Zen 5 VM, one core unless said; harnesses measure the kernel alone)
  * - prefill (t > 1): register tile of 4 weight rows x up to 4 tokens = 16 zmm accumulators; each weight
  *   vector is widened once and used for every token of the tile; the 4 row sums of a token are reduced
- *   together with one shared shuffle tree (hsum4): ~95 GFLOP/s per core f32, ~200 with AVX512-BF16.
+ *   together with one shared shuffle tree (hsum4): ~107-110 GFLOP/s f32, ~200 with AVX512-BF16.
+ * - The f32 ceiling: every formulation tried stops at 110-115 GFLOP/s: this tile, 4 rows x 6 tokens
+ *   (24 accumulators), a BLAS-style 32-row x 14-token broadcast panel with pre-packed f32 weights, and
+ *   f32 weights (no widening). FMA chains with no memory operands reach 147 (16 chains). So the f32
+ *   prefill is compute-bound at ~95% of what this core gives; more needs bf16 products (vdpbf16ps, below).
+ * - Prefetch of the next row group: while the first token tile of a group runs, one line per row of the
+ *   next group is prefetched each 64 bytes. With weights coming from DRAM (a 265 MB chain of 1536 x 576
+ *   matrices) this took t = 8 from 47 to 76 GFLOP/s, t = 16 from 63 to 92, t = 64 from 90 to 103: a
+ *   short prompt no longer waits on each group's first lines. (Prefetching the whole next group at once,
+ *   72 lines at the group's start, gave nothing: the miss buffers fill and the core stalls.)
  * - decode (t = 1): one row at a time, 4 accumulators (see rowdot below): 4-row interleaving measured at
  *   11 GB/s on 49152 x 576 vs 20 GB/s for single rows (read probe: 22 GB/s, same run).
- * - tried: software prefetch (1 KiB ahead, or the next tile's rows): no gain, dropped.
+ * - tried for decode: software prefetch 1, 2, 4 or 8 KiB ahead in the row: 31 -> 21 GB/s with 2
+ *   threads, 17.5 -> 12 with 1 (the hardware prefetcher does better alone). Dropped.
+ * - tried for decode: huge pages. MADV_HUGEPAGE on the file mapping got 178 of 269 MB PMD-mapped and no
+ *   gain; anonymous THP memory reads ~10% faster than the file mapping, but that means copying the
+ *   weights out of the mmap (no zero-copy load). MADV_COLLAPSE is refused (EINVAL) on this kernel.
  * - Compiled for this ISA with a target pragma (not -march), so the default build runs on any x86-64.
  */
 #include <math.h>
@@ -63,7 +76,8 @@ static inline __m512 maskload_bf16x16(__mmask16 m, const uint16_t *p) {
 #define LCX_DEFINE_TILE(NAME, WT, LOADW, MLOADW)                                                            \
     static inline __attribute__((always_inline)) void NAME(const WT *W, size_t ldw, const float *X,        \
                                                            size_t ldx, float *Y, size_t ldy, size_t n,      \
-                                                           int beta, const int R, const int T) {            \
+                                                           int beta, const int R, const int T,              \
+                                                           const WT *next) {                                \
         __m512 acc[LCX_TR][LCX_TT];                                                                         \
         for (int r = 0; r < R; r++)                                                                         \
             for (int i = 0; i < T; i++) acc[r][i] = _mm512_setzero_ps();                                    \
@@ -71,6 +85,8 @@ static inline __m512 maskload_bf16x16(__mmask16 m, const uint16_t *p) {
         for (; j + 16 <= n; j += 16) {                                                                      \
             __m512 w[LCX_TR];                                                                               \
             for (int r = 0; r < R; r++) w[r] = LOADW(W + r * ldw + j);                                      \
+            if (next && (j * sizeof(WT)) % 64 == 0) /* one line per row of the next group */                \
+                for (int r = 0; r < LCX_TR; r++) _mm_prefetch((const char *)(next + r * ldw + j), _MM_HINT_T0); \
             for (int i = 0; i < T; i++) {                                                                   \
                 __m512 x = _mm512_loadu_ps(X + i * ldx + j);                                                \
                 for (int r = 0; r < R; r++) acc[r][i] = _mm512_fmadd_ps(w[r], x, acc[r][i]);                \
@@ -133,21 +149,23 @@ LCX_DEFINE_ROWDOT(rowdot_f32, float, LCX_LOAD_F32, LCX_MLOAD_F32)
         }                                                                                                   \
         size_t r = 0;                                                                                       \
         for (; r + LCX_TR <= rows; r += LCX_TR) {                                                           \
+            /* the next row group is prefetched during this group's first token tile */                     \
+            const WT *next = r + 2 * LCX_TR <= rows ? W + (r + LCX_TR) * ldw : 0;                           \
             size_t i = 0;                                                                                   \
-            for (; i + LCX_TT <= t; i += LCX_TT)                                                            \
-                TILE(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, LCX_TT);    \
+            for (; i + LCX_TT <= t; i += LCX_TT, next = 0)                                                  \
+                TILE(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, LCX_TT, next); \
             switch (t - i) {                                                                                \
-            case 3: TILE(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, 3); break; \
-            case 2: TILE(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, 2); break; \
-            case 1: TILE(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, 1); break; \
+            case 3: TILE(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, 3, next); break; \
+            case 2: TILE(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, 2, next); break; \
+            case 1: TILE(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, 1, next); break; \
             default: break;                                                                                 \
             }                                                                                               \
         }                                                                                                   \
         for (; r < rows; r++) {                                                                             \
             size_t i = 0;                                                                                   \
             for (; i + LCX_TT <= t; i += LCX_TT)                                                            \
-                TILE(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, 1, LCX_TT);         \
-            for (; i < t; i++) TILE(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, 1, 1); \
+                TILE(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, 1, LCX_TT, 0);      \
+            for (; i < t; i++) TILE(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, 1, 1, 0); \
         }                                                                                                   \
     }
 
@@ -250,7 +268,7 @@ const lcx_kernels lcx_kernels_avx512 = {"avx512", 0, 0, 0, 0, 0};
 /* R weight rows x T tokens; W and X both bf16, 32 values (16 pairs) per step, products summed in f32 */
 static inline __attribute__((always_inline)) void tile_dp(const uint16_t *W, size_t ldw, const uint16_t *X,
                                                           size_t ldx, float *Y, size_t ldy, size_t n, int beta,
-                                                          const int R, const int T) {
+                                                          const int R, const int T, const uint16_t *next) {
     __m512 acc[LCX_TR][LCX_TT];
     for (int r = 0; r < R; r++)
         for (int i = 0; i < T; i++) acc[r][i] = _mm512_setzero_ps();
@@ -258,6 +276,8 @@ static inline __attribute__((always_inline)) void tile_dp(const uint16_t *W, siz
     for (; j + 32 <= n; j += 32) {
         __m512bh w[LCX_TR];
         for (int r = 0; r < R; r++) w[r] = (__m512bh)_mm512_loadu_si512((const void *)(W + r * ldw + j));
+        if (next) /* the next row group, a line per row per step (see LCX_DEFINE_GEMM) */
+            for (int r = 0; r < LCX_TR; r++) _mm_prefetch((const char *)(next + r * ldw + j), _MM_HINT_T0);
         for (int i = 0; i < T; i++) {
             __m512bh x = (__m512bh)_mm512_loadu_si512((const void *)(X + i * ldx + j));
             for (int r = 0; r < R; r++) acc[r][i] = _mm512_dpbf16_ps(acc[r][i], w[r], x);
@@ -284,17 +304,19 @@ void lcx_gemm_bf16bf16_avx512bf16(const uint16_t *W, size_t ldw, const uint16_t 
                                   size_t ldy, size_t rows, size_t t, size_t n, int beta) {
     size_t r = 0;
     for (; r + LCX_TR <= rows; r += LCX_TR) {
+        const uint16_t *next = r + 2 * LCX_TR <= rows ? W + (r + LCX_TR) * ldw : 0;
         size_t i = 0;
-        for (; i + LCX_TT <= t; i += LCX_TT) tile_dp(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, LCX_TT);
+        for (; i + LCX_TT <= t; i += LCX_TT, next = 0)
+            tile_dp(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, LCX_TT, next);
         switch (t - i) {
-        case 3: tile_dp(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, 3); break;
-        case 2: tile_dp(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, 2); break;
-        case 1: tile_dp(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, 1); break;
+        case 3: tile_dp(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, 3, next); break;
+        case 2: tile_dp(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, 2, next); break;
+        case 1: tile_dp(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, 1, next); break;
         default: break;
         }
     }
     for (; r < rows; r++)
-        for (size_t i = 0; i < t; i++) tile_dp(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, 1, 1);
+        for (size_t i = 0; i < t; i++) tile_dp(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, 1, 1, 0);
 }
 const lcx_gemm_bf16bf16_fn lcx_gemm_bf16bf16 = lcx_gemm_bf16bf16_avx512bf16;
 #if defined(__clang__)
