@@ -41,7 +41,7 @@ def greedy_agreement(rows: list) -> None:
 
 COLUMNS = [
     ("engine", "engine", "{}"), ("model", "model", "{}"), ("thr", "threads", "{}"),
-    ("load s", "load_s", "{:.2f}"), ("TTFT ms", "ttft_s", "{:.0f}", 1e3),
+    ("import s", "import_s", "{:.2f}"), ("load ms", "load_s", "{:.0f}", 1e3), ("TTFT ms", "ttft_s", "{:.0f}", 1e3),
     ("prefill128 tok/s", "prefill_tps.128", "{:.1f}"), ("prefill512 tok/s", "prefill_tps.512", "{:.1f}"),
     ("decode tok/s", "decode_tps", "{:.2f}"), ("eff GB/s", "effective_gbs", "{:.1f}"),
     ("BW GB/s", "bw_gbs", "{:.1f}"), ("% of BW", "bw_fraction", "{:.0f}%", 100),

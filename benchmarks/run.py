@@ -241,7 +241,7 @@ def main(argv=None) -> int:
                 report["results"].append(row)
                 _, body = table_rows([row])
                 log(f"  {eng:>10} {t} thr: " + (body[0][3] if len(body[0]) == 4 else
-                    f"load {cell(row, 'load_s', '{:.2f}')} s, TTFT {cell(row, 'ttft_s', '{:.0f}', 1e3)} ms, "
+                    f"import {cell(row, 'import_s', '{:.2f}')} s, load {cell(row, 'load_s', '{:.0f}', 1e3)} ms, TTFT {cell(row, 'ttft_s', '{:.0f}', 1e3)} ms, "
                     f"prefill {', '.join(f'{n}: {v:.1f}' for n, v in row['prefill_tps'].items())} tok/s, "
                     f"decode {row['decode_tps']:.2f} tok/s ({row['wall_s']:.0f} s, other load "
                     f"{cell(row, 'other_cpu_cores', '{:.2f}')} cores)"))

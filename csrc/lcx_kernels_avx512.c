@@ -17,6 +17,10 @@
  *   11 GB/s on 49152 x 576 vs 20 GB/s for single rows (read probe: 22 GB/s, same run).
  * - tried for decode: software prefetch 1, 2, 4 or 8 KiB ahead in the row: 31 -> 21 GB/s with 2
  *   threads, 17.5 -> 12 with 1 (the hardware prefetcher does better alone). Dropped.
+ * - tried for decode: one 64-byte load per line of bf16 weights (pairs split by shift / and, x split to
+ *   match with vpermt2ps; GCC needs an empty asm to not fold the load into both uses): +2-10% in a
+ *   matvec-chain harness, but +1% / -2% (1 / 2 threads) on whole-model decode, 5 alternating runs each,
+ *   within the noise. Dropped for the simpler widening loads.
  * - tried for decode: huge pages. MADV_HUGEPAGE on the file mapping got 178 of 269 MB PMD-mapped and no
  *   gain; anonymous THP memory reads ~10% faster than the file mapping, but that means copying the
  *   weights out of the mmap (no zero-copy load). MADV_COLLAPSE is refused (EINVAL) on this kernel.

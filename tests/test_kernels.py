@@ -37,7 +37,8 @@ def nan(*shape):
 RNG = np.random.default_rng(0)
 
 
-@pytest.mark.parametrize("d,n,t", [(1, 1, 1), (7, 33, 1), (13, 100, 3), (67, 257, 5), (130, 1031, 9), (5, 2100, 6)])
+@pytest.mark.parametrize("d,n,t", [(1, 1, 1), (7, 33, 1), (4, 49, 1), (9, 112, 1), (5, 2100, 1), (13, 100, 3), (67, 257, 5),
+                                   (130, 1031, 9), (5, 2100, 6)])
 @pytest.mark.parametrize("wtype", ["bf16", "f32"])
 def test_linear(path, d, n, t, wtype):
     W = RNG.standard_normal((d, n)).astype(np.float32)
