@@ -15,8 +15,13 @@
  *   72 lines at the group's start, gave nothing: the miss buffers fill and the core stalls.)
  * - decode (t = 1): one row at a time, 4 accumulators (see rowdot below): 4-row interleaving measured at
  *   11 GB/s on 49152 x 576 vs 20 GB/s for single rows (read probe: 22 GB/s, same run).
- * - tried for decode: software prefetch 1, 2, 4 or 8 KiB ahead in the row: 31 -> 21 GB/s with 2
- *   threads, 17.5 -> 12 with 1 (the hardware prefetcher does better alone). Dropped.
+ * - tried for decode: software prefetch in the row. prefetcht0 or prefetchnta 0.5-8 KiB ahead: 5-30% slower.
+ *   prefetcht1 (to L2) 1-4 KiB ahead: +5-15% in a matvec-chain harness (1B shapes), +3% on SmolLM2
+ *   decode, but -1 to -4% on 1B decode (whole model, alternating runs). Dropped: no robust gain.
+ * - One core reads ~25% below a plain read loop (u64 or zmm adds: ~24 GB/s vs ~17-19 for every rowdot
+ *   variant, same mapping, same run). The likely cause (this VM has no performance counters to confirm
+ *   it): the FP ops waiting on missing lines (widen, shift, FMA: ~6 per line) fill the FP scheduler long
+ *   before an integer-add loop runs out of lines in flight. With 2 threads the gap is ~10-20%.
  * - tried for decode: one 64-byte load per line of bf16 weights (pairs split by shift / and, x split to
  *   match with vpermt2ps; GCC needs an empty asm to not fold the load into both uses): +2-10% in a
  *   matvec-chain harness, but +1% / -2% (1 / 2 threads) on whole-model decode, 5 alternating runs each,
