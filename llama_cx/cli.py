@@ -78,6 +78,8 @@ def _int(s):
 def _build_parsers():
     common = _Parser(add_help=False)
     common.add_argument("--threads", type=_positive_int, metavar="N", help="kernel threads (default: all CPUs)")
+    common.add_argument("--bf16-prefill", action="store_true",
+                        help="prompts with bf16 activations (AVX512-BF16): faster, less exact logits")
 
     sampling = _Parser(add_help=False)
     g = sampling.add_argument_group("sampling")
@@ -170,6 +172,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             from .runtime import set_num_threads
 
             set_num_threads(args.threads)
+        if getattr(args, "bf16_prefill", False):
+            from .runtime import set_bf16_prefill
+
+            set_bf16_prefill(True)
         return args.func(args)
     except _UsageError as e:
         return _error(str(e), 2)

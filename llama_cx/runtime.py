@@ -3,7 +3,7 @@
 Environment:
   LLAMA_CX_ISA       force a kernel path: generic, avx2 or avx512 (an unsupported one is an error)
   LLAMA_CX_BF16_PREFILL=1  prompt blocks with bf16 activations + AVX512-BF16 dot products (faster,
-                     less exact; off by default)
+                     less exact; off by default; also set_bf16_prefill() and the CLI's --bf16-prefill)
   OMP_NUM_THREADS    kernel threads (default: the CPUs this process may use, capped by a cgroup quota)
 """
 from __future__ import annotations
@@ -69,6 +69,20 @@ def get_num_threads() -> int:
     return _kernels.get_num_threads()
 
 
+def set_bf16_prefill(on: bool) -> None:
+    """Prompt blocks (more than one token per forward call) with activations rounded to bf16 and AVX512-BF16
+    dot products: 1.6-1.7x faster prefill, logits within ~5e-2 x their std of the exact ones instead of
+    ~1e-5. Off by default; decode (one token at a time) always keeps f32 activations."""
+    try:
+        _kernels.set_bf16_prefill(bool(on))
+    except ValueError as e:
+        raise LlamaCxError(str(e)) from None
+
+
+def get_bf16_prefill() -> bool:
+    return _kernels.bf16_prefill() > 0
+
+
 def _init():
     isa = os.environ.get("LLAMA_CX_ISA", "").strip().lower()
     if isa:
@@ -80,7 +94,7 @@ def _init():
         try:
             _kernels.set_bf16_prefill(True)
         except ValueError as e:
-            raise LlamaCxError(f"LLAMA_CX_BF16_PREFILL: {e}") from None
+            raise LlamaCxError(f"LLAMA_CX_BF16_PREFILL=1: {e}") from None
     _kernels.set_num_threads(default_threads())
 
 

