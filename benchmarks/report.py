@@ -124,20 +124,25 @@ def format_markdown(report: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+OURS = ("llama_cx", "llama_cx-bf16pf")
+
+
 def ratio_lines(rows) -> list:
-    ours = {(r["model"], r["threads"]): r for r in rows if r["engine"] == "llama_cx" and "decode_tps" in r}
+    """llama_cx (and its bf16-prefill variant) against each peer of the same model and thread count."""
     lines = []
-    for r in rows:
-        base = ours.get((r["model"], r["threads"]))
-        if r["engine"] == "llama_cx" or base is None or "decode_tps" not in r:
-            continue
-        parts = [f"decode {base['decode_tps'] / r['decode_tps']:.2f}x"]
-        for n, v in r.get("prefill_tps", {}).items():
-            if n in base.get("prefill_tps", {}):
-                parts.append(f"prefill{n} {base['prefill_tps'][n] / v:.2f}x")
-        if r.get("ttft_s") and base.get("ttft_s"):
-            parts.append(f"TTFT {r['ttft_s'] / base['ttft_s']:.2f}x")
-        lines.append(f"- {r['model']}, {r['threads']} thr, vs {r['engine']}: " + ", ".join(parts))
+    for name in OURS:
+        ours = {(r["model"], r["threads"]): r for r in rows if r["engine"] == name and "decode_tps" in r}
+        for r in rows:
+            base = ours.get((r["model"], r["threads"]))
+            if r["engine"] in OURS or base is None or "decode_tps" not in r:
+                continue
+            parts = [f"decode {base['decode_tps'] / r['decode_tps']:.2f}x"]
+            for n, v in r.get("prefill_tps", {}).items():
+                if n in base.get("prefill_tps", {}):
+                    parts.append(f"prefill{n} {base['prefill_tps'][n] / v:.2f}x")
+            if r.get("ttft_s") and base.get("ttft_s"):
+                parts.append(f"TTFT {r['ttft_s'] / base['ttft_s']:.2f}x")
+            lines.append(f"- {name}, {r['model']}, {r['threads']} thr, vs {r['engine']}: " + ", ".join(parts))
     return lines
 
 

@@ -34,7 +34,7 @@ from .report import cell, derive, format_markdown, format_text_table, greedy_agr
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-ENGINES = ("llama_cx", "torch-bf16", "torch-fp32", "llama.cpp")
+ENGINES = ("llama_cx", "llama_cx-bf16pf", "torch-bf16", "torch-fp32", "llama.cpp")
 
 
 def settings(quick: bool) -> dict:
@@ -117,8 +117,18 @@ def measure_on_shared_machine(job: dict, args, files: str, log) -> dict:
     return best
 
 
+def cpu_has_flag(flag: str) -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and flag in line.split() for line in f)
+    except OSError:
+        return False
+
+
 def engine_absent(engine: str, prepared, spec, quick: bool) -> "str | None":
     """Why `engine` cannot run on this model here, or None. Cheap checks only; the worker finds the rest."""
+    if engine == "llama_cx-bf16pf" and not cpu_has_flag("avx512_bf16"):
+        return "bf16 prefill needs AVX512-BF16, which this CPU lacks"
     if engine.startswith("torch-") and importlib.util.find_spec("torch") is None:
         return "torch is not installed"
     if engine == "torch-fp32":

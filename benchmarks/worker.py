@@ -27,11 +27,12 @@ def prompt_ids(n: int, vocab: int, salt: int = 0) -> list:
 
 
 class LlamaCxEngine:
-    def __init__(self, meta_dir: str, n_threads: int, n_ctx: int):
+    def __init__(self, meta_dir: str, n_threads: int, n_ctx: int, bf16_prefill: bool = False):
         llama_cx = M.import_llama_cx()
         from llama_cx._kernels import argmax
 
         self._argmax = argmax
+        llama_cx.set_bf16_prefill(bf16_prefill)
         self.model = llama_cx.load(meta_dir, n_threads=n_threads)
         self.ctx = self.model.new_context(n_ctx=n_ctx)
         self.weight_bytes_per_token = self.model.weight_bytes_per_token
@@ -49,7 +50,7 @@ def import_engine(job) -> None:
     """Import what the engine runs on (timed apart from loading the model: an import is paid once per
     process, and for the peers it is most of their start-up)."""
     engine = job["engine"]
-    if engine == "llama_cx":
+    if engine.startswith("llama_cx"):
         M.import_llama_cx()
     elif engine.startswith("torch-"):
         import torch  # noqa: F401
@@ -59,8 +60,8 @@ def import_engine(job) -> None:
 
 def make_engine(job):
     engine, t = job["engine"], job["threads"]
-    if engine == "llama_cx":
-        return LlamaCxEngine(job["meta_dir"], t, N_CTX)
+    if engine in ("llama_cx", "llama_cx-bf16pf"):  # -bf16pf: prompts with bf16 activations (decode unchanged)
+        return LlamaCxEngine(job["meta_dir"], t, N_CTX, bf16_prefill=engine.endswith("-bf16pf"))
     if engine.startswith("torch-"):
         import torch
 
