@@ -34,7 +34,7 @@ from .report import cell, derive, format_markdown, format_text_table, greedy_agr
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-ENGINES = ("llama_cx", "llama_cx-bf16pf", "torch-bf16", "torch-fp32", "llama.cpp")
+ENGINES = ("llama_cx", "llama_cx-bf16pf", "llama_cx-hp", "torch-bf16", "torch-fp32", "llama.cpp")
 
 
 def settings(quick: bool) -> dict:

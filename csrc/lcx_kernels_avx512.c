@@ -26,9 +26,10 @@
  *   match with vpermt2ps; GCC needs an empty asm to not fold the load into both uses): +2-10% in a
  *   matvec-chain harness, but +1% / -2% (1 / 2 threads) on whole-model decode, 5 alternating runs each,
  *   within the noise. Dropped for the simpler widening loads.
- * - tried for decode: huge pages. MADV_HUGEPAGE on the file mapping got 178 of 269 MB PMD-mapped and no
- *   gain; anonymous THP memory reads ~10% faster than the file mapping, but that means copying the
- *   weights out of the mmap (no zero-copy load). MADV_COLLAPSE is refused (EINVAL) on this kernel.
+ * - Huge pages: MADV_HUGEPAGE on the file mapping got 178 of 269 MB PMD-mapped and no gain (MADV_COLLAPSE
+ *   is refused, EINVAL); anonymous THP memory reads 10-20% faster than the file mapping in this VM. So
+ *   load(huge_pages=True) reads the weights into such memory, opt-in because it gives up the zero-copy
+ *   load: 1.02-1.26x decode (benchmarks/RESULTS.md, run D).
  * - Compiled for this ISA with a target pragma (not -march), so the default build runs on any x86-64.
  */
 #include <math.h>

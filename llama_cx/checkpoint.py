@@ -43,6 +43,7 @@ class Checkpoint:
     notes: List[str] = field(default_factory=list)
     file_size: int = 0
     keepalive: list = field(default_factory=list)  # mmaps/buffers the tensors point into
+    mapped: object = None  # the read-only mmap of `path` that zero-copy tensors view
 
 
 def expected_shapes(config: ModelConfig, tied: bool) -> Dict[str, Tuple[int, ...]]:
@@ -178,6 +179,7 @@ def _load_meta(directory: str, pth: str, rope_scale_factor) -> Checkpoint:
         },
         notes=notes,
         file_size=tf.size,
+        mapped=tf.mm,
         keepalive=[tf.mm],
     )
 

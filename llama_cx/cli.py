@@ -78,6 +78,8 @@ def _int(s):
 def _build_parsers():
     common = _Parser(add_help=False)
     common.add_argument("--threads", type=_positive_int, metavar="N", help="kernel threads (default: all CPUs)")
+    common.add_argument("--huge-pages", action="store_true",
+                        help="read the weights into huge-page memory: slower load, more RAM, faster decode")
     common.add_argument("--bf16-prefill", action="store_true",
                         help="prompts with bf16 activations (AVX512-BF16): faster, less exact logits")
 
@@ -234,7 +236,7 @@ def _load(args, demo_fallback=True, quiet=False):
     path = _model_path(args, demo_fallback)
     if not quiet and sys.stderr.isatty():
         _info(f"loading {path}")
-    return load(path)
+    return load(path, huge_pages=getattr(args, "huge_pages", False))
 
 
 def _info(msg: str) -> None:
@@ -514,7 +516,7 @@ def cmd_demo(args) -> int:
     _sampling_kwargs(args)
     path = demo_model_path(progress=sys.stderr)
     if args.prompt is None:
-        model = load(path)
+        model = load(path, huge_pages=args.huge_pages)
         return _repl(model, args, args.system)
     args.model, args.chat, args.system = path, True, args.system
     return cmd_generate(args)

@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Tuple
 from .checkpoint import Checkpoint, expected_shapes
 from .config import ROPE_HIGH_FREQ_FACTOR, ROPE_LOW_FREQ_FACTOR, ROPE_ORIGINAL_CONTEXT, ModelConfig
 from .errors import FormatError, LlamaCxError
-from .tensor import Tensor, contiguous_strides
+from .tensor import Tensor, contiguous_strides, weight_buffer
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -639,7 +639,7 @@ class _LlamaGGUF:
                 tensors[name] = self.gf.tensor(ti, name)
         self.dequant_buffer = None
         if quant:
-            buf = bytearray(2 * sum(ti.numel for _, ti in quant))  # every dequantized weight, bf16, one allocation
+            buf = weight_buffer(2 * sum(ti.numel for _, ti in quant))  # every dequantized weight, bf16, one allocation
             at = 0
             for name, ti in quant:
                 _dequantize_into(self.gf.mmap, ti, buf, at)
@@ -704,4 +704,5 @@ def load_gguf(path, rope_scale_factor: Optional[float] = None):
         notes=llama.notes,
         file_size=gf.file_size,
         keepalive=keepalive,
+        mapped=gf.mmap,
     )

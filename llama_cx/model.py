@@ -20,8 +20,9 @@ from typing import Iterable, List, Optional, Sequence
 from . import _kernels
 from .checkpoint import Checkpoint, load_checkpoint
 from .config import ModelConfig
-from .errors import ContextLengthError, LlamaCxError, TokenizerMissingError
+from .errors import ContextLengthError, FormatError, LlamaCxError, TokenizerMissingError
 from .runtime import available_cpus, set_num_threads
+from .tensor import copy_to_weight_buffer
 
 DEFAULT_CONTEXT = 4096
 # Prompt tokens per compiled forward call: large enough that each pass over the weights is shared by
@@ -257,9 +258,26 @@ class Context:
         self.tokens.clear()
 
 
-def load(path: str, n_threads: Optional[int] = None, rope_scale_factor: Optional[float] = None) -> Model:
+def load(path: str, n_threads: Optional[int] = None, rope_scale_factor: Optional[float] = None,
+         huge_pages: bool = False) -> Model:
     """Open a model: a Meta checkpoint directory (params.json, consolidated.00.pth, tokenizer.model),
-    a consolidated .pth, or a .gguf file. Weights are mapped, not read."""
+    a consolidated .pth, or a .gguf file. Weights are mapped, not read.
+
+    huge_pages=True copies the mapped weights into anonymous memory backed by transparent huge pages
+    (Linux): load then reads the whole file and the weights take their size again in RAM, but every token
+    reads them with far fewer TLB misses (measured 1.15-1.4x decode on a 2-vCPU VM; see benchmarks)."""
     if n_threads is not None:
         set_num_threads(n_threads)
-    return Model(load_checkpoint(os.fspath(path), rope_scale_factor=rope_scale_factor))
+    ck = load_checkpoint(os.fspath(path), rope_scale_factor=rope_scale_factor)
+    if huge_pages:
+        try:
+            ck.tensors, buf = copy_to_weight_buffer(ck.tensors, ck.mapped, ck.path)
+        except OSError as e:
+            raise FormatError(f"{ck.path}: cannot read the weights into memory ({e.strerror or e})") from None
+        except MemoryError:
+            raise LlamaCxError(f"{ck.path}: not enough memory for a copy of the weights; load without huge pages") from None
+        if buf is not None:
+            ck.keepalive.append(buf)
+            how = "bytearray: no transparent huge pages here" if isinstance(buf, bytearray) else "huge pages requested"
+            ck.notes.append(f"weights read into anonymous memory ({len(buf) / 2**20:.0f} MiB, {how})")
+    return Model(ck)

@@ -213,3 +213,41 @@ def test_load_does_not_read_weights(tmp_path):
     assert np.frombuffer(emb.memoryview(), np.uint16).astype(np.uint64).sum() > 0
     assert _rss() - after > emb.nbytes // 2
 
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_huge_pages_reads_every_weight_exactly(tmp_path, tied):
+    """load(huge_pages=True): the weights are read from the file into one anonymous buffer (tied embeddings
+    stay one tensor), byte for byte the mapped ones, and the logits do not change."""
+    import llama_cx
+
+    d = tmp_path / "m"
+    write_checkpoint(d, params=dict(SMALL, dim=128, vocab_size=4096), tied=tied, seed=4)
+    mapped, copied = llama_cx.load(str(d)), llama_cx.load(str(d), huge_pages=True)
+    assert any("read into anonymous memory" in n for n in copied.checkpoint.notes), copied.checkpoint.notes
+    buffers = {id(t.buffer) for t in copied.checkpoint.tensors.values()}
+    assert len(buffers) == 1 and id(copied.checkpoint.mapped) not in buffers
+    for name, t in copied.checkpoint.tensors.items():
+        assert t.offset % 64 == 0
+        assert bytes(t.memoryview()) == bytes(mapped.checkpoint.tensors[name].memoryview()), name
+    ids = list(range(5, 40))
+    a = np.asarray(mapped.new_context(64).forward(ids, all_logits=True))
+    b = np.asarray(copied.new_context(64).forward(ids, all_logits=True))
+    assert np.array_equal(a, b)
+
+
+def test_huge_pages_skips_tiny_models_and_reads_the_file(tmp_path):
+    from llama_cx.tensor import copy_to_weight_buffer
+
+    d = tmp_path / "m"
+    write_checkpoint(d, params=SMALL, seed=4)
+    ck = load_checkpoint(str(d))
+    same, buf = copy_to_weight_buffer(ck.tensors, ck.mapped, ck.path)  # under 1 MiB: left mapped
+    assert buf is None and all(same[n] is ck.tensors[n] for n in same)
+    out, buf = copy_to_weight_buffer(ck.tensors, ck.mapped, ck.path, min_bytes=0)
+    assert buf is not None and all(bytes(out[n].memoryview()) == bytes(ck.tensors[n].memoryview()) for n in out)
+    # a file cut short after its directory was read: a clear error, not garbage weights
+    with open(ck.path, "r+b") as f:
+        f.truncate(ck.file_size // 2)
+    with pytest.raises(OSError, match="shorter than its tensors"):
+        copy_to_weight_buffer(ck.tensors, ck.mapped, ck.path, min_bytes=0)

@@ -393,3 +393,12 @@ def test_bf16_prefill_flag(random_dir):
         assert forced.returncode == 0 and forced.stdout == plain.stdout
     else:
         one_error_line(r, 1, "bf16 prefill needs a CPU with AVX512-BF16")
+
+
+def test_huge_pages_flag_gives_the_same_output(random_dir):
+    """--huge-pages reads the weights into anonymous (huge-page) memory instead of viewing the mapping: the
+    arithmetic is the same, so greedy output is identical, and `info` says what was done."""
+    args = ("generate", random_dir, "-p", "Once upon a time", "-n", "12", "--temperature", "0")
+    plain, copied = cli(*args), cli(*args, "--huge-pages")
+    assert plain.returncode == 0 and copied.returncode == 0, copied.stderr
+    assert copied.stdout == plain.stdout
