@@ -270,6 +270,11 @@ def load(path: str, n_threads: Optional[int] = None, rope_scale_factor: Optional
         set_num_threads(n_threads)
     ck = load_checkpoint(os.fspath(path), rope_scale_factor=rope_scale_factor)
     if huge_pages:
+        need = sum(t.nbytes for t in ck.tensors.values() if t.buffer is ck.mapped)
+        limit = _memory_limit()
+        if limit is not None and need > limit // 2:
+            raise LlamaCxError(f"{ck.path}: huge pages would copy {need / 2**30:.1f} GiB of weights into memory, "
+                               f"more than half of this machine's {limit / 2**30:.1f} GiB; load without huge pages")
         try:
             ck.tensors, buf = copy_to_weight_buffer(ck.tensors, ck.mapped, ck.path)
         except OSError as e:

@@ -412,3 +412,14 @@ def test_pth_overlapping_strides_are_refused(pth_dir):
     with pytest.raises(FormatError) as e:
         load_checkpoint(pth_dir)
     assert f"tensor {W} (shape (32, {HIDDEN}), strides (1, 1)) reads some storage elements more than once" in one_line(e)
+
+
+def test_huge_pages_refuses_a_copy_larger_than_half_the_ram(tmp_path, monkeypatch):
+    from llama_cx import model as model_mod
+
+    d = tmp_path / "m"
+    write_checkpoint(d, params=TINY, seed=3)
+    monkeypatch.setattr(model_mod, "_memory_limit", lambda: 1000)  # a 1000-byte machine
+    with pytest.raises(llama_cx.LlamaCxError, match="more than half of this machine's"):
+        llama_cx.load(str(d), huge_pages=True)
+    llama_cx.load(str(d))  # the mapped load does not copy, so it is fine
