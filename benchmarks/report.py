@@ -124,7 +124,7 @@ def format_markdown(report: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-OURS = ("llama_cx", "llama_cx-bf16pf", "llama_cx-hp")
+OURS = ("llama_cx", "llama_cx-bf16pf", "llama_cx-bf16", "llama_cx-hp")
 
 
 def ratio_lines(rows) -> list:

@@ -34,7 +34,7 @@ from .report import cell, derive, format_markdown, format_text_table, greedy_agr
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-ENGINES = ("llama_cx", "llama_cx-bf16pf", "llama_cx-hp", "torch-bf16", "torch-fp32", "llama.cpp")
+ENGINES = ("llama_cx", "llama_cx-bf16pf", "llama_cx-bf16", "llama_cx-hp", "torch-bf16", "torch-fp32", "llama.cpp")
 
 
 def settings(quick: bool) -> dict:
@@ -127,8 +127,8 @@ def cpu_has_flag(flag: str) -> bool:
 
 def engine_absent(engine: str, prepared, spec, quick: bool) -> "str | None":
     """Why `engine` cannot run on this model here, or None. Cheap checks only; the worker finds the rest."""
-    if engine == "llama_cx-bf16pf" and not cpu_has_flag("avx512_bf16"):
-        return "bf16 prefill needs AVX512-BF16, which this CPU lacks"
+    if engine in ("llama_cx-bf16pf", "llama_cx-bf16") and not cpu_has_flag("avx512_bf16"):
+        return "bf16 activations need AVX512-BF16, which this CPU lacks"
     if engine.startswith("torch-") and importlib.util.find_spec("torch") is None:
         return "torch is not installed"
     if engine == "torch-fp32":

@@ -28,12 +28,13 @@ def prompt_ids(n: int, vocab: int, salt: int = 0) -> list:
 
 class LlamaCxEngine:
     def __init__(self, meta_dir: str, n_threads: int, n_ctx: int, bf16_prefill: bool = False,
-                 huge_pages: bool = False):
+                 bf16_decode: bool = False, huge_pages: bool = False):
         llama_cx = M.import_llama_cx()
         from llama_cx._kernels import argmax
 
         self._argmax = argmax
         llama_cx.set_bf16_prefill(bf16_prefill)
+        llama_cx.set_bf16_decode(bf16_decode)
         self.model = llama_cx.load(meta_dir, n_threads=n_threads, huge_pages=huge_pages)
         self.ctx = self.model.new_context(n_ctx=n_ctx)
         self.weight_bytes_per_token = self.model.weight_bytes_per_token
@@ -61,10 +62,11 @@ def import_engine(job) -> None:
 
 def make_engine(job):
     engine, t = job["engine"], job["threads"]
-    if engine in ("llama_cx", "llama_cx-bf16pf", "llama_cx-hp"):
-        # -bf16pf: prompts with bf16 activations (decode unchanged); -hp: weights read into huge pages
-        return LlamaCxEngine(job["meta_dir"], t, N_CTX, bf16_prefill=engine.endswith("-bf16pf"),
-                             huge_pages=engine.endswith("-hp"))
+    if engine in ("llama_cx", "llama_cx-bf16pf", "llama_cx-bf16", "llama_cx-hp"):
+        # -bf16pf: prompts with bf16 activations (decode unchanged); -bf16: prompts and decode with bf16
+        # activations; -hp: weights read into huge pages
+        return LlamaCxEngine(job["meta_dir"], t, N_CTX, bf16_prefill=engine.endswith(("-bf16pf", "-bf16")),
+                             bf16_decode=engine.endswith("-bf16"), huge_pages=engine.endswith("-hp"))
     if engine.startswith("torch-"):
         import torch
 

@@ -38,7 +38,7 @@ typedef struct {
 } lcx_kernels;
 
 /* Y (t, ldy) = beta*Y + Xb (t, ldx) @ W[rows]ᵀ with W and Xb both bf16 (AVX512-BF16 vdpbf16ps, f32 sums);
- * NULL when not compiled. Used for prefill only when bf16 activations are switched on. */
+ * NULL when not compiled. Used only when bf16 activations are switched on (prefill and/or decode). */
 typedef void (*lcx_gemm_bf16bf16_fn)(const uint16_t *W, size_t ldw, const uint16_t *Xb, size_t ldx, float *Y,
                                      size_t ldy, size_t rows, size_t t, size_t n, int beta);
 extern const lcx_gemm_bf16bf16_fn lcx_gemm_bf16bf16;
@@ -60,6 +60,9 @@ int lcx_avx512bf16_supported(void);
 /* bf16 activations for prefill products (opt-in: rounds activations); -1 when unsupported */
 int lcx_set_bf16_prefill(int on);
 int lcx_get_bf16_prefill(void);
+/* the same for one-token steps (decode), logits included (opt-in); -1 when unsupported */
+int lcx_set_bf16_decode(int on);
+int lcx_get_bf16_decode(void);
 void lcx_set_num_threads(int n);
 int lcx_get_num_threads(void);
 int lcx_omp_max_threads(void);

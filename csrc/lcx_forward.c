@@ -85,7 +85,7 @@ void lcx_row_to_f32(const lcx_mat *table, int64_t cols, int64_t row, float *dst)
         memcpy(dst, (const float *)table->data + (size_t)row * cols, (size_t)cols * sizeof(float));
 }
 
-/* Rows [r0, r1) of Y (t, ldy) (+)= A (t, n) @ Wᵀ. With bf16 prefill on, A was already rounded into `ah`
+/* Rows [r0, r1) of Y (t, ldy) (+)= A (t, n) @ Wᵀ. With bf16 activations on, A was already rounded into `ah`
  * (t, n) bf16 by lcx_round_part and the AVX512-BF16 kernel runs; otherwise the f32 kernels. */
 static void lcx_product(const lcx_mat *W, const float *A, const uint16_t *ah, float *Y, size_t ldy, size_t r0,
                         size_t r1, size_t n, size_t t, int beta) {
@@ -96,8 +96,8 @@ static void lcx_product(const lcx_mat *W, const float *A, const uint16_t *ah, fl
     }
 }
 
-/* ah (t, n) bf16 = round(a (t, n)), rows split over the threads; NULL (nothing done) when bf16 prefill
- * is off. The caller puts a barrier between this and the first use of ah. */
+/* ah (t, n) bf16 = round(a (t, n)), rows split over the threads; NULL (nothing done) when bf16
+ * activations are off. The caller puts a barrier between this and the first use of ah. */
 static const uint16_t *lcx_round_part(const float *a, uint16_t *ah, size_t t, size_t n, int on, int tid, int nth) {
     if (!on) return NULL;
     size_t i0, i1;
@@ -106,7 +106,7 @@ static const uint16_t *lcx_round_part(const float *a, uint16_t *ah, size_t t, si
     return ah;
 }
 
-/* This thread's own xb (t, dim) = rmsnorm(x) (and its bf16 copy xbh when bf16 prefill is on): every thread
+/* This thread's own xb (t, dim) = rmsnorm(x) (and its bf16 copy xbh when bf16 activations are on): every thread
  * normalises all t rows itself, which costs t * dim operations and saves a barrier. */
 static const uint16_t *lcx_norm_private(const float *x, const float *w, float *xb, uint16_t *xbh, size_t t,
                                         size_t dim, float eps, int dp) {
@@ -146,7 +146,8 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
     if (nt > s->n_scratch_threads) nt = (int)s->n_scratch_threads;
     if ((size_t)m->dim * (size_t)m->dim * T < (1u << 15)) nt = 1; /* toy sizes: not worth the threads */
     int64_t first = all_logits ? 0 : t - 1;
-    const int dp = t > 1 && lcx_get_bf16_prefill(); /* bf16 activations for this block's products */
+    /* bf16 activations for this call's products (opt-in, separately for prompt blocks and single tokens) */
+    const int dp = t > 1 ? lcx_get_bf16_prefill() : lcx_get_bf16_decode();
     size_t nrows = (size_t)(t - first);
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -207,10 +208,10 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
         }
 
         if (logits) {
-            lcx_rmsnorm_part(x + (size_t)first * dim, m->norm, xb, nrows, dim, eps, 0, 1);
+            const uint16_t *ah = lcx_norm_private(x + (size_t)first * dim, m->norm, xb, xbh, nrows, dim, eps, dp);
             size_t v0, v1;
             lcx_split(vocab, 4, tid, nth, &v0, &v1);
-            lcx_linear_rows(m->output.data, m->output.dtype, xb, dim, logits, vocab, v0, v1, dim, nrows, 0);
+            lcx_product(&m->output, xb, ah, logits, vocab, v0, v1, dim, nrows, 0);
         }
     }
     return 0;

@@ -113,3 +113,13 @@ int lcx_set_bf16_prefill(int on) {
 
 /* in effect only on the AVX-512 path (a forced generic/avx2 run stays f32) */
 int lcx_get_bf16_prefill(void) { return lcx_bf16_prefill && lcx_get_isa() == LCX_ISA_AVX512; }
+
+static int lcx_bf16_decode = 0;
+
+int lcx_set_bf16_decode(int on) {
+    if (on && !lcx_avx512bf16_supported()) return -1;
+    lcx_bf16_decode = on != 0;
+    return 0;
+}
+
+int lcx_get_bf16_decode(void) { return lcx_bf16_decode && lcx_get_isa() == LCX_ISA_AVX512; }

@@ -6,7 +6,8 @@ from .errors import (ContextLengthError, FormatError, InvalidArgumentError, Llam
                      TokenizerMissingError, UnsafePickleError)
 from .generate import ChatSession, Generation, GenerationStats, generate, generate_tokens
 from .model import Context, Model, load
-from .runtime import cpu_info, get_bf16_prefill, get_num_threads, set_bf16_prefill, set_num_threads
+from .runtime import (cpu_info, get_bf16_decode, get_bf16_prefill, get_num_threads, set_bf16_decode, set_bf16_prefill,
+                      set_num_threads)
 from .sampling import Sampler, SamplingParams
 from .tokenizer import Tokenizer
 
@@ -14,6 +15,6 @@ __all__ = [
     "__version__", "load", "Model", "Context", "ModelConfig", "Tokenizer", "ChatFormat", "ChatMLFormat",
     "chat_format_for", "generate", "generate_tokens", "Generation", "GenerationStats", "ChatSession",
     "Sampler", "SamplingParams", "cpu_info", "set_num_threads", "get_num_threads", "set_bf16_prefill",
-    "get_bf16_prefill", "LlamaCxError", "FormatError",
+    "get_bf16_prefill", "set_bf16_decode", "get_bf16_decode", "LlamaCxError", "FormatError",
     "UnsafePickleError", "TokenizerError", "InvalidArgumentError", "TokenizerMissingError", "ContextLengthError",
 ]

@@ -30,6 +30,8 @@ cdef extern from "lcx.h" nogil:
     int lcx_avx512bf16_supported()
     int lcx_set_bf16_prefill(int on)
     int lcx_get_bf16_prefill()
+    int lcx_set_bf16_decode(int on)
+    int lcx_get_bf16_decode()
     ctypedef void (*lcx_gemm_bf16bf16_fn)(const uint16_t *W, size_t ldw, const uint16_t *Xb, size_t ldx,
                                           float *Y, size_t ldy, size_t rows, size_t t, size_t n, int beta)
     const lcx_gemm_bf16bf16_fn lcx_gemm_bf16bf16
@@ -129,6 +131,17 @@ def set_bf16_prefill(bint on):
 def bf16_prefill():
     """True when prompt blocks currently use bf16 activations (requested and on the avx512 path)."""
     return bool(lcx_get_bf16_prefill())
+
+
+def set_bf16_decode(bint on):
+    """One-token steps: round activations to bf16 and use AVX512-BF16 dot products (faster, less exact)."""
+    if lcx_set_bf16_decode(1 if on else 0) != 0:
+        raise ValueError("bf16 decode needs a CPU with AVX512-BF16 (and a build that has the kernel)")
+
+
+def bf16_decode():
+    """True when one-token steps currently use bf16 activations (requested and on the avx512 path)."""
+    return bool(lcx_get_bf16_decode())
 
 
 def set_num_threads(int n):

@@ -82,6 +82,8 @@ def _build_parsers():
                         help="read the weights into huge-page memory: slower load, more RAM, faster decode")
     common.add_argument("--bf16-prefill", action="store_true",
                         help="prompts with bf16 activations (AVX512-BF16): faster, less exact logits")
+    common.add_argument("--bf16-decode", action="store_true",
+                        help="generated tokens with bf16 activations (AVX512-BF16): faster, less exact logits")
 
     sampling = _Parser(add_help=False)
     g = sampling.add_argument_group("sampling")
@@ -178,6 +180,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             from .runtime import set_bf16_prefill
 
             set_bf16_prefill(True)
+        if getattr(args, "bf16_decode", False):
+            from .runtime import set_bf16_decode
+
+            set_bf16_decode(True)
         return args.func(args)
     except _UsageError as e:
         return _error(str(e), 2)

@@ -382,7 +382,8 @@ def test_bf16_prefill_flag(random_dir):
     """--bf16-prefill: on a CPU with AVX512-BF16 the run works (greedy output may differ from f32 in
     principle, so only its shape is checked); without it, one clear error line. A forced non-AVX-512
     path keeps f32 activations (the flag is accepted and has no effect there)."""
-    r = cli("generate", random_dir, "-p", "Once upon a time", "-n", "8", "--temperature", "0", "--bf16-prefill")
+    r = cli("generate", random_dir, "-p", "Once upon a time", "-n", "8", "--temperature", "0", "--bf16-prefill",
+            "--bf16-decode")
     if llama_cx._kernels.avx512bf16_supported():
         assert r.returncode == 0, r.stderr
         assert "generated 8 tok" in r.stderr

@@ -129,20 +129,21 @@ def test_gil_is_released_during_the_forward_pass(model):
     assert busy_rate > idle_rate / 3, (busy_rate, idle_rate, busy_s)
 
 
-@pytest.mark.parametrize("bf16_prefill", [False, True])
-def test_logits_do_not_depend_on_the_kernel_thread_count(tmp_path, bf16_prefill):
+@pytest.mark.parametrize("bf16", [False, True])
+def test_logits_do_not_depend_on_the_kernel_thread_count(tmp_path, bf16):
     """Threads split q/k rows in whole heads (and rotate their own heads), v/w1/w3/wo/w2 in 4-row blocks, and
     each normalises x privately: with more threads than heads (3 q+k heads here, up to 7 threads) some
     threads own no head at all. Every split must give the 1-thread logits."""
-    if bf16_prefill and not _kernels.avx512bf16_supported():
+    if bf16 and not _kernels.avx512bf16_supported():
         pytest.skip("no AVX512-BF16 on this CPU")
     d = tmp_path / "m"
     write_checkpoint(d, params=dict(PARAMS, n_heads=2, n_kv_heads=1, dim=192), dtype="bf16", seed=5)
     m = llama_cx.load(str(d))
-    old, old_dp = llama_cx.get_num_threads(), llama_cx.get_bf16_prefill()
+    old, old_dp, old_dd = llama_cx.get_num_threads(), llama_cx.get_bf16_prefill(), llama_cx.get_bf16_decode()
     runs = {}
     try:
-        llama_cx.set_bf16_prefill(bf16_prefill)
+        llama_cx.set_bf16_prefill(bf16)
+        llama_cx.set_bf16_decode(bf16)
         for nt in (1, 2, 3, 7):
             llama_cx.set_num_threads(nt)
             ctx = m.new_context(128)
@@ -151,5 +152,6 @@ def test_logits_do_not_depend_on_the_kernel_thread_count(tmp_path, bf16_prefill)
     finally:
         llama_cx.set_num_threads(old)
         llama_cx.set_bf16_prefill(old_dp)
+        llama_cx.set_bf16_decode(old_dd)
     for nt in (2, 3, 7):
         assert runs[nt] == runs[1], f"{nt} threads"

@@ -192,7 +192,8 @@ def test_cpu_info_reports_choice():
 
 
 @pytest.mark.skipif(not K.avx512bf16_supported(), reason="CPU without AVX512-BF16")
-@pytest.mark.parametrize("d,n,t", [(1, 1, 1), (7, 33, 3), (67, 257, 5), (9, 64, 4), (130, 1031, 9)])
+@pytest.mark.parametrize("d,n,t", [(1, 1, 1), (3, 97, 1), (9, 64, 1), (5, 2100, 1), (7, 33, 3), (67, 257, 5),
+                                   (9, 64, 4), (130, 1031, 9)])
 def test_linear_bf16bf16(d, n, t):
     """The opt-in bf16-activation kernel: exact bf16 products summed in f32."""
     Wb, W64 = bf16(RNG.standard_normal((d, n)).astype(np.float32))
@@ -200,3 +201,7 @@ def test_linear_bf16bf16(d, n, t):
     Y = nan(t, d)
     K.linear_bf16bf16(Wb, Xb, Y, d, n, t)
     np.testing.assert_allclose(Y, X64 @ W64.T, rtol=1e-5, atol=1e-5 * math.sqrt(n))
+    Y0 = RNG.standard_normal((t, d)).astype(np.float32)
+    Y = Y0.copy()
+    K.linear_bf16bf16(Wb, Xb, Y, d, n, t, accumulate=True)
+    np.testing.assert_allclose(Y, Y0 + X64 @ W64.T, rtol=1e-5, atol=1e-5 * math.sqrt(n))

@@ -74,6 +74,29 @@ def test_smollm2_bf16_prefill_is_opt_in_and_close(smollm2):
     assert (ours.argmax(-1) == theirs.argmax(-1)).mean() >= 0.95
 
 
+@pytest.mark.skipif(not llama_cx._kernels.avx512bf16_supported(), reason="CPU without AVX512-BF16")
+def test_smollm2_bf16_decode_is_opt_in_and_close(smollm2):
+    """bf16 activations in one-token steps (decode and its logits): each step's logits against transformers'
+    logits at the same positions, as close as the bf16 prefill, and the same greedy tokens."""
+    m, ref, tok = smollm2
+    ids = tok(PROMPT * 4)["input_ids"]
+    with torch.no_grad():
+        theirs = ref(torch.tensor([ids])).logits[0].double().numpy()
+    n0 = 8
+    assert not llama_cx.get_bf16_decode()
+    llama_cx.set_bf16_decode(True)
+    try:
+        ctx = m.new_context(256)
+        ctx.forward(ids[:n0])  # prompt block: f32 (bf16 prefill stays off)
+        ours = np.stack([np.asarray(ctx.forward([i]), dtype=np.float64) for i in ids[n0:]])
+    finally:
+        llama_cx.set_bf16_decode(False)
+    theirs = theirs[n0:]
+    err = np.abs(ours - theirs).max() / theirs.std()
+    assert 1e-4 < err < 0.15, err
+    assert (ours.argmax(-1) == theirs.argmax(-1)).mean() >= 0.95
+
+
 def test_smollm2_gguf_direct_matches_transformers(smollm2_gguf_path, smollm2):
     """Our GGUF reader (Q4_1/Q8_0 dequantized to bf16 at load, q/k rows used as stored) gives the same
     logits as transformers reading the same file, and the same greedy answer to a chat question."""
