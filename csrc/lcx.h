@@ -42,6 +42,10 @@ typedef struct {
 typedef void (*lcx_gemm_bf16bf16_fn)(const uint16_t *W, size_t ldw, const uint16_t *Xb, size_t ldx, float *Y,
                                      size_t ldy, size_t rows, size_t t, size_t n, int beta);
 extern const lcx_gemm_bf16bf16_fn lcx_gemm_bf16bf16;
+/* dst (n,) bf16 = round-to-nearest-even(src (n,) f32), exactly lcx_f32_to_bf16_scalar; compiled with the
+ * AVX512-BF16 kernel (NULL otherwise), for the bf16-activation paths. */
+typedef void (*lcx_round_bf16_fn)(const float *src, uint16_t *dst, size_t n);
+extern const lcx_round_bf16_fn lcx_round_bf16;
 
 extern const lcx_kernels lcx_kernels_generic;
 extern const lcx_kernels lcx_kernels_avx2;

@@ -102,7 +102,11 @@ static const uint16_t *lcx_round_part(const float *a, uint16_t *ah, size_t t, si
     if (!on) return NULL;
     size_t i0, i1;
     lcx_split(t * n, 64, tid, nth, &i0, &i1);
-    for (size_t i = i0; i < i1; i++) ah[i] = lcx_f32_to_bf16_scalar(a[i]);
+    if (lcx_round_bf16) {
+        if (i0 < i1) lcx_round_bf16(a + i0, ah + i0, i1 - i0);
+    } else {
+        for (size_t i = i0; i < i1; i++) ah[i] = lcx_f32_to_bf16_scalar(a[i]);
+    }
     return ah;
 }
 

@@ -354,6 +354,23 @@ void lcx_gemm_bf16bf16_avx512bf16(const uint16_t *W, size_t ldw, const uint16_t 
         for (size_t i = 0; i < t; i++) tile_dp(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, 1, 1, 0);
 }
 const lcx_gemm_bf16bf16_fn lcx_gemm_bf16bf16 = lcx_gemm_bf16bf16_avx512bf16;
+
+/* dst (n,) bf16 = round-to-nearest-even(src (n,) f32), bit for bit lcx_f32_to_bf16_scalar (NaN kept quiet;
+ * denormals rounded, not flushed as vcvtneps2bf16 would), 16 at a time with integer ops. */
+static void lcx_round_bf16_avx512(const float *src, uint16_t *dst, size_t n) {
+    const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7fff), quiet = _mm512_set1_epi32(0x40);
+    const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
+    for (size_t j = 0; j < n; j += 16) {
+        __mmask16 m = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1u);
+        __m512i u = _mm512_castps_si512(_mm512_maskz_loadu_ps(m, src + j));
+        __m512i hi = _mm512_srli_epi32(u, 16);
+        __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(bias, _mm512_and_si512(hi, one))), 16);
+        __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, abs_mask), inf);
+        r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(hi, quiet));
+        _mm256_mask_storeu_epi16(dst + j, m, _mm512_cvtepi32_epi16(r));
+    }
+}
+const lcx_round_bf16_fn lcx_round_bf16 = lcx_round_bf16_avx512;
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
@@ -361,4 +378,5 @@ const lcx_gemm_bf16bf16_fn lcx_gemm_bf16bf16 = lcx_gemm_bf16bf16_avx512bf16;
 #endif
 #else
 const lcx_gemm_bf16bf16_fn lcx_gemm_bf16bf16 = 0;
+const lcx_round_bf16_fn lcx_round_bf16 = 0;
 #endif

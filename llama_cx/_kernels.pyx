@@ -8,6 +8,9 @@ from libc.stdint cimport int32_t, int64_t, uint16_t
 from libc.string cimport memcpy
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
+cdef extern from "lcx_simd.h" nogil:
+    uint16_t lcx_f32_to_bf16_scalar(float f)
+
 cdef extern from "lcx.h" nogil:
     enum:
         LCX_ISA_GENERIC
@@ -35,6 +38,8 @@ cdef extern from "lcx.h" nogil:
     ctypedef void (*lcx_gemm_bf16bf16_fn)(const uint16_t *W, size_t ldw, const uint16_t *Xb, size_t ldx,
                                           float *Y, size_t ldy, size_t rows, size_t t, size_t n, int beta)
     const lcx_gemm_bf16bf16_fn lcx_gemm_bf16bf16
+    ctypedef void (*lcx_round_bf16_fn)(const float *src, uint16_t *dst, size_t n)
+    const lcx_round_bf16_fn lcx_round_bf16
     void lcx_set_num_threads(int n)
     int lcx_get_num_threads()
     int lcx_omp_max_threads()
@@ -202,6 +207,19 @@ def linear_bf16bf16(W, XB, Y, size_t d, size_t n, size_t t, bint accumulate=Fals
     cdef int beta = 1 if accumulate else 0
     with nogil:
         lcx_gemm_bf16bf16(w, n, xb, n, y, d, d, t, n, beta)
+
+
+def round_bf16(X, OUT, size_t n):
+    """OUT (n,) bf16 = round-to-nearest-even(X (n,) f32): the vector kernel when compiled, else the scalar."""
+    cdef const float *x = <const float *>_rd(X, n * 4, "X")
+    cdef uint16_t *o = <uint16_t *>_wr(OUT, n * 2, "OUT")
+    cdef size_t i
+    with nogil:
+        if lcx_round_bf16 != NULL:
+            lcx_round_bf16(x, o, n)
+        else:
+            for i in range(n):
+                o[i] = lcx_f32_to_bf16_scalar(x[i])
 
 
 def rmsnorm(X, W, OUT, size_t t, size_t n, float eps):

@@ -92,7 +92,7 @@ def get_bf16_prefill() -> bool:
 def set_bf16_decode(on: bool) -> None:
     """One-token steps (decode, and their logits) with activations rounded to bf16 and AVX512-BF16 dot
     products, as llama.cpp's BF16 path computes: fewer instructions per weight byte, so more memory
-    bandwidth per core (1.2-1.3x decode on the 1B shape here, 0.92-0.94x on SmolLM2); logits as inexact as
+    bandwidth per core (1.2-1.3x decode on the 1B shape here, ~1.0x on SmolLM2); logits as inexact as
     with set_bf16_prefill. Off by default."""
     _switch(_kernels.set_bf16_decode, on)
 

@@ -205,3 +205,22 @@ def test_linear_bf16bf16(d, n, t):
     Y = Y0.copy()
     K.linear_bf16bf16(Wb, Xb, Y, d, n, t, accumulate=True)
     np.testing.assert_allclose(Y, Y0 + X64 @ W64.T, rtol=1e-5, atol=1e-5 * math.sqrt(n))
+
+
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 1000])
+def test_round_bf16_is_round_to_nearest_even(n):
+    """The activation rounding of the bf16 paths, bit for bit torch's f32 -> bf16: ties to even, NaN quiet,
+    infinities kept, denormals rounded (not flushed as vcvtneps2bf16 would), overflow to infinity."""
+    import torch
+
+    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-40, -3e-39, 3.3895e38, 1.0 + 2**-8,
+                        1.0 + 3 * 2**-8, -(1.0 + 2**-8), 65504.0], dtype=np.float32)
+    x = np.concatenate([special, (RNG.standard_normal(n) * 10.0 ** RNG.integers(-30, 30, n)).astype(np.float32)])
+    x = np.concatenate([x, np.frombuffer(np.array([0x7f800001, 0xffc00001], dtype=np.uint32).tobytes(), np.float32)])
+    out = np.zeros(len(x), dtype=np.uint16)
+    K.round_bf16(x, out, len(x))
+    ref = torch.from_numpy(x).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    nan = np.isnan(x)
+    assert np.array_equal(out[~nan], ref[~nan])
+    assert np.all((out[nan] & 0x7f80) == 0x7f80) and np.all(out[nan] & 0x40)  # quiet NaN, sign kept
+    assert np.array_equal(out[nan] >> 15, x[nan].view(np.uint32) >> 31)
