@@ -143,6 +143,7 @@ typedef struct {
     float *rope_cos, *rope_sin;           /* (B, head_dim/2) */
     uint16_t *xh;                         /* (B, max(dim, q_dim, hidden)) bf16 copy of a product's input */
     uint16_t *xbh;                        /* (n_scratch_threads, B, dim) bf16 copy of each thread's xb */
+    uint16_t *xh1;                        /* (n_scratch_threads, max(dim, q_dim, hidden)) one token's bf16 input */
 } lcx_state;
 
 size_t lcx_state_bytes(const lcx_model *m, int64_t n_ctx, int64_t max_batch, int64_t n_threads);

@@ -32,17 +32,18 @@ size_t lcx_state_bytes(const lcx_model *m, int64_t n_ctx, int64_t B, int64_t n_t
     size_t f = sizeof(float);
     size_t act = lcx_mul((size_t)B, (size_t)m->dim + 2 * (size_t)lcx_q_dim(m) + 2 * (size_t)m->hidden_dim + (size_t)m->head_dim);
     size_t priv = lcx_mul(lcx_mul((size_t)n_threads, (size_t)B), (size_t)m->dim); /* xb and xbh, per thread */
+    size_t own1 = lcx_mul((size_t)n_threads, lcx_widest(m));                     /* xh1, per thread */
     size_t kv = lcx_mul(lcx_mul(2 * (size_t)m->n_layers, (size_t)n_ctx), (size_t)lcx_kv_dim(m));
     size_t scratch = lcx_mul(lcx_mul((size_t)n_threads, LCX_ATT_QB), (size_t)n_ctx);
     size_t floats = lcx_mul(lcx_add(lcx_add(lcx_add(act, priv), kv), scratch), f);
-    return lcx_add(lcx_add(floats, lcx_mul(priv, sizeof(uint16_t))),
+    return lcx_add(lcx_add(lcx_add(floats, lcx_mul(priv, sizeof(uint16_t))), lcx_mul(own1, sizeof(uint16_t))),
                    lcx_mul((size_t)B, sizeof(int64_t) + 2 * lcx_widest(m)));
 }
 
 void lcx_state_free(lcx_state *s) {
     if (!s) return;
     free(s->x); free(s->xb); free(s->q); free(s->att); free(s->hb); free(s->hb2);
-    free(s->k_cache); free(s->v_cache); free(s->scratch); free(s->pos); free(s->rope_cos); free(s->rope_sin); free(s->xh); free(s->xbh);
+    free(s->k_cache); free(s->v_cache); free(s->scratch); free(s->pos); free(s->rope_cos); free(s->rope_sin); free(s->xh); free(s->xbh); free(s->xh1);
     free(s);
 }
 
@@ -70,8 +71,9 @@ lcx_state *lcx_state_new(const lcx_model *m, int64_t n_ctx, int64_t B, int64_t n
     s->rope_sin = lcx_alloc_f32((size_t)B * (m->head_dim / 2));
     s->xh = (uint16_t *)calloc((size_t)B * lcx_widest(m), sizeof(uint16_t));
     s->xbh = (uint16_t *)calloc((size_t)n_threads * (size_t)B * m->dim, sizeof(uint16_t));
+    s->xh1 = (uint16_t *)calloc((size_t)n_threads * lcx_widest(m), sizeof(uint16_t));
     if (!s->x || !s->xb || !s->q || !s->att || !s->hb || !s->hb2 || !s->k_cache || !s->v_cache || !s->scratch ||
-        !s->pos || !s->rope_cos || !s->rope_sin || !s->xh || !s->xbh) {
+        !s->pos || !s->rope_cos || !s->rope_sin || !s->xh || !s->xbh || !s->xh1) {
         lcx_state_free(s);
         return NULL;
     }
@@ -108,6 +110,14 @@ static const uint16_t *lcx_round_part(const float *a, uint16_t *ah, size_t t, si
         for (size_t i = i0; i < i1; i++) ah[i] = lcx_f32_to_bf16_scalar(a[i]);
     }
     return ah;
+}
+
+/* The bf16 copy of a shared input a (t, n) of the next product: for a prompt block the threads split the
+ * rounding (the caller then needs a barrier); for one token each thread rounds all n values into its own
+ * buffer, which is cheaper than the barrier. */
+static const uint16_t *lcx_round_input(const float *a, uint16_t *shared, uint16_t *own, size_t t, size_t n, int dp,
+                                       int tid, int nth) {
+    return t == 1 ? lcx_round_part(a, own, 1, n, dp, 0, 1) : lcx_round_part(a, shared, t, n, dp, tid, nth);
 }
 
 /* This thread's own xb (t, dim) = rmsnorm(x) (and its bf16 copy xbh when bf16 activations are on): every thread
@@ -164,6 +174,8 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
         float *scores = s->scratch + (size_t)tid * LCX_ATT_QB * (size_t)s->n_ctx;
         float *xb = s->xb + (size_t)tid * (size_t)s->max_batch * dim;      /* (t, dim), this thread's */
         uint16_t *xbh = s->xbh + (size_t)tid * (size_t)s->max_batch * dim; /* (t, dim) bf16, this thread's */
+        uint16_t *xh1 = s->xh1 + (size_t)tid * lcx_widest(m);             /* one token's bf16 input, this thread's */
+        const int split_round = dp && T > 1;                              /* shared rounding + a barrier */
         size_t u0, u1, qh0, qh1, kh0, kh1, b0, b1, c0, c1, d0, d1;
         lcx_split(n_heads + n_kv, 1, tid, nth, &u0, &u1); /* my heads of [q heads | k heads] */
         qh0 = u0 < n_heads ? u0 : n_heads;
@@ -190,8 +202,8 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
 #pragma omp barrier
             lcx_attention_part(q, kc, vc, att, T, (size_t)pos0, n_heads, n_kv, hd, scores, tid, nth);
 #pragma omp barrier
-            ah = lcx_round_part(att, s->xh, T, q_dim, dp, tid, nth);
-            if (dp) {
+            ah = lcx_round_input(att, s->xh, xh1, T, q_dim, dp, tid, nth);
+            if (split_round) {
 #pragma omp barrier
             }
             lcx_product(&L->wo, att, ah, x, dim, c0, c1, q_dim, T, 1);
@@ -203,8 +215,8 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
             lcx_product(&L->w3, xb, ah, hb2, hidden, d0, d1, dim, T, 0);
             for (size_t i = 0; i < T && d0 < d1; i++) lcx_swiglu_part(hb + i * hidden + d0, hb2 + i * hidden + d0, d1 - d0);
 #pragma omp barrier
-            ah = lcx_round_part(hb, s->xh, T, hidden, dp, tid, nth);
-            if (dp) {
+            ah = lcx_round_input(hb, s->xh, xh1, T, hidden, dp, tid, nth);
+            if (split_round) {
 #pragma omp barrier
             }
             lcx_product(&L->w2, hb, ah, x, dim, c0, c1, hidden, T, 1);

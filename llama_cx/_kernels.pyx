@@ -344,6 +344,10 @@ cdef class CModel:
         r.dtype = DTYPE_CODES[dtype]
         return r
 
+    def state_bytes(self, int64_t n_ctx, int64_t max_batch, int64_t n_threads):
+        """What lcx_state_new would allocate (SIZE_MAX when it cannot exist)."""
+        return lcx_state_bytes(&self.m, n_ctx, max_batch, n_threads)
+
     def __init__(self, dict cfg, dict mats, dict vecs, object rope_freqs):
         """cfg: sizes; mats: name -> (buffer, offset, 'bf16'|'f32'); vecs: name -> f32 buffer (norms)."""
         cdef int64_t L = cfg["n_layers"], dim = cfg["dim"], hd = cfg["head_dim"]

@@ -163,9 +163,11 @@ class Model:
 def _state_bytes(cfg: ModelConfig, n_ctx: int, batch: int, n_threads: int) -> int:
     """Bytes of a context's run state; mirrors lcx_state_bytes in csrc/lcx_forward.c with Python integers."""
     widest = max(cfg.dim, cfg.q_dim, cfg.hidden_dim)
-    act = batch * (2 * cfg.dim + 2 * cfg.q_dim + 2 * cfg.hidden_dim + cfg.head_dim)
+    act = batch * (cfg.dim + 2 * cfg.q_dim + 2 * cfg.hidden_dim + cfg.head_dim)
+    private = n_threads * batch * cfg.dim  # each thread's normalised x, f32 and bf16
     kv = 2 * cfg.n_layers * n_ctx * cfg.kv_dim
-    return 4 * (act + kv + n_threads * _ATT_QB * n_ctx) + batch * (8 + 2 * widest)
+    return (4 * (act + private + kv + n_threads * _ATT_QB * n_ctx) + 2 * private + 2 * n_threads * widest
+            + batch * (8 + 2 * widest))
 
 
 def _memory_limit() -> Optional[int]:

@@ -128,6 +128,15 @@ def test_empty_forward_and_bad_rewind(model):
 
 
 # ---- KV cache: size known before allocation, absurd sizes refused ------------------------------------------
+@pytest.mark.parametrize("n_ctx,batch,threads", [(1, 1, 1), (8, 8, 2), (100, 64, 7), (4096, 128, 16)])
+def test_state_bytes_mirror_matches_the_c_allocation(model, n_ctx, batch, threads):
+    """The Python estimate checked against the memory limit before allocating is exactly what the C state
+    allocates (every buffer of lcx_state_new, the per-thread ones included)."""
+    from llama_cx.model import _state_bytes
+
+    assert _state_bytes(model.config, n_ctx, batch, threads) == model._c.state_bytes(n_ctx, batch, threads)
+
+
 def test_state_bytes_counts_the_kv_cache(model):
     """state_bytes (known before the buffers are allocated) covers the KV cache: 2 (K, V) x layers x
     positions x kv_dim float32, plus activations and scratch that do not grow faster than per position."""
