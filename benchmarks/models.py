@@ -50,25 +50,12 @@ class ModelSpec:
     source: str  # "gguf" (real weights) or "random"
     full_only: bool
 
-    @property
-    def dim(self) -> int:
-        return self.params["dim"]
-
-    @property
-    def n_layers(self) -> int:
-        return self.params["n_layers"]
-
-    @property
-    def n_heads(self) -> int:
-        return self.params["n_heads"]
-
-    @property
-    def n_kv_heads(self) -> int:
-        return self.params["n_kv_heads"]
-
-    @property
-    def vocab(self) -> int:
-        return self.params["vocab_size"]
+    # sizes read straight from params.json
+    dim = property(lambda self: self.params["dim"])
+    n_layers = property(lambda self: self.params["n_layers"])
+    n_heads = property(lambda self: self.params["n_heads"])
+    n_kv_heads = property(lambda self: self.params["n_kv_heads"])
+    vocab = property(lambda self: self.params["vocab_size"])
 
     @property
     def head_dim(self) -> int:

@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "lcx.h"
-#include "lcx_simd.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -99,16 +98,13 @@ static void lcx_product(const lcx_mat *W, const float *A, const uint16_t *ah, fl
 }
 
 /* ah (t, n) bf16 = round(a (t, n)), rows split over the threads; NULL (nothing done) when bf16
- * activations are off. The caller puts a barrier between this and the first use of ah. */
+ * activations are off. The caller puts a barrier between this and the first use of ah. `on` implies
+ * lcx_avx512bf16_supported(), so lcx_round_bf16 (compiled with the bf16 kernel) is there. */
 static const uint16_t *lcx_round_part(const float *a, uint16_t *ah, size_t t, size_t n, int on, int tid, int nth) {
     if (!on) return NULL;
     size_t i0, i1;
     lcx_split(t * n, 64, tid, nth, &i0, &i1);
-    if (lcx_round_bf16) {
-        if (i0 < i1) lcx_round_bf16(a + i0, ah + i0, i1 - i0);
-    } else {
-        for (size_t i = i0; i < i1; i++) ah[i] = lcx_f32_to_bf16_scalar(a[i]);
-    }
+    if (i0 < i1) lcx_round_bf16(a + i0, ah + i0, i1 - i0);
     return ah;
 }
 

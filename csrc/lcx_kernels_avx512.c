@@ -1,13 +1,15 @@
 /* AVX-512 (F + BW + VL) kernels: 16 f32 lanes, masked tails, bf16 widened by shift in registers.
  *
- * Performance notes (Zen 5 VM, one core unless said; harnesses measure the kernel alone)
+ * Performance notes (the 2-vCPU EPYC VM of benchmarks/RESULTS.md, one core unless said; harnesses measure the
+ * kernel alone)
  * - prefill (t > 1): register tile of 4 weight rows x up to 4 tokens = 16 zmm accumulators; each weight
  *   vector is widened once and used for every token of the tile; the 4 row sums of a token are reduced
  *   together with one shared shuffle tree (hsum4): ~107-110 GFLOP/s f32, ~200 with AVX512-BF16.
  * - The f32 ceiling: every formulation tried stops at 110-115 GFLOP/s: this tile, 4 rows x 6 tokens
  *   (24 accumulators), a BLAS-style 32-row x 14-token broadcast panel with pre-packed f32 weights, and
- *   f32 weights (no widening). FMA chains with no memory operands reach 147 (16 chains). So the f32
- *   prefill is compute-bound at ~95% of what this core gives; more needs bf16 products (vdpbf16ps, below).
+ *   f32 weights (no widening); only FMA chains with no memory operands went higher (147 with 16
+ *   chains). So the f32 prefill is compute-bound at ~95% of what any kernel with loads reached here; more
+ *   needs bf16 products (vdpbf16ps, below).
  * - Prefetch of the next row group: while the first token tile of a group runs, one line per row of the
  *   next group is prefetched each 64 bytes. With weights coming from DRAM (a 265 MB chain of 1536 x 576
  *   matrices) this took t = 8 from 47 to 76 GFLOP/s, t = 16 from 63 to 92, t = 64 from 90 to 103: a

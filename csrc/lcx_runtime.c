@@ -101,25 +101,20 @@ int lcx_get_num_threads(void) {
     return lcx_openmp_enabled() ? lcx_nthreads : 1;
 }
 
-static int lcx_bf16_prefill = 0;
+static int lcx_bf16_prefill = 0, lcx_bf16_decode = 0;
 
 int lcx_avx512bf16_supported(void) { return lcx_gemm_bf16bf16 != 0 && lcx_detect_avx512bf16(); }
 
-int lcx_set_bf16_prefill(int on) {
+/* the bf16-activation switches: -1 (unchanged) when turning one on that this CPU/build cannot do; in
+ * effect only on the AVX-512 path (a forced generic/avx2 run stays f32) */
+static int lcx_bf16_switch(int *flag, int on) {
     if (on && !lcx_avx512bf16_supported()) return -1;
-    lcx_bf16_prefill = on != 0;
+    *flag = on != 0;
     return 0;
 }
+static int lcx_bf16_active(int flag) { return flag && lcx_get_isa() == LCX_ISA_AVX512; }
 
-/* in effect only on the AVX-512 path (a forced generic/avx2 run stays f32) */
-int lcx_get_bf16_prefill(void) { return lcx_bf16_prefill && lcx_get_isa() == LCX_ISA_AVX512; }
-
-static int lcx_bf16_decode = 0;
-
-int lcx_set_bf16_decode(int on) {
-    if (on && !lcx_avx512bf16_supported()) return -1;
-    lcx_bf16_decode = on != 0;
-    return 0;
-}
-
-int lcx_get_bf16_decode(void) { return lcx_bf16_decode && lcx_get_isa() == LCX_ISA_AVX512; }
+int lcx_set_bf16_prefill(int on) { return lcx_bf16_switch(&lcx_bf16_prefill, on); }
+int lcx_get_bf16_prefill(void) { return lcx_bf16_active(lcx_bf16_prefill); }
+int lcx_set_bf16_decode(int on) { return lcx_bf16_switch(&lcx_bf16_decode, on); }
+int lcx_get_bf16_decode(void) { return lcx_bf16_active(lcx_bf16_decode); }

@@ -172,18 +172,15 @@ def main(argv: Optional[List[str]] = None) -> int:
             args = _parse(argv)
         except SystemExit as e:  # --help / --version printed their text
             return e.code if isinstance(e.code, int) else 0
-        if args.threads is not None:
-            from .runtime import set_num_threads
+        if args.threads is not None or args.bf16_prefill or args.bf16_decode:
+            from . import runtime  # only now: --help and --version run without the compiled core
 
-            set_num_threads(args.threads)
-        if getattr(args, "bf16_prefill", False):
-            from .runtime import set_bf16_prefill
-
-            set_bf16_prefill(True)
-        if getattr(args, "bf16_decode", False):
-            from .runtime import set_bf16_decode
-
-            set_bf16_decode(True)
+            if args.threads is not None:
+                runtime.set_num_threads(args.threads)
+            if args.bf16_prefill:
+                runtime.set_bf16_prefill(True)
+            if args.bf16_decode:
+                runtime.set_bf16_decode(True)
         return args.func(args)
     except _UsageError as e:
         return _error(str(e), 2)
@@ -242,7 +239,7 @@ def _load(args, demo_fallback=True, quiet=False):
     path = _model_path(args, demo_fallback)
     if not quiet and sys.stderr.isatty():
         _info(f"loading {path}")
-    return load(path, huge_pages=getattr(args, "huge_pages", False))
+    return load(path, huge_pages=args.huge_pages)
 
 
 def _info(msg: str) -> None:

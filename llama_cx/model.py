@@ -265,9 +265,9 @@ def load(path: str, n_threads: Optional[int] = None, rope_scale_factor: Optional
     """Open a model: a Meta checkpoint directory (params.json, consolidated.00.pth, tokenizer.model),
     a consolidated .pth, or a .gguf file. Weights are mapped, not read.
 
-    huge_pages=True copies the mapped weights into anonymous memory backed by transparent huge pages
-    (Linux): load then reads the whole file and the weights take their size again in RAM, but every token
-    reads them with far fewer TLB misses (measured 1.15-1.4x decode on a 2-vCPU VM; see benchmarks)."""
+    huge_pages=True reads the mapped weights from the file into anonymous memory backed by transparent huge
+    pages (Linux): load reads the whole file and the weights take their size again in RAM, but every token
+    reads them with fewer TLB misses (1.02-1.26x decode in benchmarks/RESULTS.md, run D)."""
     if n_threads is not None:
         set_num_threads(n_threads)
     ck = load_checkpoint(os.fspath(path), rope_scale_factor=rope_scale_factor)
