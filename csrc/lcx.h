@@ -29,12 +29,16 @@ typedef struct {
                       size_t rows, size_t t, size_t n, int beta);
     void (*gemm_f32)(const float *W, size_t ldw, const float *X, size_t ldx, float *Y, size_t ldy,
                      size_t rows, size_t t, size_t n, int beta);
-    /* out (hd,) = sum_k p[k] * V[k] over n rows of V (n, ldv) f32 (attention's probabilities @ values) */
-    void (*wsum_f32)(const float *p, const float *V, size_t ldv, size_t n, size_t hd, float *out);
+    /* out (rows, ldo)[:, :hd] = P (rows, ldp) @ V (n + rows - 1, ldv)[:, :hd], causal: row r sums its first
+     * n + r terms (attention's probabilities @ values for a block of consecutive queries) */
+    void (*pv_f32)(const float *P, size_t ldp, size_t rows, const float *V, size_t ldv, size_t n, size_t hd,
+                   float *out, size_t ldo);
     /* dst (n,) f32 = src (n,) bf16 */
     void (*bf16_to_f32)(const uint16_t *src, float *dst, size_t n);
     /* in place: x (n,) = softmax(scale * x), max-subtracted, f32 sums */
     void (*softmax_f32)(float *x, size_t n, float scale);
+    /* in place: a (n,) = silu(a) * b */
+    void (*swiglu_f32)(float *a, const float *b, size_t n);
 } lcx_kernels;
 
 /* Y (t, ldy) = beta*Y + Xb (t, ldx) @ W[rows]ᵀ with W and Xb both bf16 (AVX512-BF16 vdpbf16ps, f32 sums);

@@ -113,28 +113,52 @@ LCX_DEFINE_ROWDOT(rowdot_f32, float, _mm256_loadu_ps, wval_f32)
 LCX_DEFINE_GEMM(lcx_gemm_bf16_avx2, uint16_t, tile_bf16, rowdot_bf16)
 LCX_DEFINE_GEMM(lcx_gemm_f32_avx2, float, tile_f32, rowdot_f32)
 
-/* 32 output columns (4 ymm) accumulate in registers across all n rows; scalar for the last < 32 */
-static void lcx_wsum_f32_avx2(const float *p, const float *V, size_t ldv, size_t n, size_t hd, float *out) {
-    size_t c = 0;
-    for (; c + 32 <= hd; c += 32) {
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (size_t k = 0; k < n; k++) {
-            __m256 pk = _mm256_set1_ps(p[k]);
-            const float *v = V + k * ldv + c;
-            a0 = _mm256_fmadd_ps(pk, _mm256_loadu_ps(v), a0);
-            a1 = _mm256_fmadd_ps(pk, _mm256_loadu_ps(v + 8), a1);
-            a2 = _mm256_fmadd_ps(pk, _mm256_loadu_ps(v + 16), a2);
-            a3 = _mm256_fmadd_ps(pk, _mm256_loadu_ps(v + 24), a3);
-        }
-        _mm256_storeu_ps(out + c, a0);
-        _mm256_storeu_ps(out + c + 8, a1);
-        _mm256_storeu_ps(out + c + 16, a2);
-        _mm256_storeu_ps(out + c + 24, a3);
+/* acc[r] += P[r][k] * V row k (16 columns from 2 ymm, masked by m0/m1) for the rows r0 <= r < R */
+static inline __attribute__((always_inline)) void pv_key(__m256 acc[4][2], const float *P, size_t ldp,
+                                                         const float *vk, size_t k, __m256i m0, __m256i m1, int r0,
+                                                         const int R) {
+    __m256 v0 = _mm256_maskload_ps(vk, m0), v1 = _mm256_maskload_ps(vk + 8, m1);
+    for (int r = 0; r < R; r++) {
+        if (r < r0) continue;
+        __m256 p = _mm256_set1_ps(P[(size_t)r * ldp + k]);
+        acc[r][0] = _mm256_fmadd_ps(p, v0, acc[r][0]);
+        acc[r][1] = _mm256_fmadd_ps(p, v1, acc[r][1]);
     }
-    for (; c < hd; c++) {
-        float acc = 0.0f;
-        for (size_t k = 0; k < n; k++) acc += p[k] * V[k * ldv + c];
-        out[c] = acc;
+}
+
+/* One tile of the causal P @ V: R (<= 4) query rows x 16 columns = 8 accumulators; row r sums the first
+ * n + r rows of V (as the AVX-512 tile) */
+static inline __attribute__((always_inline)) void pv_tile(const float *P, size_t ldp, const float *V, size_t ldv,
+                                                          size_t n, __m256i m0, __m256i m1, float *out, size_t ldo,
+                                                          const int R) {
+    __m256 acc[4][2];
+    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (size_t k = 0; k < n; k++) pv_key(acc, P, ldp, V + k * ldv, k, m0, m1, 0, R);
+    for (int e = 0; e + 1 < R; e++) pv_key(acc, P, ldp, V + (n + (size_t)e) * ldv, n + (size_t)e, m0, m1, e + 1, R);
+    for (int r = 0; r < R; r++) {
+        _mm256_maskstore_ps(out + (size_t)r * ldo, m0, acc[r][0]);
+        _mm256_maskstore_ps(out + (size_t)r * ldo + 8, m1, acc[r][1]);
+    }
+}
+
+/* lanes [0, k) of a mask vector, k in [0, 8] */
+static inline __m256i first_lanes(size_t k) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)k), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+static void lcx_pv_f32_avx2(const float *P, size_t ldp, size_t rows, const float *V, size_t ldv, size_t n,
+                            size_t hd, float *out, size_t ldo) {
+    for (size_t c = 0; c < hd; c += 16) {
+        size_t left = hd - c;
+        __m256i m0 = first_lanes(left >= 8 ? 8 : left), m1 = first_lanes(left >= 16 ? 8 : left > 8 ? left - 8 : 0);
+        size_t r = 0;
+        for (; r + 4 <= rows; r += 4) pv_tile(P + r * ldp, ldp, V + c, ldv, n + r, m0, m1, out + r * ldo + c, ldo, 4);
+        switch (rows - r) {
+        case 3: pv_tile(P + r * ldp, ldp, V + c, ldv, n + r, m0, m1, out + r * ldo + c, ldo, 3); break;
+        case 2: pv_tile(P + r * ldp, ldp, V + c, ldv, n + r, m0, m1, out + r * ldo + c, ldo, 2); break;
+        case 1: pv_tile(P + r * ldp, ldp, V + c, ldv, n + r, m0, m1, out + r * ldo + c, ldo, 1); break;
+        default: break;
+        }
     }
 }
 
@@ -144,9 +168,9 @@ static void lcx_bf16_to_f32_avx2(const uint16_t *src, float *dst, size_t n) {
     for (; j < n; j++) dst[j] = lcx_bf16_to_f32_scalar(src[j]);
 }
 
-/* e^x for x <= 0: as the AVX-512 version, 2^n built in the exponent bits (n >= -126 after the clamp) */
-static inline __m256 exp_neg_ps(__m256 x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+/* e^x as the AVX-512 version, x clamped to [-87, 88]; 2^n built in the exponent bits (-126 <= n <= 127) */
+static inline __m256 exp_ps(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
     __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
     r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187045e-06f), r);
@@ -168,7 +192,7 @@ static void lcx_softmax_f32_avx2(float *x, size_t n, float scale) {
     __m256d acc = _mm256_setzero_pd(); /* f64 sums: rows can be 100k+ long */
     size_t j = 0;
     for (; j + 8 <= n; j += 8) {
-        __m256 e = exp_neg_ps(_mm256_mul_ps(vs, _mm256_sub_ps(_mm256_loadu_ps(x + j), vmax)));
+        __m256 e = exp_ps(_mm256_mul_ps(vs, _mm256_sub_ps(_mm256_loadu_ps(x + j), vmax)));
         acc = _mm256_add_pd(acc, _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(e)), _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1))));
         _mm256_storeu_ps(x + j, e);
     }
@@ -183,9 +207,20 @@ static void lcx_softmax_f32_avx2(float *x, size_t n, float scale) {
     for (j = 0; j < n; j++) x[j] *= inv;
 }
 
+/* a = silu(a) * b = a / (1 + e^-a) * b; a NaN stays NaN (it is the numerator) */
+static void lcx_swiglu_f32_avx2(float *a, const float *b, size_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    for (size_t j = 0; j < n; j += 8) {
+        __m256i m = first_lanes(n - j >= 8 ? 8 : n - j);
+        __m256 v = _mm256_maskload_ps(a + j, m);
+        __m256 s = _mm256_div_ps(v, _mm256_add_ps(one, exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), v))));
+        _mm256_maskstore_ps(a + j, m, _mm256_mul_ps(s, _mm256_maskload_ps(b + j, m)));
+    }
+}
+
 const lcx_kernels lcx_kernels_avx2 = {
-    "avx2", lcx_gemm_bf16_avx2, lcx_gemm_f32_avx2, lcx_wsum_f32_avx2, lcx_bf16_to_f32_avx2,
-    lcx_softmax_f32_avx2,
+    "avx2", lcx_gemm_bf16_avx2, lcx_gemm_f32_avx2, lcx_pv_f32_avx2, lcx_bf16_to_f32_avx2,
+    lcx_softmax_f32_avx2, lcx_swiglu_f32_avx2,
 };
 
 #if defined(__clang__)
@@ -194,5 +229,5 @@ const lcx_kernels lcx_kernels_avx2 = {
 #pragma GCC pop_options
 #endif
 #else
-const lcx_kernels lcx_kernels_avx2 = {"avx2", 0, 0, 0, 0, 0};
+const lcx_kernels lcx_kernels_avx2 = {"avx2", 0, 0, 0, 0, 0, 0};
 #endif

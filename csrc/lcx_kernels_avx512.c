@@ -185,27 +185,52 @@ LCX_DEFINE_ROWDOT(rowdot_f32, float, LCX_LOAD_F32, LCX_MLOAD_F32)
 LCX_DEFINE_GEMM(lcx_gemm_bf16_avx512, uint16_t, tile_bf16, rowdot_bf16)
 LCX_DEFINE_GEMM(lcx_gemm_f32_avx512, float, tile_f32, rowdot_f32)
 
-/* 64 output columns (4 zmm) accumulate in registers across all n rows; masked for the last chunk */
-static void lcx_wsum_f32_avx512(const float *p, const float *V, size_t ldv, size_t n, size_t hd, float *out) {
+/* acc[r] += P[r][k] * V row k (64 columns from 4 zmm, masked by m) for the rows r0 <= r < R */
+static inline __attribute__((always_inline)) void pv_key(__m512 acc[4][4], const float *P, size_t ldp,
+                                                         const float *vk, size_t k, const __mmask16 *m, int r0,
+                                                         const int R) {
+    __m512 v0 = _mm512_maskz_loadu_ps(m[0], vk), v1 = _mm512_maskz_loadu_ps(m[1], vk + 16);
+    __m512 v2 = _mm512_maskz_loadu_ps(m[2], vk + 32), v3 = _mm512_maskz_loadu_ps(m[3], vk + 48);
+    for (int r = 0; r < R; r++) {
+        if (r < r0) continue;
+        __m512 p = _mm512_set1_ps(P[(size_t)r * ldp + k]);
+        acc[r][0] = _mm512_fmadd_ps(p, v0, acc[r][0]);
+        acc[r][1] = _mm512_fmadd_ps(p, v1, acc[r][1]);
+        acc[r][2] = _mm512_fmadd_ps(p, v2, acc[r][2]);
+        acc[r][3] = _mm512_fmadd_ps(p, v3, acc[r][3]);
+    }
+}
+
+/* One tile of the causal P @ V: R (<= 4) query rows x 64 columns (4 zmm, masked by m) = 16 accumulators;
+ * each V row loaded serves all R rows. Row r sums the first n + r rows of V. */
+static inline __attribute__((always_inline)) void pv_tile(const float *P, size_t ldp, const float *V, size_t ldv,
+                                                          size_t n, const __mmask16 *m, float *out, size_t ldo,
+                                                          const int R) {
+    __m512 acc[4][4];
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < 4; v++) acc[r][v] = _mm512_setzero_ps();
+    for (size_t k = 0; k < n; k++) pv_key(acc, P, ldp, V + k * ldv, k, m, 0, R);
+    for (int e = 0; e + 1 < R; e++) pv_key(acc, P, ldp, V + (n + (size_t)e) * ldv, n + (size_t)e, m, e + 1, R);
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < 4; v++) _mm512_mask_storeu_ps(out + (size_t)r * ldo + 16 * v, m[v], acc[r][v]);
+}
+
+static void lcx_pv_f32_avx512(const float *P, size_t ldp, size_t rows, const float *V, size_t ldv, size_t n,
+                              size_t hd, float *out, size_t ldo) {
     for (size_t c = 0; c < hd; c += 64) {
         __mmask16 m[4];
         for (int v = 0; v < 4; v++) {
             size_t c0 = c + 16 * (size_t)v;
             m[v] = c0 >= hd ? 0 : hd - c0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (hd - c0)) - 1u);
         }
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (size_t k = 0; k < n; k++) {
-            __m512 pk = _mm512_set1_ps(p[k]);
-            const float *v = V + k * ldv + c;
-            a0 = _mm512_fmadd_ps(pk, _mm512_maskz_loadu_ps(m[0], v), a0);
-            a1 = _mm512_fmadd_ps(pk, _mm512_maskz_loadu_ps(m[1], v + 16), a1);
-            a2 = _mm512_fmadd_ps(pk, _mm512_maskz_loadu_ps(m[2], v + 32), a2);
-            a3 = _mm512_fmadd_ps(pk, _mm512_maskz_loadu_ps(m[3], v + 48), a3);
+        size_t r = 0;
+        for (; r + 4 <= rows; r += 4) pv_tile(P + r * ldp, ldp, V + c, ldv, n + r, m, out + r * ldo + c, ldo, 4);
+        switch (rows - r) {
+        case 3: pv_tile(P + r * ldp, ldp, V + c, ldv, n + r, m, out + r * ldo + c, ldo, 3); break;
+        case 2: pv_tile(P + r * ldp, ldp, V + c, ldv, n + r, m, out + r * ldo + c, ldo, 2); break;
+        case 1: pv_tile(P + r * ldp, ldp, V + c, ldv, n + r, m, out + r * ldo + c, ldo, 1); break;
+        default: break;
         }
-        _mm512_mask_storeu_ps(out + c, m[0], a0);
-        _mm512_mask_storeu_ps(out + c + 16, m[1], a1);
-        _mm512_mask_storeu_ps(out + c + 32, m[2], a2);
-        _mm512_mask_storeu_ps(out + c + 48, m[3], a3);
     }
 }
 
@@ -216,10 +241,10 @@ static void lcx_bf16_to_f32_avx512(const uint16_t *src, float *dst, size_t n) {
     }
 }
 
-/* e^x for x <= 0 (softmax arguments): x = n ln2 + r, |r| <= ln2/2, e^r by a degree-6 polynomial
- * (relative error < 2e-7), times 2^n with vscalefps; below -87 the result flushes to 0 like expf. */
-static inline __m512 exp_neg_ps(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+/* e^x: x = n ln2 + r, |r| <= ln2/2, e^r by a degree-6 polynomial (relative error < 2e-7), times 2^n with
+ * vscalefps; x is clamped to [-87, 88] (results below ~1.6e-38 flush to 0, above 1.6e38 saturate there). */
+static inline __m512 exp_ps(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
     __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
     r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
@@ -243,7 +268,7 @@ static void lcx_softmax_f32_avx512(float *x, size_t n, float scale) {
     __m512d sum = _mm512_setzero_pd(); /* f64 sums: rows can be 100k+ long */
     for (size_t j = 0; j < n; j += 16) {
         __mmask16 m = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1u);
-        __m512 e = _mm512_maskz_mov_ps(m, exp_neg_ps(_mm512_mul_ps(vs, _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + j), vmax))));
+        __m512 e = _mm512_maskz_mov_ps(m, exp_ps(_mm512_mul_ps(vs, _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + j), vmax))));
         sum = _mm512_add_pd(sum, _mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(e)),
                                                _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1)))));
         _mm512_mask_storeu_ps(x + j, m, e);
@@ -255,9 +280,20 @@ static void lcx_softmax_f32_avx512(float *x, size_t n, float scale) {
     }
 }
 
+/* a = silu(a) * b = a / (1 + e^-a) * b; a NaN stays NaN (it is the numerator) */
+static void lcx_swiglu_f32_avx512(float *a, const float *b, size_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (size_t j = 0; j < n; j += 16) {
+        __mmask16 m = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1u);
+        __m512 v = _mm512_maskz_loadu_ps(m, a + j);
+        __m512 s = _mm512_div_ps(v, _mm512_add_ps(one, exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), v))));
+        _mm512_mask_storeu_ps(a + j, m, _mm512_mul_ps(s, _mm512_maskz_loadu_ps(m, b + j)));
+    }
+}
+
 const lcx_kernels lcx_kernels_avx512 = {
-    "avx512", lcx_gemm_bf16_avx512, lcx_gemm_f32_avx512, lcx_wsum_f32_avx512, lcx_bf16_to_f32_avx512,
-    lcx_softmax_f32_avx512,
+    "avx512", lcx_gemm_bf16_avx512, lcx_gemm_f32_avx512, lcx_pv_f32_avx512, lcx_bf16_to_f32_avx512,
+    lcx_softmax_f32_avx512, lcx_swiglu_f32_avx512,
 };
 
 #if defined(__clang__)
@@ -266,7 +302,7 @@ const lcx_kernels lcx_kernels_avx512 = {
 #pragma GCC pop_options
 #endif
 #else  /* not x86 with GCC/clang: the path is not compiled; the runtime never selects it */
-const lcx_kernels lcx_kernels_avx512 = {"avx512", 0, 0, 0, 0, 0};
+const lcx_kernels lcx_kernels_avx512 = {"avx512", 0, 0, 0, 0, 0, 0};
 #endif
 
 /* ---- AVX512-BF16: vdpbf16ps, bf16 activations (opt-in; rounds X to bf16) ---------------------------- */

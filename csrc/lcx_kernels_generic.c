@@ -34,12 +34,15 @@ static void lcx_gemm_f32_generic(const float *W, size_t ldw, const float *X, siz
     }
 }
 
-static void lcx_wsum_f32_generic(const float *p, const float *V, size_t ldv, size_t n, size_t hd, float *out) {
-    for (size_t c = 0; c < hd; c++) {
-        float acc = 0.0f;
-        for (size_t k = 0; k < n; k++) acc += p[k] * V[k * ldv + c];
-        out[c] = acc;
-    }
+/* out (rows, ldo) = P (rows, ldp) @ V[:, :hd], row r over its first n + r rows of V (causal block) */
+static void lcx_pv_f32_generic(const float *P, size_t ldp, size_t rows, const float *V, size_t ldv, size_t n,
+                               size_t hd, float *out, size_t ldo) {
+    for (size_t r = 0; r < rows; r++)
+        for (size_t c = 0; c < hd; c++) {
+            float acc = 0.0f;
+            for (size_t k = 0; k < n + r; k++) acc += P[r * ldp + k] * V[k * ldv + c];
+            out[r * ldo + c] = acc;
+        }
 }
 
 static void lcx_bf16_to_f32_generic(const uint16_t *src, float *dst, size_t n) {
@@ -58,7 +61,11 @@ static void lcx_softmax_f32_generic(float *x, size_t n, float scale) {
     for (size_t j = 0; j < n; j++) x[j] *= inv;
 }
 
+static void lcx_swiglu_f32_generic(float *a, const float *b, size_t n) {
+    for (size_t j = 0; j < n; j++) a[j] = a[j] / (1.0f + expf(-a[j])) * b[j];
+}
+
 const lcx_kernels lcx_kernels_generic = {
-    "generic", lcx_gemm_bf16_generic, lcx_gemm_f32_generic, lcx_wsum_f32_generic, lcx_bf16_to_f32_generic,
-    lcx_softmax_f32_generic,
+    "generic", lcx_gemm_bf16_generic, lcx_gemm_f32_generic, lcx_pv_f32_generic, lcx_bf16_to_f32_generic,
+    lcx_softmax_f32_generic, lcx_swiglu_f32_generic,
 };

@@ -116,11 +116,7 @@ void lcx_rope_f32(float *x, size_t ldx, size_t t, size_t n_heads, size_t head_di
     lcx_rope_heads(x, ldx, t, 0, n_heads, head_dim, cos_t, sin_t);
 }
 
-static inline float lcx_silu(float v) { return v / (1.0f + expf(-v)); }
-
-void lcx_swiglu_part(float *a, const float *b, size_t n) {
-    for (size_t j = 0; j < n; j++) a[j] = lcx_silu(a[j]) * b[j];
-}
+void lcx_swiglu_part(float *a, const float *b, size_t n) { lcx_active()->swiglu_f32(a, b, n); }
 
 void lcx_swiglu_f32(float *a, const float *b, size_t n) {
     int nt = lcx_threads_for(n * 16);
@@ -147,7 +143,8 @@ void lcx_softmax_f32(float *x, size_t n) { lcx_active()->softmax_f32(x, n, 1.0f)
 
 /* Work items (head h, block of up to LCX_ATT_QB queries) dealt round robin to threads (later blocks see
  * more keys). Per item: scores S (nq, n_keys) = Q_blk @ K[0:n_keys]ᵀ as one matrix product (the gemm
- * tile kernel), causal mask by row length, softmax per row, out row = S row @ V (register accumulation). */
+ * tile kernel), causal mask by row length, softmax per row, out rows = S @ V as one causal product (the
+ * pv kernel: each row of V it loads serves several queries). */
 void lcx_attention_part(const float *q, const float *kc, const float *vc, float *out, size_t t, size_t pos0,
                         size_t n_heads, size_t n_kv, size_t hd, float *S, int tid, int nth) {
     const lcx_kernels *k = lcx_active();
@@ -160,12 +157,8 @@ void lcx_attention_part(const float *q, const float *kc, const float *vc, float 
         size_t n_keys = pos0 + i0 + nq; /* the block's last query sees keys 0 .. pos0 + i0 + nq - 1 */
         const float *kh = kc + (h / n_rep) * hd, *vh = vc + (h / n_rep) * hd;
         k->gemm_f32(kh, kv_dim, q + i0 * q_dim + h * hd, q_dim, S, n_keys, n_keys, nq, hd, 0); /* S (nq, n_keys) */
-        for (size_t i = 0; i < nq; i++) {
-            float *si = S + i * n_keys;
-            size_t n_i = pos0 + i0 + i + 1; /* causal */
-            k->softmax_f32(si, n_i, scale);
-            k->wsum_f32(si, vh, kv_dim, n_i, hd, out + (i0 + i) * q_dim + h * hd);
-        }
+        for (size_t i = 0; i < nq; i++) k->softmax_f32(S + i * n_keys, pos0 + i0 + i + 1, scale); /* causal */
+        k->pv_f32(S, n_keys, nq, vh, kv_dim, pos0 + i0 + 1, hd, out + i0 * q_dim + h * hd, q_dim);
     }
 }
 

@@ -51,9 +51,13 @@ def tok(llama3_tokenizer_path):
     return Tokenizer.from_file(llama3_tokenizer_path)
 
 
-def _scripted_dir(root, tokenizer_path, tok, text, end):
+# room for seconds of "tick tock": Ctrl-C must land while the reply still runs, on any machine
+LONG_CTX = 131072
+
+
+def _scripted_dir(root, tokenizer_path, tok, text, end, **overrides):
     ids = tok.encode(text)
-    params = dict(SMALL, vocab_size=LLAMA3_VOCAB, n_layers=1)
+    params = dict(SMALL, vocab_size=LLAMA3_VOCAB, n_layers=1, **overrides)
     write_checkpoint(str(root), params=params, state_dict=scripted_state_dict(params, cycle(ids, end), ids[0]),
                      tokenizer=tokenizer_path)
     return str(root)
@@ -68,7 +72,8 @@ def scripted_dir(tmp_path_factory, llama3_tokenizer_path, tok):
 @pytest.fixture(scope="module")
 def looping_dir(tmp_path_factory, llama3_tokenizer_path, tok):
     """Writes "tick tock" forever (until its context is full): something to interrupt."""
-    return _scripted_dir(tmp_path_factory.mktemp("cli") / "looping", llama3_tokenizer_path, tok, " tick tock", None)
+    return _scripted_dir(tmp_path_factory.mktemp("cli") / "looping", llama3_tokenizer_path, tok, " tick tock", None,
+                         max_seq_len=LONG_CTX)
 
 
 @pytest.fixture(scope="module")
@@ -254,7 +259,7 @@ def test_chat_repl(scripted_dir):
 
 
 def test_chat_ctrl_c_stops_the_reply_and_the_repl_goes_on(looping_dir):
-    c = spawn("chat", looping_dir, "--ctx", "4096")
+    c = spawn("chat", looping_dir, "--ctx", str(LONG_CTX))
     c.expect(">>> ")
     c.sendline("go")
     c.expect_exact("tick tock tick tock")
@@ -279,7 +284,7 @@ def test_chat_ctrl_c_stops_the_reply_and_the_repl_goes_on(looping_dir):
 
 
 def test_generate_ctrl_c_exits_130_with_stats(looping_dir):
-    c = spawn("generate", looping_dir, "-p", "x", "--ctx", "4096", "-n", "100000")
+    c = spawn("generate", looping_dir, "-p", "x", "--ctx", str(LONG_CTX), "-n", "100000")
     c.expect_exact("tick tock tick tock")
     c.sendintr()  # Ctrl-C typed at the terminal: SIGINT to the foreground process group
     c.expect("stop: interrupted")

@@ -121,18 +121,29 @@ def test_argmax_ties_and_nan():
         K.argmax(np.array([], dtype=np.float32))
 
 
-@pytest.mark.parametrize("n", [1, 9, 1535])
+@pytest.mark.parametrize("n", [1, 9, 17, 1535])
 def test_swiglu(path, n):
     a = RNG.standard_normal(n).astype(np.float32) * 4
+    a[::7] *= 40  # far into both tails, where e^-a under- or overflows
     b = RNG.standard_normal(n).astype(np.float32)
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    ref = a64 / (1 + np.exp(-a64)) * b64
+    with np.errstate(over="ignore"):
+        ref = a64 / (1 + np.exp(-a64)) * b64
     K.swiglu(a, b, n)
     np.testing.assert_allclose(a, ref, rtol=1e-5, atol=1e-6)
 
 
+def test_swiglu_keeps_nan_and_infinity(path):
+    a = np.array([np.nan, np.inf, 0.0, -0.0, 1e-30] * 4, dtype=np.float32)
+    b = np.ones_like(a)
+    K.swiglu(a, b, a.size)
+    assert np.isnan(a[0::5]).all() and (a[1::5] == np.inf).all() and (a[2::5] == 0).all() and (a[3::5] == 0).all()
+    np.testing.assert_allclose(a[4::5], 5e-31, rtol=1e-6)
+
+
 @pytest.mark.parametrize("t,pos0,n_heads,n_kv,hd", [(1, 0, 1, 1, 2), (1, 9, 4, 2, 16), (5, 0, 6, 2, 10),
-                                                    (7, 13, 4, 4, 33), (3, 40, 9, 3, 64)])
+                                                    (7, 13, 4, 4, 33), (3, 40, 9, 3, 64), (37, 0, 3, 1, 64),
+                                                    (22, 5, 2, 2, 80), (18, 30, 2, 1, 128)])
 def test_attention_causal_gqa(path, t, pos0, n_heads, n_kv, hd):
     n_keys = pos0 + t
     q = RNG.standard_normal((t, n_heads * hd)).astype(np.float32)
