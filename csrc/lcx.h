@@ -39,6 +39,9 @@ typedef struct {
     void (*softmax_f32)(float *x, size_t n, float scale);
     /* in place: a (n,) = silu(a) * b */
     void (*swiglu_f32)(float *a, const float *b, size_t n);
+    /* out (n,) = x * rsqrt(mean(x²) + eps) * w for one row: squares summed in f64, the mean rounded to f32
+     * (as torch's f32 mean), the scale and products in f32; out may alias x */
+    void (*rmsnorm_f32)(const float *x, const float *w, float *out, size_t n, float eps);
 } lcx_kernels;
 
 /* Y (t, ldy) = beta*Y + Xb (t, ldx) @ W[rows]ᵀ with W and Xb both bf16 (AVX512-BF16 vdpbf16ps, f32 sums);

@@ -116,18 +116,30 @@ static const uint16_t *lcx_round_input(const float *a, uint16_t *shared, uint16_
     return t == 1 ? lcx_round_part(a, own, 1, n, dp, 0, 1) : lcx_round_part(a, shared, t, n, dp, tid, nth);
 }
 
-/* This thread's own xb (t, dim) = rmsnorm(x) (and its bf16 copy xbh when bf16 activations are on): every thread
- * normalises all t rows itself, which costs t * dim operations and saves a barrier. */
-static const uint16_t *lcx_norm_private(const float *x, const float *w, float *xb, uint16_t *xbh, size_t t,
-                                        size_t dim, float eps, int dp) {
-    lcx_rmsnorm_part(x, w, xb, t, dim, eps, 0, 1);
-    return lcx_round_part(xb, xbh, t, dim, dp, 0, 1);
+/* The normalised input xn (t, dim) = rmsnorm(x) of the next products, and its bf16 copy xnh when bf16
+ * activations are on. For one token every thread normalises x into its own buffers (t * dim operations,
+ * cheaper than a barrier); for a prompt block the threads split the rows of one shared copy and meet at a
+ * barrier. The caller passes the buffers that match (see `shared_norm` in lcx_forward). */
+static const uint16_t *lcx_norm_input(const float *x, const float *w, float *xn, uint16_t *xnh, size_t t,
+                                      size_t dim, float eps, int dp, int shared, int tid, int nth) {
+    if (!shared) {
+        lcx_rmsnorm_part(x, w, xn, t, dim, eps, 0, 1);
+        return lcx_round_part(xn, xnh, t, dim, dp, 0, 1);
+    }
+    size_t i0, i1;
+    lcx_split(t, 1, tid, nth, &i0, &i1); /* the rows lcx_rmsnorm_part gives this thread */
+    lcx_rmsnorm_part(x, w, xn, t, dim, eps, tid, nth);
+    if (dp && i0 < i1) lcx_round_bf16(xn + i0 * dim, xnh + i0 * dim, (i1 - i0) * dim);
+#pragma omp barrier
+    return dp ? xnh : NULL;
 }
 
 /* One OpenMP region per call: every thread walks the layers, does its share of each step (rows of a
  * matrix, heads of attention), and meets the others at a barrier only where a step needs all of the
- * previous one: 5 per layer. No barrier is needed
- *   - before a product with a normalised input: each thread normalises x into its own xb;
+ * previous one: 5 per layer for one token. No barrier is needed
+ *   - before a product with a normalised input, for one token: each thread normalises x into its own xb
+ *     (a prompt block is normalised once, rows split, at the price of a barrier: 7 per layer, 9 with bf16
+ *     activations);
  *   - before RoPE: q and k rows are split between threads in whole heads, so a thread rotates the heads
  *     it has just computed;
  *   - before SwiGLU: a thread gates exactly the rows of w1/w3 it computed.
@@ -168,8 +180,11 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
         nth = omp_get_num_threads();
 #endif
         float *scores = s->scratch + (size_t)tid * LCX_ATT_QB * (size_t)s->n_ctx;
-        float *xb = s->xb + (size_t)tid * (size_t)s->max_batch * dim;      /* (t, dim), this thread's */
-        uint16_t *xbh = s->xbh + (size_t)tid * (size_t)s->max_batch * dim; /* (t, dim) bf16, this thread's */
+        /* normalised inputs: one shared copy for a prompt block, each thread's own for one token */
+        const int shared_norm = T > 1 && nth > 1;
+        const size_t slot = shared_norm ? 0 : (size_t)tid;
+        float *xb = s->xb + slot * (size_t)s->max_batch * dim;      /* (t, dim) */
+        uint16_t *xbh = s->xbh + slot * (size_t)s->max_batch * dim; /* (t, dim) bf16 */
         uint16_t *xh1 = s->xh1 + (size_t)tid * lcx_widest(m);             /* one token's bf16 input, this thread's */
         const int split_round = dp && T > 1;                              /* shared rounding + a barrier */
         size_t u0, u1, qh0, qh1, kh0, kh1, b0, b1, c0, c1, d0, d1;
@@ -189,7 +204,7 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
             float *k_new = kc + (size_t)pos0 * kv_dim, *v_new = vc + (size_t)pos0 * kv_dim; /* (t, kv_dim) */
 
             /* attention block: xb = norm(x); q, k, v = xb @ wq/wk/wv ᵀ; rope; attend; x += att @ woᵀ */
-            const uint16_t *ah = lcx_norm_private(x, L->attn_norm, xb, xbh, T, dim, eps, dp);
+            const uint16_t *ah = lcx_norm_input(x, L->attn_norm, xb, xbh, T, dim, eps, dp, shared_norm, tid, nth);
             lcx_product(&L->wq, xb, ah, q, q_dim, qh0 * hd, qh1 * hd, dim, T, 0);
             lcx_product(&L->wk, xb, ah, k_new, kv_dim, kh0 * hd, kh1 * hd, dim, T, 0);
             lcx_product(&L->wv, xb, ah, v_new, kv_dim, b0, b1, dim, T, 0);
@@ -206,7 +221,7 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
 #pragma omp barrier
 
             /* feed-forward block: xb = norm(x); x += w2(silu(w1 xb) * w3 xb) */
-            ah = lcx_norm_private(x, L->ffn_norm, xb, xbh, T, dim, eps, dp);
+            ah = lcx_norm_input(x, L->ffn_norm, xb, xbh, T, dim, eps, dp, shared_norm, tid, nth);
             lcx_product(&L->w1, xb, ah, hb, hidden, d0, d1, dim, T, 0);
             lcx_product(&L->w3, xb, ah, hb2, hidden, d0, d1, dim, T, 0);
             for (size_t i = 0; i < T && d0 < d1; i++) lcx_swiglu_part(hb + i * hidden + d0, hb2 + i * hidden + d0, d1 - d0);
@@ -220,7 +235,8 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
         }
 
         if (logits) {
-            const uint16_t *ah = lcx_norm_private(x + (size_t)first * dim, m->norm, xb, xbh, nrows, dim, eps, dp);
+            const uint16_t *ah = lcx_norm_input(x + (size_t)first * dim, m->norm, xb, xbh, nrows, dim, eps, dp,
+                                                shared_norm, tid, nth);
             size_t v0, v1;
             lcx_split(vocab, 4, tid, nth, &v0, &v1);
             lcx_product(&m->output, xb, ah, logits, vocab, v0, v1, dim, nrows, 0);

@@ -218,9 +218,29 @@ static void lcx_swiglu_f32_avx2(float *a, const float *b, size_t n) {
     }
 }
 
+static void lcx_rmsnorm_f32_avx2(const float *x, const float *w, float *out, size_t n, float eps) {
+    __m256d s0 = _mm256_setzero_pd(), s1 = s0;
+    for (size_t j = 0; j < n; j += 8) {
+        __m256i m = first_lanes(n - j >= 8 ? 8 : n - j);
+        __m256 v = _mm256_maskload_ps(x + j, m);
+        __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v)), hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+        s0 = _mm256_fmadd_pd(lo, lo, s0);
+        s1 = _mm256_fmadd_pd(hi, hi, s1);
+    }
+    double lanes[4];
+    _mm256_storeu_pd(lanes, _mm256_add_pd(s0, s1));
+    double ss = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+    __m256 scale = _mm256_set1_ps((float)(1.0 / sqrt((double)(float)(ss / (double)n) + (double)eps)));
+    for (size_t j = 0; j < n; j += 8) {
+        __m256i m = first_lanes(n - j >= 8 ? 8 : n - j);
+        __m256 v = _mm256_mul_ps(_mm256_maskload_ps(x + j, m), scale);
+        _mm256_maskstore_ps(out + j, m, _mm256_mul_ps(v, _mm256_maskload_ps(w + j, m)));
+    }
+}
+
 const lcx_kernels lcx_kernels_avx2 = {
     "avx2", lcx_gemm_bf16_avx2, lcx_gemm_f32_avx2, lcx_pv_f32_avx2, lcx_bf16_to_f32_avx2,
-    lcx_softmax_f32_avx2, lcx_swiglu_f32_avx2,
+    lcx_softmax_f32_avx2, lcx_swiglu_f32_avx2, lcx_rmsnorm_f32_avx2,
 };
 
 #if defined(__clang__)
@@ -229,5 +249,5 @@ const lcx_kernels lcx_kernels_avx2 = {
 #pragma GCC pop_options
 #endif
 #else
-const lcx_kernels lcx_kernels_avx2 = {"avx2", 0, 0, 0, 0, 0, 0};
+const lcx_kernels lcx_kernels_avx2 = {"avx2", 0, 0, 0, 0, 0, 0, 0};
 #endif

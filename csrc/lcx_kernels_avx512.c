@@ -291,9 +291,28 @@ static void lcx_swiglu_f32_avx512(float *a, const float *b, size_t n) {
     }
 }
 
+static void lcx_rmsnorm_f32_avx512(const float *x, const float *w, float *out, size_t n, float eps) {
+    __m512d s0 = _mm512_setzero_pd(), s1 = s0;
+    for (size_t j = 0; j < n; j += 16) {
+        __mmask16 m = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1u);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + j);
+        __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+        __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+        s0 = _mm512_fmadd_pd(lo, lo, s0);
+        s1 = _mm512_fmadd_pd(hi, hi, s1);
+    }
+    double ss = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    __m512 scale = _mm512_set1_ps((float)(1.0 / sqrt((double)(float)(ss / (double)n) + (double)eps)));
+    for (size_t j = 0; j < n; j += 16) {
+        __mmask16 m = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1u);
+        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + j), scale);
+        _mm512_mask_storeu_ps(out + j, m, _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, w + j)));
+    }
+}
+
 const lcx_kernels lcx_kernels_avx512 = {
     "avx512", lcx_gemm_bf16_avx512, lcx_gemm_f32_avx512, lcx_pv_f32_avx512, lcx_bf16_to_f32_avx512,
-    lcx_softmax_f32_avx512, lcx_swiglu_f32_avx512,
+    lcx_softmax_f32_avx512, lcx_swiglu_f32_avx512, lcx_rmsnorm_f32_avx512,
 };
 
 #if defined(__clang__)
@@ -302,7 +321,7 @@ const lcx_kernels lcx_kernels_avx512 = {
 #pragma GCC pop_options
 #endif
 #else  /* not x86 with GCC/clang: the path is not compiled; the runtime never selects it */
-const lcx_kernels lcx_kernels_avx512 = {"avx512", 0, 0, 0, 0, 0, 0};
+const lcx_kernels lcx_kernels_avx512 = {"avx512", 0, 0, 0, 0, 0, 0, 0};
 #endif
 
 /* ---- AVX512-BF16: vdpbf16ps, bf16 activations (opt-in; rounds X to bf16) ---------------------------- */

@@ -65,7 +65,15 @@ static void lcx_swiglu_f32_generic(float *a, const float *b, size_t n) {
     for (size_t j = 0; j < n; j++) a[j] = a[j] / (1.0f + expf(-a[j])) * b[j];
 }
 
+static void lcx_rmsnorm_f32_generic(const float *x, const float *w, float *out, size_t n, float eps) {
+    double ss = 0.0;
+    for (size_t j = 0; j < n; j++) ss += (double)x[j] * x[j];
+    /* Meta: x * rsqrt(mean(x^2) + eps), then * weight, all in f32 */
+    float scale = (float)(1.0 / sqrt((double)(float)(ss / (double)n) + (double)eps));
+    for (size_t j = 0; j < n; j++) out[j] = (x[j] * scale) * w[j];
+}
+
 const lcx_kernels lcx_kernels_generic = {
     "generic", lcx_gemm_bf16_generic, lcx_gemm_f32_generic, lcx_pv_f32_generic, lcx_bf16_to_f32_generic,
-    lcx_softmax_f32_generic, lcx_swiglu_f32_generic,
+    lcx_softmax_f32_generic, lcx_swiglu_f32_generic, lcx_rmsnorm_f32_generic,
 };

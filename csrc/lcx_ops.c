@@ -66,18 +66,11 @@ void lcx_linear(const void *W, int wtype, const float *X, size_t ldx, float *Y, 
     }
 }
 
-static void lcx_rmsnorm_row(const float *x, const float *w, float *out, size_t n, float eps) {
-    double ss = 0.0;
-    for (size_t j = 0; j < n; j++) ss += (double)x[j] * x[j];
-    /* Meta: x * rsqrt(mean(x^2) + eps), then * weight, all in f32 */
-    float scale = (float)(1.0 / sqrt((double)(float)(ss / (double)n) + (double)eps));
-    for (size_t j = 0; j < n; j++) out[j] = (x[j] * scale) * w[j];
-}
-
 void lcx_rmsnorm_part(const float *x, const float *w, float *out, size_t t, size_t n, float eps, int tid, int nth) {
     size_t i0, i1;
     lcx_split(t, 1, tid, nth, &i0, &i1);
-    for (size_t i = i0; i < i1; i++) lcx_rmsnorm_row(x + i * n, w, out + i * n, n, eps);
+    const lcx_kernels *k = lcx_active();
+    for (size_t i = i0; i < i1; i++) k->rmsnorm_f32(x + i * n, w, out + i * n, n, eps);
 }
 
 void lcx_rmsnorm_f32(const float *x, const float *w, float *out, size_t t, size_t n, float eps) {

@@ -131,9 +131,10 @@ def test_gil_is_released_during_the_forward_pass(model):
 
 @pytest.mark.parametrize("bf16", [False, True])
 def test_logits_do_not_depend_on_the_kernel_thread_count(tmp_path, bf16):
-    """Threads split q/k rows in whole heads (and rotate their own heads), v/w1/w3/wo/w2 in 4-row blocks, and
-    each normalises x privately: with more threads than heads (3 q+k heads here, up to 7 threads) some
-    threads own no head at all. Every split must give the 1-thread logits."""
+    """Threads split q/k rows in whole heads (and rotate their own heads), v/w1/w3/wo/w2 in 4-row blocks, the
+    rows of a prompt's normalisation among them, and each normalises a single token privately: with more
+    threads than heads (3 q+k heads here, up to 7 threads) some threads own no head at all. Every split must
+    give the 1-thread logits."""
     if bf16 and not _kernels.avx512bf16_supported():
         pytest.skip("no AVX512-BF16 on this CPU")
     d = tmp_path / "m"
