@@ -89,8 +89,10 @@ void lcx_rmsnorm_part(const float *x, const float *w, float *out, size_t t, size
 void lcx_rope_heads(float *x, size_t ldx, size_t t, size_t h0, size_t h1, size_t head_dim, const float *cos_t,
                     const float *sin_t);
 void lcx_swiglu_part(float *a, const float *b, size_t n);
-void lcx_attention_part(const float *q, const float *kc, const float *vc, float *out, size_t t, size_t pos0,
-                        size_t n_heads, size_t n_kv, size_t hd, float *scores, int tid, int nth);
+/* thread tid's share of lcx_attention_f32; with outh (t, n_heads*hd) non-NULL (bf16 activations on) it also
+ * writes the bf16 rounding of the rows it computed there */
+void lcx_attention_part(const float *q, const float *kc, const float *vc, float *out, uint16_t *outh, size_t t,
+                        size_t pos0, size_t n_heads, size_t n_kv, size_t hd, float *scores, int tid, int nth);
 /* Y (t, ldy) = beta*Y + X (t, ldx) @ Wᵀ, W (d, n) of dtype wtype; rows of W split across threads. */
 void lcx_linear(const void *W, int wtype, const float *X, size_t ldx, float *Y, size_t ldy,
                 size_t d, size_t n, size_t t, int beta);

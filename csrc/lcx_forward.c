@@ -108,12 +108,12 @@ static const uint16_t *lcx_round_part(const float *a, uint16_t *ah, size_t t, si
     return ah;
 }
 
-/* The bf16 copy of a shared input a (t, n) of the next product: for a prompt block the threads split the
- * rounding (the caller then needs a barrier); for one token each thread rounds all n values into its own
- * buffer, which is cheaper than the barrier. */
-static const uint16_t *lcx_round_input(const float *a, uint16_t *shared, uint16_t *own, size_t t, size_t n, int dp,
-                                       int tid, int nth) {
-    return t == 1 ? lcx_round_part(a, own, 1, n, dp, 0, 1) : lcx_round_part(a, shared, t, n, dp, tid, nth);
+/* The bf16 copy of a shared input a (t, n) of the next product (NULL when bf16 activations are off): for one
+ * token each thread rounds all n values into its own buffer `own`, which is cheaper than a barrier; a prompt
+ * block's copy `shared` was rounded by the step that produced a, each thread its own part (attention
+ * heads, SwiGLU rows), before the barrier that ends that step. */
+static const uint16_t *lcx_input_bf16(const float *a, uint16_t *shared, uint16_t *own, size_t t, size_t n, int dp) {
+    return t == 1 ? lcx_round_part(a, own, 1, n, dp, 0, 1) : dp ? shared : NULL;
 }
 
 /* The normalised input xn (t, dim) = rmsnorm(x) of the next products, and its bf16 copy xnh when bf16
@@ -186,7 +186,7 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
         float *xb = s->xb + slot * (size_t)s->max_batch * dim;      /* (t, dim) */
         uint16_t *xbh = s->xbh + slot * (size_t)s->max_batch * dim; /* (t, dim) bf16 */
         uint16_t *xh1 = s->xh1 + (size_t)tid * lcx_widest(m);             /* one token's bf16 input, this thread's */
-        const int split_round = dp && T > 1;                              /* shared rounding + a barrier */
+        uint16_t *xh = dp && T > 1 ? s->xh : NULL; /* a prompt block's shared bf16 input, rounded by its producer */
         size_t u0, u1, qh0, qh1, kh0, kh1, b0, b1, c0, c1, d0, d1;
         lcx_split(n_heads + n_kv, 1, tid, nth, &u0, &u1); /* my heads of [q heads | k heads] */
         qh0 = u0 < n_heads ? u0 : n_heads;
@@ -211,12 +211,9 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
             lcx_rope_heads(q, q_dim, T, qh0, qh1, hd, s->rope_cos, s->rope_sin);
             lcx_rope_heads(k_new, kv_dim, T, kh0, kh1, hd, s->rope_cos, s->rope_sin);
 #pragma omp barrier
-            lcx_attention_part(q, kc, vc, att, T, (size_t)pos0, n_heads, n_kv, hd, scores, tid, nth);
+            lcx_attention_part(q, kc, vc, att, xh, T, (size_t)pos0, n_heads, n_kv, hd, scores, tid, nth);
 #pragma omp barrier
-            ah = lcx_round_input(att, s->xh, xh1, T, q_dim, dp, tid, nth);
-            if (split_round) {
-#pragma omp barrier
-            }
+            ah = lcx_input_bf16(att, xh, xh1, T, q_dim, dp);
             lcx_product(&L->wo, att, ah, x, dim, c0, c1, q_dim, T, 1);
 #pragma omp barrier
 
@@ -224,12 +221,12 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
             ah = lcx_norm_input(x, L->ffn_norm, xb, xbh, T, dim, eps, dp, shared_norm, tid, nth);
             lcx_product(&L->w1, xb, ah, hb, hidden, d0, d1, dim, T, 0);
             lcx_product(&L->w3, xb, ah, hb2, hidden, d0, d1, dim, T, 0);
-            for (size_t i = 0; i < T && d0 < d1; i++) lcx_swiglu_part(hb + i * hidden + d0, hb2 + i * hidden + d0, d1 - d0);
-#pragma omp barrier
-            ah = lcx_round_input(hb, s->xh, xh1, T, hidden, dp, tid, nth);
-            if (split_round) {
-#pragma omp barrier
+            for (size_t i = 0; i < T && d0 < d1; i++) {
+                lcx_swiglu_part(hb + i * hidden + d0, hb2 + i * hidden + d0, d1 - d0);
+                if (xh) lcx_round_bf16(hb + i * hidden + d0, xh + i * hidden + d0, d1 - d0);
             }
+#pragma omp barrier
+            ah = lcx_input_bf16(hb, xh, xh1, T, hidden, dp);
             lcx_product(&L->w2, hb, ah, x, dim, c0, c1, hidden, T, 1);
 #pragma omp barrier
         }

@@ -138,8 +138,8 @@ void lcx_softmax_f32(float *x, size_t n) { lcx_active()->softmax_f32(x, n, 1.0f)
  * more keys). Per item: scores S (nq, n_keys) = Q_blk @ K[0:n_keys]ᵀ as one matrix product (the gemm
  * tile kernel), causal mask by row length, softmax per row, out rows = S @ V as one causal product (the
  * pv kernel: each row of V it loads serves several queries). */
-void lcx_attention_part(const float *q, const float *kc, const float *vc, float *out, size_t t, size_t pos0,
-                        size_t n_heads, size_t n_kv, size_t hd, float *S, int tid, int nth) {
+void lcx_attention_part(const float *q, const float *kc, const float *vc, float *out, uint16_t *outh, size_t t,
+                        size_t pos0, size_t n_heads, size_t n_kv, size_t hd, float *S, int tid, int nth) {
     const lcx_kernels *k = lcx_active();
     size_t n_rep = n_heads / n_kv, q_dim = n_heads * hd, kv_dim = n_kv * hd;
     size_t n_blocks = (t + LCX_ATT_QB - 1) / LCX_ATT_QB;
@@ -152,6 +152,8 @@ void lcx_attention_part(const float *q, const float *kc, const float *vc, float 
         k->gemm_f32(kh, kv_dim, q + i0 * q_dim + h * hd, q_dim, S, n_keys, n_keys, nq, hd, 0); /* S (nq, n_keys) */
         for (size_t i = 0; i < nq; i++) k->softmax_f32(S + i * n_keys, pos0 + i0 + i + 1, scale); /* causal */
         k->pv_f32(S, n_keys, nq, vh, kv_dim, pos0 + i0 + 1, hd, out + i0 * q_dim + h * hd, q_dim);
+        for (size_t i = 0; outh && i < nq; i++) /* the bf16 copy for the next product, while the rows are hot */
+            lcx_round_bf16(out + (i0 + i) * q_dim + h * hd, outh + (i0 + i) * q_dim + h * hd, hd);
     }
 }
 
@@ -163,8 +165,8 @@ void lcx_attention_f32(const float *q, const float *kc, const float *vc, float *
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int tid = LCX_THREAD_NUM();
-        lcx_attention_part(q, kc, vc, out, t, pos0, n_heads, n_kv, hd, scratch + (size_t)tid * scratch_stride, tid,
-                           LCX_NUM_THREADS());
+        lcx_attention_part(q, kc, vc, out, NULL, t, pos0, n_heads, n_kv, hd, scratch + (size_t)tid * scratch_stride,
+                           tid, LCX_NUM_THREADS());
     }
 }
 
