@@ -2,7 +2,7 @@
 engines, the printed table, results.md, and the llama_cx / peer ratios."""
 from __future__ import annotations
 
-from .worker import TTFT_PROMPT
+from .worker import PREFILL_BUDGET_S, PREFILL_MAX_RUNS, TTFT_PROMPT
 
 
 def derive(row: dict, bandwidth: dict) -> None:
@@ -105,7 +105,7 @@ def format_markdown(report: dict) -> str:
         out.append(f"- read bandwidth: absent ({bw.get('absent')})")
     s = report["settings"]
     out += [f"- per run: TTFT on a {TTFT_PROMPT}-token prompt, prefill {s['prompts']} tokens (best of "
-            f"{s['reps']}), decode {s['n_decode']} greedy tokens after a {TTFT_PROMPT}-token prompt; "
+            f"{s['reps']}, or of up to {PREFILL_MAX_RUNS} while they take under {PREFILL_BUDGET_S:g} s), decode {s['n_decode']} greedy tokens after a {TTFT_PROMPT}-token prompt; "
             "weights read from the page cache; 'other load' = cores other processes kept busy meanwhile", ""]
     out.append("| " + " | ".join(header) + " |")
     out.append("|" + "---|" * len(header))

@@ -18,6 +18,8 @@ from . import models as M
 
 N_CTX = 1024
 TTFT_PROMPT = 16
+PREFILL_MAX_RUNS = 5
+PREFILL_BUDGET_S = 1.5
 PROMPT_SEED = 1234
 
 
@@ -117,14 +119,16 @@ def measure(job) -> dict:
 
     res["prefill_tps"] = {}
     for n in job["prompts"]:
-        ids, best = prompt_ids(n, vocab, salt=n), None
-        for _ in range(reps):
+        # best of `reps` runs, and of up to PREFILL_MAX_RUNS while they take under PREFILL_BUDGET_S together:
+        # a short prompt finishes in ~0.1 s, and one burst of the host's other tenants would decide it
+        ids, times = prompt_ids(n, vocab, salt=n), []
+        while len(times) < reps or (len(times) < PREFILL_MAX_RUNS and sum(times) < PREFILL_BUDGET_S):
             eng.reset()
             t0 = time.perf_counter()
             eng.forward(ids)
-            dt = time.perf_counter() - t0
-            best = dt if best is None else min(best, dt)
-        res["prefill_tps"][str(n)] = n / best
+            times.append(time.perf_counter() - t0)
+        res["prefill_tps"][str(n)] = n / min(times)
+        res.setdefault("prefill_runs", {})[str(n)] = len(times)
 
     eng.reset()
     tok = eng.forward(p16)

@@ -10,6 +10,17 @@
  *   f32 weights (no widening); only FMA chains with no memory operands went higher (147 with 16
  *   chains). So the f32 prefill is compute-bound at ~95% of what any kernel with loads reached here; more
  *   needs bf16 products (vdpbf16ps, below).
+ * - The bf16 ceiling: vdpbf16ps chains on bf16 data like the model's reach 220-227 GFLOP/s with 8 to 16
+ *   accumulators, with or without loads beside them. tile_dp (4 x 4) runs at 184-194 with everything in
+ *   L1 (n = 576), 221 on longer rows (n = 2048): 85-95% of it. Tried and dropped: a packed
+ *   broadcast micro-kernel (activations packed in pairs, 8 weight rows x 48 tokens, no horizontal sums):
+ *   207-212, not worth a packing pass; 4 x 6, 6 x 4, 5 x 5 and 3 x 8 tiles: 113-157 (register pressure);
+ *   cutting the columns (256-2048) or the tokens (16-128) into blocks: no gain on SmolLM2, +2-4% (within
+ *   the noise) on the 1B shape's pp128.
+ * - In the whole model the products were 61% of a bf16 pp512 (SmolLM2, 1 thread): the rest was attention's
+ *   P @ V one query row at a time (12%: now the pv kernel below, 4 queries per V row), a scalar SwiGLU
+ *   (11%: now vectorized) and RMSNorm done by every thread (now split, vectorized). pp512 with 2 threads
+ *   went from 826 to ~1300 tok/s with bf16 activations and from 690 to ~830 with f32 ones.
  * - Prefetch of the next row group: while the first token tile of a group runs, one line per row of the
  *   next group is prefetched each 64 bytes. With weights coming from DRAM (a 265 MB chain of 1536 x 576
  *   matrices) this took t = 8 from 47 to 76 GFLOP/s, t = 16 from 63 to 92, t = 64 from 90 to 103: a
@@ -29,6 +40,10 @@
  *   match with vpermt2ps; GCC needs an empty asm to not fold the load into both uses): +2-10% in a
  *   matvec-chain harness, but +1% / -2% (1 / 2 threads) on whole-model decode, 5 alternating runs each,
  *   within the noise. Dropped for the simpler widening loads.
+ * - tried for decode: x split exactly into 3 bf16 terms (hi + mid + lo = x, f32-accurate: 4.8e-6 x std from
+ *   the f32 path) and 3 vdpbf16ps per 32 weights: 0.78-0.88x the f32 path (SmolLM2 and 1B, 1 and 2 threads,
+ *   alternating runs); the AVX2 kernels (ymm) for decode: 0.96-1.02x. Neither fewer FP ops nor narrower
+ *   ones move decode: what limits one core is how many lines it has in flight, not its FP pipes.
  * - Huge pages: MADV_HUGEPAGE on the file mapping got 178 of 269 MB PMD-mapped and no gain (MADV_COLLAPSE
  *   is refused, EINVAL); anonymous THP memory reads 10-20% faster than the file mapping in this VM. So
  *   load(huge_pages=True) reads the weights into such memory, opt-in because it gives up the zero-copy
