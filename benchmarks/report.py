@@ -19,6 +19,39 @@ def derive(row: dict, bandwidth: dict) -> None:
         row["roofline_tps"] = bw * 1e9 / wb
 
 
+ROUND_METRICS = ("import_s", "load_s", "ttft_s", "decode_tps", "bw_gbs", "other_cpu_cores")
+
+
+def _median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def combine_rounds(rows: list) -> dict:
+    """One row from the rounds of one (engine, model, threads): every measured number is the median over the
+    rounds that measured it (greedy ids and RSS come from the round with the median decode); the per-round
+    numbers stay in `per_round` for the ratios and the record."""
+    done = [r for r in rows if "decode_tps" in r]
+    if len(rows) == 1 or not done:
+        return rows[0]
+    done.sort(key=lambda r: r["decode_tps"])
+    out = dict(done[(len(done) - 1) // 2])
+    for k in ROUND_METRICS:
+        vals = [r[k] for r in done if r.get(k) is not None]
+        if vals:
+            out[k] = _median(vals)
+    out["prefill_tps"] = {n: _median([r["prefill_tps"][n] for r in done if n in r.get("prefill_tps", {})])
+                          for n in out.get("prefill_tps", {})}
+    out["per_round"] = [{"round": r.get("round"), "decode_tps": r["decode_tps"], "prefill_tps": r.get("prefill_tps", {})}
+                        for r in sorted(done, key=lambda r: r.get("round") or 0)]
+    out["rounds"] = len(done)
+    out.pop("round", None)
+    for k in ("effective_gbs", "bw_fraction", "roofline_tps"):
+        out.pop(k, None)
+    return out
+
+
 def greedy_agreement(rows: list) -> None:
     """Per (model, threads): how many leading greedy ids each engine shares with a reference engine."""
     order = ("torch-fp32", "torch-bf16", "llama_cx", "llama.cpp")
@@ -106,7 +139,10 @@ def format_markdown(report: dict) -> str:
     s = report["settings"]
     out += [f"- per run: TTFT on a {TTFT_PROMPT}-token prompt, prefill {s['prompts']} tokens (best of "
             f"{s['reps']}, or of up to {PREFILL_MAX_RUNS} while they take under {PREFILL_BUDGET_S:g} s), decode {s['n_decode']} greedy tokens after a {TTFT_PROMPT}-token prompt; "
-            "weights read from the page cache; 'other load' = cores other processes kept busy meanwhile", ""]
+            "weights read from the page cache; 'other load' = cores other processes kept busy meanwhile"
+            + (f"; each row is the median of {s['rounds']} rounds, run in alternating engine order, and each "
+               "ratio the ratio of medians with the spread of the same-round ratios" if s.get("rounds", 1) > 1 else ""),
+            ""]
     out.append("| " + " | ".join(header) + " |")
     out.append("|" + "---|" * len(header))
     for b in body:
@@ -136,14 +172,28 @@ def ratio_lines(rows) -> list:
             base = ours.get((r["model"], r["threads"]))
             if r["engine"] in OURS or base is None or "decode_tps" not in r:
                 continue
-            parts = [f"decode {base['decode_tps'] / r['decode_tps']:.2f}x"]
+            parts = [f"decode {base['decode_tps'] / r['decode_tps']:.2f}x" + _round_ratios(base, r, "decode_tps")]
             for n, v in r.get("prefill_tps", {}).items():
                 if n in base.get("prefill_tps", {}):
-                    parts.append(f"prefill{n} {base['prefill_tps'][n] / v:.2f}x")
+                    parts.append(f"prefill{n} {base['prefill_tps'][n] / v:.2f}x" + _round_ratios(base, r, "prefill_tps", n))
             if r.get("ttft_s") and base.get("ttft_s"):
                 parts.append(f"TTFT {r['ttft_s'] / base['ttft_s']:.2f}x")
             lines.append(f"- {name}, {r['model']}, {r['threads']} thr, vs {r['engine']}: " + ", ".join(parts))
     return lines
+
+
+def _round_ratios(base: dict, peer: dict, key: str, sub=None) -> str:
+    """ " (rounds 0.91-1.02x)": the spread of the same-round ratios, when both rows have several rounds."""
+    a, b = base.get("per_round", []), peer.get("per_round", [])
+    ratios = []
+    for x in a:
+        y = next((y for y in b if y["round"] == x["round"]), None)
+        vx, vy = (x.get(key), y.get(key)) if y else (None, None)
+        if sub is not None:
+            vx, vy = (vx or {}).get(sub), (vy or {}).get(sub)
+        if vx and vy:
+            ratios.append(vx / vy)
+    return f" (rounds {min(ratios):.2f}-{max(ratios):.2f}x)" if len(ratios) > 1 else ""
 
 
 def tokenizer_line(t: dict) -> str:

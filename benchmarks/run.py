@@ -30,7 +30,7 @@ import time
 from . import models as M
 from .machine import (all_cores, compile_stream, cpu_busy_seconds, machine_info, measure_bandwidth, mem_available,
                       probe_bandwidth, source_digest, wait_until_quiet, warm_page_cache)
-from .report import cell, derive, format_markdown, format_text_table, greedy_agreement, ratio_lines, table_rows, tokenizer_line
+from .report import cell, combine_rounds, derive, format_markdown, format_text_table, greedy_agreement, ratio_lines, table_rows, tokenizer_line
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -183,6 +183,8 @@ def parse_args(argv):
     ap.add_argument("--max-other-load", type=float, default=None, metavar="CORES",
                     help="measure again when other processes kept more than CORES cores busy during a run")
     ap.add_argument("--retries", type=int, default=2, help="most repeated measurements for --max-other-load")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="measure every engine N times, in alternating order, and report the medians (default 1)")
     ap.add_argument("--no-tokenizer", action="store_true", help="skip the tokenizer benchmark")
     return ap.parse_args(argv)
 
@@ -203,11 +205,14 @@ def main(argv=None) -> int:
     for e in engines:
         if e not in ENGINES:
             raise SystemExit(f"unknown engine {e!r}; choose from {', '.join(ENGINES)}")
+    if args.rounds < 1:
+        raise SystemExit(f"--rounds must be >= 1, not {args.rounds}")
     os.makedirs(args.out, exist_ok=True)
     t_begin = time.perf_counter()
     report = {"mode": "quick" if quick else "full", "date": datetime.datetime.now().isoformat(timespec="seconds"),
               "command": "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv),
-              "machine": machine_info(), "settings": dict(st, threads=threads, models=keys, engines=engines),
+              "machine": machine_info(),
+              "settings": dict(st, threads=threads, models=keys, engines=engines, rounds=args.rounds),
               "results": [], "notes": []}
     m = report["machine"]
     log(f"machine: {m.get('cpu', '?')}, {m['cores']} cores, ISA {' '.join(m.get('isa', []))}, "
@@ -232,10 +237,14 @@ def main(argv=None) -> int:
                     report["results"].append({"engine": eng, "model": key, "threads": t, "absent": str(e)})
             continue
         reps = st["reps"] if spec.n_params() < 2e9 else 1
-        for eng in engines:
-            why = engine_absent(eng, prepared, spec, quick)
-            for t in threads:
-                row = {"engine": eng, "model": key, "threads": t}
+        order = [(eng, t) for eng in engines for t in threads]
+        runs = {key2: [] for key2 in order}
+        for rnd in range(1, args.rounds + 1):
+            if args.rounds > 1:
+                log(f"  round {rnd} of {args.rounds}")
+            for eng, t in (order if rnd % 2 else order[::-1]):  # alternate the order: drift hits both ends
+                row = {"engine": eng, "model": key, "threads": t, "round": rnd}
+                why = engine_absent(eng, prepared, spec, quick)
                 if why:
                     row["absent"] = why
                 else:
@@ -248,13 +257,17 @@ def main(argv=None) -> int:
                     files = prepared.gguf_path if eng == "llama.cpp" else prepared.meta_dir
                     row.update(measure_on_shared_machine(job, args, files, log))
                 derive(row, report["bandwidth"])
-                report["results"].append(row)
+                runs[(eng, t)].append(row)
                 _, body = table_rows([row])
                 log(f"  {eng:>10} {t} thr: " + (body[0][3] if len(body[0]) == 4 else
                     f"import {cell(row, 'import_s', '{:.2f}')} s, load {cell(row, 'load_s', '{:.0f}', 1e3)} ms, TTFT {cell(row, 'ttft_s', '{:.0f}', 1e3)} ms, "
                     f"prefill {', '.join(f'{n}: {v:.1f}' for n, v in row['prefill_tps'].items())} tok/s, "
                     f"decode {row['decode_tps']:.2f} tok/s ({row['wall_s']:.0f} s, other load "
                     f"{cell(row, 'other_cpu_cores', '{:.2f}')} cores)"))
+                if why:
+                    break  # absent in every round
+        for key2 in order:
+            report["results"].append(combine_rounds(runs[key2]))
 
     if not report["bandwidth"].get("absent"):
         log("\nbandwidth probe again:")
