@@ -80,7 +80,7 @@ def _switch(setter, on: bool, what: str = "") -> None:
 
 def set_bf16_prefill(on: bool) -> None:
     """Prompt blocks (more than one token per forward call) with activations rounded to bf16 and AVX512-BF16
-    dot products: 1.45-1.9x faster prefill, logits within ~5e-2 x their std of the exact ones instead of
+    dot products: 1.6-1.8x faster prefill, logits within ~5e-2 x their std of the exact ones instead of
     ~1e-5. Off by default; one-token steps have their own switch, set_bf16_decode."""
     _switch(_kernels.set_bf16_prefill, on)
 
@@ -92,7 +92,7 @@ def get_bf16_prefill() -> bool:
 def set_bf16_decode(on: bool) -> None:
     """One-token steps (decode, and their logits) with activations rounded to bf16 and AVX512-BF16 dot
     products, as llama.cpp's BF16 path computes: fewer instructions per weight byte, so more memory
-    bandwidth per core (1.2-1.3x decode on the 1B shape here, ~1.0x on SmolLM2); logits as inexact as
+    bandwidth per core (1.08-1.19x decode on the 1B shape here, ~1.0x on SmolLM2); logits as inexact as
     with set_bf16_prefill. Off by default."""
     _switch(_kernels.set_bf16_decode, on)
 
