@@ -29,14 +29,16 @@ typedef struct {
                       size_t rows, size_t t, size_t n, int beta);
     void (*gemm_f32)(const float *W, size_t ldw, const float *X, size_t ldx, float *Y, size_t ldy,
                      size_t rows, size_t t, size_t n, int beta);
-    /* out (rows, ldo)[:, :hd] = P (rows, ldp) @ V (n + rows - 1, ldv)[:, :hd], causal: row r sums its first
-     * n + r terms (attention's probabilities @ values for a block of consecutive queries) */
-    void (*pv_f32)(const float *P, size_t ldp, size_t rows, const float *V, size_t ldv, size_t n, size_t hd,
-                   float *out, size_t ldo);
+    /* out (rows, ldo)[:, :hd] = P (rows, ldp) @ V (ldv)[:, :hd]: row r sums its first n + r terms when
+     * causal (probabilities @ values for a block of consecutive queries), its first n otherwise (several
+     * heads of one query sharing V) */
+    void (*pv_f32)(const float *P, size_t ldp, size_t rows, const float *V, size_t ldv, size_t n, int causal,
+                   size_t hd, float *out, size_t ldo);
     /* dst (n,) f32 = src (n,) bf16 */
     void (*bf16_to_f32)(const uint16_t *src, float *dst, size_t n);
-    /* in place: x (n,) = softmax(scale * x), max-subtracted, f32 sums */
-    void (*softmax_f32)(float *x, size_t n, float scale);
+    /* in place: x (n,) = softmax(scale * x), max-subtracted, f64 sums; returns log(sum(exp(scale * x))) of
+     * the input (to merge softmaxes over parts of a row) */
+    float (*softmax_f32)(float *x, size_t n, float scale);
     /* in place: a (n,) = silu(a) * b */
     void (*swiglu_f32)(float *a, const float *b, size_t n);
     /* out (n,) = x * rsqrt(mean(x²) + eps) * w for one row: squares summed in f64, the mean rounded to f32
@@ -93,6 +95,20 @@ void lcx_swiglu_part(float *a, const float *b, size_t n);
  * writes the bf16 rounding of the rows it computed there */
 void lcx_attention_part(const float *q, const float *kc, const float *vc, float *out, uint16_t *outh, size_t t,
                         size_t pos0, size_t n_heads, size_t n_kv, size_t hd, float *scores, int tid, int nth);
+/* One query's attention (decode) in parts: work items (kv head, up to LCX_ATT_QB of its query heads, up to
+ * LCX_DEC_KC keys) dealt round robin, so threads share the keys even with fewer kv heads than threads, and
+ * each K / V row loaded serves all query heads of its group. Each item leaves, per query head h and key
+ * part c, the softmax-weighted sum of its values and its log-sum-exp at part + (c * n_heads + h) * (hd + 1)
+ * (n_keys / LCX_DEC_KC parts, rounded up). lcx_attention_merge then weighs the parts into out (n_heads *
+ * hd,), in a fixed order: the result does not depend on the thread count. */
+#define LCX_DEC_KC 512
+void lcx_attention_decode_part(const float *q, const float *kc, const float *vc, size_t n_keys, size_t n_heads,
+                               size_t n_kv, size_t hd, float *S, float *part, int tid, int nth);
+void lcx_attention_merge(const float *part, size_t n_keys, size_t n_heads, size_t hd, float *out);
+/* both, in a parallel region of its own: one query q (n_heads * hd,) over n_keys rows of the caches; scratch
+ * n_scratch x LCX_ATT_QB x LCX_DEC_KC f32, part as above */
+void lcx_attention_decode_f32(const float *q, const float *kc, const float *vc, float *out, size_t n_keys,
+                              size_t n_heads, size_t n_kv, size_t hd, float *scratch, float *part, int n_scratch);
 /* Y (t, ldy) = beta*Y + X (t, ldx) @ Wᵀ, W (d, n) of dtype wtype; rows of W split across threads. */
 void lcx_linear(const void *W, int wtype, const float *X, size_t ldx, float *Y, size_t ldy,
                 size_t d, size_t n, size_t t, int beta);
@@ -148,6 +164,8 @@ typedef struct {
     float *xb;                            /* (n_scratch_threads, B, dim) each thread's normalised x */
     float *k_cache, *v_cache;             /* (n_layers, n_ctx, kv_dim) */
     float *scratch;                       /* (n_scratch_threads, n_ctx) attention scores */
+    float *part;                          /* (n_ctx / LCX_DEC_KC rounded up, n_heads, hd + 1) decode attention parts */
+    float *att1;                          /* (n_scratch_threads, q_dim) each thread's merged decode attention */
     int64_t *pos;                         /* (B,) */
     float *rope_cos, *rope_sin;           /* (B, head_dim/2) */
     uint16_t *xh;                         /* (B, max(dim, q_dim, hidden)) bf16 copy of a product's input */

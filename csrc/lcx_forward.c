@@ -34,7 +34,10 @@ size_t lcx_state_bytes(const lcx_model *m, int64_t n_ctx, int64_t B, int64_t n_t
     size_t own1 = lcx_mul((size_t)n_threads, lcx_widest(m));                     /* xh1, per thread */
     size_t kv = lcx_mul(lcx_mul(2 * (size_t)m->n_layers, (size_t)n_ctx), (size_t)lcx_kv_dim(m));
     size_t scratch = lcx_mul(lcx_mul((size_t)n_threads, LCX_ATT_QB), (size_t)n_ctx);
-    size_t floats = lcx_mul(lcx_add(lcx_add(lcx_add(act, priv), kv), scratch), f);
+    size_t parts = lcx_add(lcx_mul(lcx_mul(((size_t)n_ctx + LCX_DEC_KC - 1) / LCX_DEC_KC, (size_t)m->n_heads),
+                                   (size_t)m->head_dim + 1),
+                           lcx_mul((size_t)n_threads, (size_t)lcx_q_dim(m))); /* part, att1 */
+    size_t floats = lcx_mul(lcx_add(lcx_add(lcx_add(lcx_add(act, priv), kv), scratch), parts), f);
     return lcx_add(lcx_add(lcx_add(floats, lcx_mul(priv, sizeof(uint16_t))), lcx_mul(own1, sizeof(uint16_t))),
                    lcx_mul((size_t)B, sizeof(int64_t) + 2 * lcx_widest(m)));
 }
@@ -42,7 +45,7 @@ size_t lcx_state_bytes(const lcx_model *m, int64_t n_ctx, int64_t B, int64_t n_t
 void lcx_state_free(lcx_state *s) {
     if (!s) return;
     free(s->x); free(s->xb); free(s->q); free(s->att); free(s->hb); free(s->hb2);
-    free(s->k_cache); free(s->v_cache); free(s->scratch); free(s->pos); free(s->rope_cos); free(s->rope_sin); free(s->xh); free(s->xbh); free(s->xh1);
+    free(s->k_cache); free(s->v_cache); free(s->scratch); free(s->part); free(s->att1); free(s->pos); free(s->rope_cos); free(s->rope_sin); free(s->xh); free(s->xbh); free(s->xh1);
     free(s);
 }
 
@@ -65,6 +68,8 @@ lcx_state *lcx_state_new(const lcx_model *m, int64_t n_ctx, int64_t B, int64_t n
     s->k_cache = lcx_alloc_f32(kv);
     s->v_cache = lcx_alloc_f32(kv);
     s->scratch = lcx_alloc_f32((size_t)n_threads * LCX_ATT_QB * (size_t)n_ctx);
+    s->part = lcx_alloc_f32(((size_t)n_ctx + LCX_DEC_KC - 1) / LCX_DEC_KC * (size_t)m->n_heads * ((size_t)m->head_dim + 1));
+    s->att1 = lcx_alloc_f32((size_t)n_threads * (size_t)lcx_q_dim(m));
     s->pos = (int64_t *)calloc((size_t)B, sizeof(int64_t));
     s->rope_cos = lcx_alloc_f32((size_t)B * (m->head_dim / 2));
     s->rope_sin = lcx_alloc_f32((size_t)B * (m->head_dim / 2));
@@ -72,6 +77,7 @@ lcx_state *lcx_state_new(const lcx_model *m, int64_t n_ctx, int64_t B, int64_t n
     s->xbh = (uint16_t *)calloc((size_t)n_threads * (size_t)B * m->dim, sizeof(uint16_t));
     s->xh1 = (uint16_t *)calloc((size_t)n_threads * lcx_widest(m), sizeof(uint16_t));
     if (!s->x || !s->xb || !s->q || !s->att || !s->hb || !s->hb2 || !s->k_cache || !s->v_cache || !s->scratch ||
+        !s->part || !s->att1 ||
         !s->pos || !s->rope_cos || !s->rope_sin || !s->xh || !s->xbh || !s->xh1) {
         lcx_state_free(s);
         return NULL;
@@ -190,6 +196,7 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
         float *xb = s->xb + slot * (size_t)s->max_batch * dim;      /* (t, dim) */
         uint16_t *xbh = s->xbh + slot * (size_t)s->max_batch * dim; /* (t, dim) bf16 */
         uint16_t *xh1 = s->xh1 + (size_t)tid * lcx_widest(m);             /* one token's bf16 input, this thread's */
+        float *att1 = s->att1 + (size_t)tid * q_dim;                      /* one token's attention, this thread's */
         uint16_t *xh = dp && T > 1 ? s->xh : NULL; /* a prompt block's shared bf16 input, rounded by its producer */
         size_t u0, u1, qh0, qh1, kh0, kh1, b0, b1, c0, c1, d0, d1;
         lcx_split(n_heads + n_kv, 1, tid, nth, &u0, &u1); /* my heads of [q heads | k heads] */
@@ -215,10 +222,18 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
             lcx_rope_heads(q, q_dim, T, qh0, qh1, hd, s->rope_cos, s->rope_sin);
             lcx_rope_heads(k_new, kv_dim, T, kh0, kh1, hd, s->rope_cos, s->rope_sin);
 #pragma omp barrier
-            lcx_attention_part(q, kc, vc, att, xh, T, (size_t)pos0, n_heads, n_kv, hd, scores, tid, nth);
+            const float *a = att; /* (t, q_dim) attention output: shared, or this thread's merge of the parts */
+            if (T == 1) {
+                lcx_attention_decode_part(q, kc, vc, (size_t)pos0 + 1, n_heads, n_kv, hd, scores, s->part, tid, nth);
 #pragma omp barrier
-            ah = lcx_input_bf16(att, xh, xh1, T, q_dim, dp);
-            lcx_product(&L->wo, att, ah, x, dim, c0, c1, q_dim, T, 1);
+                lcx_attention_merge(s->part, (size_t)pos0 + 1, n_heads, hd, att1);
+                a = att1;
+            } else {
+                lcx_attention_part(q, kc, vc, att, xh, T, (size_t)pos0, n_heads, n_kv, hd, scores, tid, nth);
+#pragma omp barrier
+            }
+            ah = lcx_input_bf16(a, xh, xh1, T, q_dim, dp);
+            lcx_product(&L->wo, a, ah, x, dim, c0, c1, q_dim, T, 1);
 #pragma omp barrier
 
             /* feed-forward block: xb = norm(x); x += w2(silu(w1 xb) * w3 xb) */

@@ -126,15 +126,15 @@ static inline __attribute__((always_inline)) void pv_key(__m256 acc[4][2], const
     }
 }
 
-/* One tile of the causal P @ V: R (<= 4) query rows x 16 columns = 8 accumulators; row r sums the first
- * n + r rows of V (as the AVX-512 tile) */
+/* One tile of P @ V: R (<= 4) rows x 16 columns = 8 accumulators; row r sums the first n + r rows of V
+ * when causal, the first n otherwise (as the AVX-512 tile) */
 static inline __attribute__((always_inline)) void pv_tile(const float *P, size_t ldp, const float *V, size_t ldv,
-                                                          size_t n, __m256i m0, __m256i m1, float *out, size_t ldo,
-                                                          const int R) {
+                                                          size_t n, int causal, __m256i m0, __m256i m1, float *out,
+                                                          size_t ldo, const int R) {
     __m256 acc[4][2];
     for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
     for (size_t k = 0; k < n; k++) pv_key(acc, P, ldp, V + k * ldv, k, m0, m1, 0, R);
-    for (int e = 0; e + 1 < R; e++) pv_key(acc, P, ldp, V + (n + (size_t)e) * ldv, n + (size_t)e, m0, m1, e + 1, R);
+    for (int e = 0; causal && e + 1 < R; e++) pv_key(acc, P, ldp, V + (n + (size_t)e) * ldv, n + (size_t)e, m0, m1, e + 1, R);
     for (int r = 0; r < R; r++) {
         _mm256_maskstore_ps(out + (size_t)r * ldo, m0, acc[r][0]);
         _mm256_maskstore_ps(out + (size_t)r * ldo + 8, m1, acc[r][1]);
@@ -147,16 +147,16 @@ static inline __m256i first_lanes(size_t k) {
 }
 
 static void lcx_pv_f32_avx2(const float *P, size_t ldp, size_t rows, const float *V, size_t ldv, size_t n,
-                            size_t hd, float *out, size_t ldo) {
+                            int causal, size_t hd, float *out, size_t ldo) {
     for (size_t c = 0; c < hd; c += 16) {
         size_t left = hd - c;
         __m256i m0 = first_lanes(left >= 8 ? 8 : left), m1 = first_lanes(left >= 16 ? 8 : left > 8 ? left - 8 : 0);
         size_t r = 0;
-        for (; r + 4 <= rows; r += 4) pv_tile(P + r * ldp, ldp, V + c, ldv, n + r, m0, m1, out + r * ldo + c, ldo, 4);
+        for (; r + 4 <= rows; r += 4) pv_tile(P + r * ldp, ldp, V + c, ldv, n + (causal ? r : 0), causal, m0, m1, out + r * ldo + c, ldo, 4);
         switch (rows - r) {
-        case 3: pv_tile(P + r * ldp, ldp, V + c, ldv, n + r, m0, m1, out + r * ldo + c, ldo, 3); break;
-        case 2: pv_tile(P + r * ldp, ldp, V + c, ldv, n + r, m0, m1, out + r * ldo + c, ldo, 2); break;
-        case 1: pv_tile(P + r * ldp, ldp, V + c, ldv, n + r, m0, m1, out + r * ldo + c, ldo, 1); break;
+        case 3: pv_tile(P + r * ldp, ldp, V + c, ldv, n + (causal ? r : 0), causal, m0, m1, out + r * ldo + c, ldo, 3); break;
+        case 2: pv_tile(P + r * ldp, ldp, V + c, ldv, n + (causal ? r : 0), causal, m0, m1, out + r * ldo + c, ldo, 2); break;
+        case 1: pv_tile(P + r * ldp, ldp, V + c, ldv, n + (causal ? r : 0), causal, m0, m1, out + r * ldo + c, ldo, 1); break;
         default: break;
         }
     }
@@ -185,7 +185,7 @@ static inline __m256 exp_ps(__m256 x) {
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
-static void lcx_softmax_f32_avx2(float *x, size_t n, float scale) {
+static float lcx_softmax_f32_avx2(float *x, size_t n, float scale) {
     float mx = -INFINITY;
     for (size_t j = 0; j < n; j++) mx = x[j] > mx ? x[j] : mx;
     __m256 vmax = _mm256_set1_ps(mx), vs = _mm256_set1_ps(scale);
@@ -205,6 +205,7 @@ static void lcx_softmax_f32_avx2(float *x, size_t n, float scale) {
     }
     float inv = (float)(1.0 / sum);
     for (j = 0; j < n; j++) x[j] *= inv;
+    return (float)((double)scale * mx + log(sum));
 }
 
 /* a = silu(a) * b = a / (1 + e^-a) * b; a NaN stays NaN (it is the numerator) */

@@ -216,22 +216,22 @@ static inline __attribute__((always_inline)) void pv_key(__m512 acc[4][4], const
     }
 }
 
-/* One tile of the causal P @ V: R (<= 4) query rows x 64 columns (4 zmm, masked by m) = 16 accumulators;
- * each V row loaded serves all R rows. Row r sums the first n + r rows of V. */
+/* One tile of P @ V: R (<= 4) rows x 64 columns (4 zmm, masked by m) = 16 accumulators; each V row loaded
+ * serves all R rows. Row r sums the first n + r rows of V when causal, the first n otherwise. */
 static inline __attribute__((always_inline)) void pv_tile(const float *P, size_t ldp, const float *V, size_t ldv,
-                                                          size_t n, const __mmask16 *m, float *out, size_t ldo,
-                                                          const int R) {
+                                                          size_t n, int causal, const __mmask16 *m, float *out,
+                                                          size_t ldo, const int R) {
     __m512 acc[4][4];
     for (int r = 0; r < R; r++)
         for (int v = 0; v < 4; v++) acc[r][v] = _mm512_setzero_ps();
     for (size_t k = 0; k < n; k++) pv_key(acc, P, ldp, V + k * ldv, k, m, 0, R);
-    for (int e = 0; e + 1 < R; e++) pv_key(acc, P, ldp, V + (n + (size_t)e) * ldv, n + (size_t)e, m, e + 1, R);
+    for (int e = 0; causal && e + 1 < R; e++) pv_key(acc, P, ldp, V + (n + (size_t)e) * ldv, n + (size_t)e, m, e + 1, R);
     for (int r = 0; r < R; r++)
         for (int v = 0; v < 4; v++) _mm512_mask_storeu_ps(out + (size_t)r * ldo + 16 * v, m[v], acc[r][v]);
 }
 
 static void lcx_pv_f32_avx512(const float *P, size_t ldp, size_t rows, const float *V, size_t ldv, size_t n,
-                              size_t hd, float *out, size_t ldo) {
+                              int causal, size_t hd, float *out, size_t ldo) {
     for (size_t c = 0; c < hd; c += 64) {
         __mmask16 m[4];
         for (int v = 0; v < 4; v++) {
@@ -239,11 +239,11 @@ static void lcx_pv_f32_avx512(const float *P, size_t ldp, size_t rows, const flo
             m[v] = c0 >= hd ? 0 : hd - c0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (hd - c0)) - 1u);
         }
         size_t r = 0;
-        for (; r + 4 <= rows; r += 4) pv_tile(P + r * ldp, ldp, V + c, ldv, n + r, m, out + r * ldo + c, ldo, 4);
+        for (; r + 4 <= rows; r += 4) pv_tile(P + r * ldp, ldp, V + c, ldv, n + (causal ? r : 0), causal, m, out + r * ldo + c, ldo, 4);
         switch (rows - r) {
-        case 3: pv_tile(P + r * ldp, ldp, V + c, ldv, n + r, m, out + r * ldo + c, ldo, 3); break;
-        case 2: pv_tile(P + r * ldp, ldp, V + c, ldv, n + r, m, out + r * ldo + c, ldo, 2); break;
-        case 1: pv_tile(P + r * ldp, ldp, V + c, ldv, n + r, m, out + r * ldo + c, ldo, 1); break;
+        case 3: pv_tile(P + r * ldp, ldp, V + c, ldv, n + (causal ? r : 0), causal, m, out + r * ldo + c, ldo, 3); break;
+        case 2: pv_tile(P + r * ldp, ldp, V + c, ldv, n + (causal ? r : 0), causal, m, out + r * ldo + c, ldo, 2); break;
+        case 1: pv_tile(P + r * ldp, ldp, V + c, ldv, n + (causal ? r : 0), causal, m, out + r * ldo + c, ldo, 1); break;
         default: break;
         }
     }
@@ -273,13 +273,14 @@ static inline __m512 exp_ps(__m512 x) {
     return _mm512_scalef_ps(p, n);
 }
 
-static void lcx_softmax_f32_avx512(float *x, size_t n, float scale) {
+static float lcx_softmax_f32_avx512(float *x, size_t n, float scale) {
     __m512 mx = _mm512_set1_ps(-INFINITY);
     for (size_t j = 0; j < n; j += 16) {
         __mmask16 m = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1u);
         mx = _mm512_mask_max_ps(mx, m, mx, _mm512_maskz_loadu_ps(m, x + j));
     }
-    __m512 vmax = _mm512_set1_ps(_mm512_reduce_max_ps(mx)), vs = _mm512_set1_ps(scale);
+    const float xmax = _mm512_reduce_max_ps(mx);
+    __m512 vmax = _mm512_set1_ps(xmax), vs = _mm512_set1_ps(scale);
     __m512d sum = _mm512_setzero_pd(); /* f64 sums: rows can be 100k+ long */
     for (size_t j = 0; j < n; j += 16) {
         __mmask16 m = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1u);
@@ -288,11 +289,13 @@ static void lcx_softmax_f32_avx512(float *x, size_t n, float scale) {
                                                _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1)))));
         _mm512_mask_storeu_ps(x + j, m, e);
     }
-    __m512 inv = _mm512_set1_ps((float)(1.0 / _mm512_reduce_add_pd(sum)));
+    const double total = _mm512_reduce_add_pd(sum);
+    __m512 inv = _mm512_set1_ps((float)(1.0 / total));
     for (size_t j = 0; j < n; j += 16) {
         __mmask16 m = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1u);
         _mm512_mask_storeu_ps(x + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + j), inv));
     }
+    return (float)((double)scale * xmax + log(total));
 }
 
 /* a = silu(a) * b = a / (1 + e^-a) * b; a NaN stays NaN (it is the numerator) */

@@ -34,13 +34,13 @@ static void lcx_gemm_f32_generic(const float *W, size_t ldw, const float *X, siz
     }
 }
 
-/* out (rows, ldo) = P (rows, ldp) @ V[:, :hd], row r over its first n + r rows of V (causal block) */
+/* out (rows, ldo) = P (rows, ldp) @ V[:, :hd], row r over its first n + r (causal) or n rows of V */
 static void lcx_pv_f32_generic(const float *P, size_t ldp, size_t rows, const float *V, size_t ldv, size_t n,
-                               size_t hd, float *out, size_t ldo) {
+                               int causal, size_t hd, float *out, size_t ldo) {
     for (size_t r = 0; r < rows; r++)
         for (size_t c = 0; c < hd; c++) {
             float acc = 0.0f;
-            for (size_t k = 0; k < n + r; k++) acc += P[r * ldp + k] * V[k * ldv + c];
+            for (size_t k = 0; k < n + (causal ? r : 0); k++) acc += P[r * ldp + k] * V[k * ldv + c];
             out[r * ldo + c] = acc;
         }
 }
@@ -49,7 +49,7 @@ static void lcx_bf16_to_f32_generic(const uint16_t *src, float *dst, size_t n) {
     for (size_t j = 0; j < n; j++) dst[j] = lcx_bf16_to_f32_scalar(src[j]);
 }
 
-static void lcx_softmax_f32_generic(float *x, size_t n, float scale) {
+static float lcx_softmax_f32_generic(float *x, size_t n, float scale) {
     float mx = -INFINITY;
     for (size_t j = 0; j < n; j++) mx = x[j] > mx ? x[j] : mx;
     double sum = 0.0;
@@ -59,6 +59,7 @@ static void lcx_softmax_f32_generic(float *x, size_t n, float scale) {
     }
     float inv = (float)(1.0 / sum);
     for (size_t j = 0; j < n; j++) x[j] *= inv;
+    return (float)((double)scale * mx + log(sum));
 }
 
 static void lcx_swiglu_f32_generic(float *a, const float *b, size_t n) {

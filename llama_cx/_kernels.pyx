@@ -56,6 +56,8 @@ cdef extern from "lcx.h" nogil:
     void lcx_attention_f32(const float *q, const float *kc, const float *vc, float *out, size_t t, size_t pos0,
                            size_t n_heads, size_t n_kv, size_t hd, float *scratch, size_t scratch_stride,
                            int n_scratch)
+    void lcx_attention_decode_f32(const float *q, const float *kc, const float *vc, float *out, size_t n_keys,
+                                  size_t n_heads, size_t n_kv, size_t hd, float *scratch, float *part, int n_scratch)
     void lcx_f16_to_f32(const uint16_t *src, float *dst, size_t n)
 
     ctypedef struct lcx_mat:
@@ -296,6 +298,32 @@ def attention(Q, KC, VC, OUT, size_t t, size_t pos0, size_t n_heads, size_t n_kv
             lcx_attention_f32(q, kc, vc, o, t, pos0, n_heads, n_kv, head_dim, scratch, stride, nth)
     finally:
         PyMem_Free(scratch)
+
+
+def attention_decode(Q, KC, VC, OUT, size_t n_keys, size_t n_heads, size_t n_kv, size_t head_dim):
+    """One query's GQA attention as a decode step runs it (parts of 512 keys merged by log-sum-exp):
+    Q (n_heads*hd,) over caches (n_keys, n_kv*hd) -> OUT (n_heads*hd,)."""
+    cdef size_t q_dim = n_heads * head_dim, kv_dim = n_kv * head_dim
+    if n_kv == 0 or n_heads % n_kv or n_keys == 0:
+        raise ValueError("n_heads must be a multiple of n_kv, n_keys >= 1")
+    cdef const float *q = <const float *>_rd(Q, q_dim * 4, "Q")
+    cdef const float *kc = <const float *>_rd(KC, n_keys * kv_dim * 4, "KC")
+    cdef const float *vc = <const float *>_rd(VC, n_keys * kv_dim * 4, "VC")
+    cdef float *o = <float *>_wr(OUT, q_dim * 4, "OUT")
+    cdef int nth = lcx_get_num_threads()
+    cdef size_t n_part = (n_keys + 511) // 512 * n_heads * (head_dim + 1)  # LCX_DEC_KC keys per part
+    cdef float *scratch = <float *>PyMem_Malloc(nth * 16 * 512 * sizeof(float))  # LCX_ATT_QB x LCX_DEC_KC
+    cdef float *part = <float *>PyMem_Malloc(n_part * sizeof(float))
+    if not scratch or not part:
+        PyMem_Free(scratch)
+        PyMem_Free(part)
+        raise MemoryError()
+    try:
+        with nogil:
+            lcx_attention_decode_f32(q, kc, vc, o, n_keys, n_heads, n_kv, head_dim, scratch, part, nth)
+    finally:
+        PyMem_Free(scratch)
+        PyMem_Free(part)
 
 
 def to_f32(SRC, str dtype, DST, size_t n):

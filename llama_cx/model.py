@@ -29,6 +29,7 @@ DEFAULT_CONTEXT = 4096
 # many tokens (matrix-matrix products), small enough that activations stay in cache.
 PREFILL_BLOCK = 128
 _ATT_QB = 16  # LCX_ATT_QB in csrc/lcx.h: attention score rows per thread
+_DEC_KC = 512  # LCX_DEC_KC in csrc/lcx.h: keys per part of a decode step's attention
 
 _MATRICES = ("attention.wq", "attention.wk", "attention.wv", "attention.wo",
              "feed_forward.w1", "feed_forward.w2", "feed_forward.w3")
@@ -166,7 +167,8 @@ def _state_bytes(cfg: ModelConfig, n_ctx: int, batch: int, n_threads: int) -> in
     act = batch * (cfg.dim + 2 * cfg.q_dim + 2 * cfg.hidden_dim + cfg.head_dim)
     private = n_threads * batch * cfg.dim  # each thread's normalised x, f32 and bf16
     kv = 2 * cfg.n_layers * n_ctx * cfg.kv_dim
-    return (4 * (act + private + kv + n_threads * _ATT_QB * n_ctx) + 2 * private + 2 * n_threads * widest
+    parts = -(-n_ctx // _DEC_KC) * cfg.n_heads * (cfg.head_dim + 1) + n_threads * cfg.q_dim  # decode attention
+    return (4 * (act + private + kv + n_threads * _ATT_QB * n_ctx + parts) + 2 * private + 2 * n_threads * widest
             + batch * (8 + 2 * widest))
 
 

@@ -133,12 +133,14 @@ def test_gil_is_released_during_the_forward_pass(model):
 def test_logits_do_not_depend_on_the_kernel_thread_count(tmp_path, bf16):
     """Threads split q/k rows in whole heads (and rotate their own heads), v/w1/w3/wo/w2 in 4-row blocks, the
     rows of a prompt's normalisation among them, and each normalises a single token privately: with more
-    threads than heads (3 q+k heads here, up to 7 threads) some threads own no head at all. Every split must
-    give the 1-thread logits."""
+    threads than heads (3 q+k heads here, up to 7 threads) some threads own no head at all. A decode step's
+    attention is cut in parts of 512 keys that any thread may take (3 parts at the end here). Every split
+    must give the 1-thread logits."""
     if bf16 and not _kernels.avx512bf16_supported():
         pytest.skip("no AVX512-BF16 on this CPU")
     d = tmp_path / "m"
-    write_checkpoint(d, params=dict(PARAMS, n_heads=2, n_kv_heads=1, dim=192), dtype="bf16", seed=5)
+    write_checkpoint(d, params=dict(PARAMS, n_heads=2, n_kv_heads=1, dim=192, max_seq_len=2048), dtype="bf16",
+                     seed=5)
     m = llama_cx.load(str(d))
     old, old_dp, old_dd = llama_cx.get_num_threads(), llama_cx.get_bf16_prefill(), llama_cx.get_bf16_decode()
     runs = {}
@@ -147,9 +149,11 @@ def test_logits_do_not_depend_on_the_kernel_thread_count(tmp_path, bf16):
         llama_cx.set_bf16_decode(bf16)
         for nt in (1, 2, 3, 7):
             llama_cx.set_num_threads(nt)
-            ctx = m.new_context(128)
+            ctx = m.new_context(1100)
             prompt = bytes(ctx.forward(list(range(3, 60)), all_logits=True))
-            runs[nt] = prompt, [bytes(ctx.forward([t])) for t in (5, 77, 300)]
+            steps = [bytes(ctx.forward([t])) for t in (5, 77, 300)]
+            ctx.forward([(7 * i) % 500 for i in range(1000)])
+            runs[nt] = prompt, steps + [bytes(ctx.forward([t])) for t in (9, 400)]
     finally:
         llama_cx.set_num_threads(old)
         llama_cx.set_bf16_prefill(old_dp)

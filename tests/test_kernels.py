@@ -163,6 +163,26 @@ def test_attention_causal_gqa(path, t, pos0, n_heads, n_kv, hd):
     np.testing.assert_allclose(out, ref.reshape(t, -1), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("n_keys,n_heads,n_kv,hd", [(1, 1, 1, 2), (9, 4, 2, 16), (600, 6, 2, 10), (1100, 34, 1, 8),
+                                                  (513, 8, 8, 64), (1500, 4, 1, 80), (1025, 2, 1, 128)])
+def test_attention_decode_in_parts(path, n_keys, n_heads, n_kv, hd):
+    """A decode step: parts of 512 keys, up to 16 query heads of a kv head at once, merged by log-sum-exp."""
+    q = RNG.standard_normal(n_heads * hd).astype(np.float32)
+    kc = (RNG.standard_normal((n_keys, n_kv * hd)) * 2).astype(np.float32)
+    vc = RNG.standard_normal((n_keys, n_kv * hd)).astype(np.float32)
+    out = nan(n_heads * hd)
+    K.attention_decode(q, kc, vc, out, n_keys, n_heads, n_kv, hd)
+    q3, k3, v3 = (a.astype(np.float64) for a in (q.reshape(n_heads, hd), kc.reshape(n_keys, n_kv, hd),
+                                                vc.reshape(n_keys, n_kv, hd)))
+    ref = np.zeros((n_heads, hd))
+    for h in range(n_heads):
+        g = h // (n_heads // n_kv)
+        s = k3[:, g] @ q3[h] / math.sqrt(hd)
+        p = np.exp(s - s.max())
+        ref[h] = (p / p.sum()) @ v3[:, g]
+    np.testing.assert_allclose(out, ref.reshape(-1), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("dtype", ["bf16", "f16", "f32"])
 def test_to_f32(dtype):
     x = np.concatenate([RNG.standard_normal(37) * 100, [0.0, -0.0, np.inf, -np.inf, 6e-8, 1e-40]]).astype(np.float32)

@@ -92,3 +92,21 @@ def test_scaled_rope_past_8192_matches_meta(tmp_path, llama_models_root):
     ref = meta_reference(llama_models_root, params, sd, max_seq_len=n)
     ref_logits = reference_logits(ref, ids)[-8:]
     _check_close(ours, ref_logits)
+
+
+def test_decode_past_many_key_parts_matches_meta(tmp_path, llama_models_root):
+    """A decode step's attention runs in parts of LCX_DEC_KC (512) keys, each for up to 16 of the query heads
+    that share a kv head, merged by their log-sum-exp: 34 query heads on one kv head (3 head blocks) and
+    positions past 1024 keys (3 parts), against Meta's logits and our own one-shot prompt at those positions."""
+    path, params, sd = _make(tmp_path, "parts", tied=False, dim=272, n_heads=34, n_kv_heads=1, n_layers=2)
+    model = llama_cx.load(path)
+    rng = np.random.default_rng(3)
+    ids = [int(i) for i in rng.integers(0, params["vocab_size"], 1060)]
+    n0 = 1030
+    ctx = model.new_context(n_ctx=len(ids))
+    ctx.forward(ids[:n0])
+    steps = np.stack([np.asarray(ctx.forward([t])) for t in ids[n0:]])
+    ref = meta_reference(llama_models_root, params, sd, max_seq_len=len(ids))
+    _check_close(steps, reference_logits(ref, ids)[n0:])
+    one_shot = np.asarray(model.logits(ids))[n0:]
+    np.testing.assert_allclose(steps, one_shot, rtol=0, atol=1e-5 * one_shot.std())
