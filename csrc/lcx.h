@@ -162,7 +162,9 @@ typedef struct {
     int64_t n_ctx, max_batch, n_scratch_threads;
     float *x, *q, *att, *hb, *hb2;        /* (B, dim) (B, q_dim) (B, q_dim) (B, hidden) (B, hidden) */
     float *xb;                            /* (n_scratch_threads, B, dim) each thread's normalised x */
-    float *k_cache, *v_cache;             /* (n_layers, n_ctx, kv_dim) */
+    float *k_cache, *v_cache;             /* (n_layers, n_ctx, kv_dim) each, one allocation (v_cache = k_cache + kv_floats) */
+    size_t kv_floats;                     /* floats in each of them */
+    int kv_mapped;                        /* 1: its own mapping (huge-page hint), 0: calloc */
     float *scratch;                       /* (n_scratch_threads, n_ctx) attention scores */
     float *part;                          /* (n_ctx / LCX_DEC_KC rounded up, n_heads, hd + 1) decode attention parts */
     float *att1;                          /* (n_scratch_threads, q_dim) each thread's merged decode attention */

@@ -13,7 +13,10 @@
  *   Before, one item per query head (9 on 2 threads: 5 against 4), each reading K and V itself, and at
  *   position 3800 attention took more time than the weights. SmolLM2 decode, 2 threads, alternating
  *   builds: position 3800 27.5-33.6 -> 42.1-47.6 tok/s, 2000 34.8-51.8 -> 57.3-58.4, 1000 65.0-68.9 ->
- *   77.7-78.7, position 16 unchanged (within the noise, 1B shape too).
+ *   77.7-78.7, position 16 unchanged (within the noise, 1B shape too). The KV caches on transparent huge
+ *   pages (lcx_alloc_kv) then gave 1.1-1.2x more at positions 2000-3800 (alternating builds). What is left
+ *   is not bandwidth: one core runs QK and P @ V at ~8 GB/s of K and V (a harness of the 30 layers' step
+ *   at position 3800: 21.6 ms, 1 thread), and prefetching V to L2 while QK runs did not change that.
  */
 #include <math.h>
 #include <stdlib.h>
