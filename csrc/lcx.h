@@ -84,8 +84,16 @@ int lcx_omp_max_threads(void);
 /* The *_part functions do thread tid's share of an op (of nth threads) inside a parallel region the
  * caller owns; the plain names open their own region. */
 void lcx_split(size_t n, size_t align, int tid, int nth, size_t *lo, size_t *hi);
-void lcx_linear_rows(const void *W, int wtype, const float *X, size_t ldx, float *Y, size_t ldy, size_t r0,
+/* rows [r0, r1) of a product; Yr0 is where row r0's output for token 0 goes (Y + r0 for a plain Y) */
+void lcx_linear_rows(const void *W, int wtype, const float *X, size_t ldx, float *Yr0, size_t ldy, size_t r0,
                      size_t r1, size_t n, size_t t, int beta);
+/* Where the cached key / value of position j for kv head g lives: k / v + g * head_stride + j * row_stride
+ * (hd floats each). The model's caches are head-major (head_stride = n_ctx * hd, row_stride = hd): a head's
+ * rows are contiguous, which one core reads ~2x faster than the same rows 3 heads apart. */
+typedef struct {
+    const float *k, *v;
+    size_t head_stride, row_stride;
+} lcx_kv_view;
 void lcx_rmsnorm_part(const float *x, const float *w, float *out, size_t t, size_t n, float eps, int tid, int nth);
 /* RoPE on heads [h0, h1) of t rows of x (t, ldx) (see lcx_rope_f32) */
 void lcx_rope_heads(float *x, size_t ldx, size_t t, size_t h0, size_t h1, size_t head_dim, const float *cos_t,
@@ -93,7 +101,7 @@ void lcx_rope_heads(float *x, size_t ldx, size_t t, size_t h0, size_t h1, size_t
 void lcx_swiglu_part(float *a, const float *b, size_t n);
 /* thread tid's share of lcx_attention_f32; with outh (t, n_heads*hd) non-NULL (bf16 activations on) it also
  * writes the bf16 rounding of the rows it computed there */
-void lcx_attention_part(const float *q, const float *kc, const float *vc, float *out, uint16_t *outh, size_t t,
+void lcx_attention_part(const float *q, const lcx_kv_view *kv, float *out, uint16_t *outh, size_t t,
                         size_t pos0, size_t n_heads, size_t n_kv, size_t hd, float *scores, int tid, int nth);
 /* One query's attention (decode) in parts: work items (kv head, up to LCX_ATT_QB of its query heads, up to
  * LCX_DEC_KC keys) dealt round robin, so threads share the keys even with fewer kv heads than threads, and
@@ -102,7 +110,7 @@ void lcx_attention_part(const float *q, const float *kc, const float *vc, float 
  * (n_keys / LCX_DEC_KC parts, rounded up). lcx_attention_merge then weighs the parts into out (n_heads *
  * hd,), in a fixed order: the result does not depend on the thread count. */
 #define LCX_DEC_KC 512
-void lcx_attention_decode_part(const float *q, const float *kc, const float *vc, size_t n_keys, size_t n_heads,
+void lcx_attention_decode_part(const float *q, const lcx_kv_view *kv, size_t n_keys, size_t n_heads,
                                size_t n_kv, size_t hd, float *S, float *part, int tid, int nth);
 void lcx_attention_merge(const float *part, size_t n_keys, size_t n_heads, size_t hd, float *out);
 /* both, in a parallel region of its own: one query q (n_heads * hd,) over n_keys rows of the caches; scratch
@@ -162,7 +170,7 @@ typedef struct {
     int64_t n_ctx, max_batch, n_scratch_threads;
     float *x, *q, *att, *hb, *hb2;        /* (B, dim) (B, q_dim) (B, q_dim) (B, hidden) (B, hidden) */
     float *xb;                            /* (n_scratch_threads, B, dim) each thread's normalised x */
-    float *k_cache, *v_cache;             /* (n_layers, n_ctx, kv_dim) each, one allocation (v_cache = k_cache + kv_floats) */
+    float *k_cache, *v_cache;             /* (n_layers, n_kv, n_ctx, hd) each: head-major; v_cache = k_cache + kv_floats */
     size_t kv_floats;                     /* floats in each of them */
     int kv_mapped;                        /* 1: its own mapping (huge-page hint), 0: calloc */
     float *scratch;                       /* (n_scratch_threads, n_ctx) attention scores */

@@ -94,7 +94,8 @@ void lcx_state_free(lcx_state *s) {
     if (!s) return;
     free(s->x); free(s->xb); free(s->q); free(s->att); free(s->hb); free(s->hb2);
     lcx_free_kv(s->k_cache, 2 * s->kv_floats, s->kv_mapped); /* v_cache is its second half */
-    free(s->scratch); free(s->part); free(s->att1); free(s->pos); free(s->rope_cos); free(s->rope_sin); free(s->xh); free(s->xbh); free(s->xh1);
+    free(s->scratch); free(s->part); free(s->att1); free(s->pos); free(s->rope_cos); free(s->rope_sin);
+    free(s->xh); free(s->xbh); free(s->xh1);
     free(s);
 }
 
@@ -116,7 +117,8 @@ lcx_state *lcx_state_new(const lcx_model *m, int64_t n_ctx, int64_t B, int64_t n
     s->k_cache = lcx_alloc_kv(2 * kv, &s->kv_mapped); /* K, then V */
     s->v_cache = s->k_cache ? s->k_cache + kv : NULL;
     s->scratch = lcx_alloc_f32((size_t)n_threads * LCX_ATT_QB * (size_t)n_ctx);
-    s->part = lcx_alloc_f32(((size_t)n_ctx + LCX_DEC_KC - 1) / LCX_DEC_KC * (size_t)m->n_heads * ((size_t)m->head_dim + 1));
+    size_t n_parts = ((size_t)n_ctx + LCX_DEC_KC - 1) / LCX_DEC_KC;
+    s->part = lcx_alloc_f32(n_parts * (size_t)m->n_heads * ((size_t)m->head_dim + 1));
     s->att1 = lcx_alloc_f32((size_t)n_threads * (size_t)lcx_q_dim(m));
     s->pos = (int64_t *)calloc((size_t)B, sizeof(int64_t));
     s->rope_cos = lcx_alloc_f32((size_t)B * (m->head_dim / 2));
@@ -140,14 +142,35 @@ void lcx_row_to_f32(const lcx_mat *table, int64_t cols, int64_t row, float *dst)
         memcpy(dst, (const float *)table->data + (size_t)row * cols, (size_t)cols * sizeof(float));
 }
 
-/* Rows [r0, r1) of Y (t, ldy) (+)= A (t, n) @ Wᵀ. With bf16 activations on, A was already rounded into `ah`
- * (t, n) bf16 by lcx_round_part and the AVX512-BF16 kernel runs; otherwise the f32 kernels. */
+/* Rows [r0, r1) of the product A (t, n) @ Wᵀ (+)= into Yr0, where row r0's output for token 0 goes (rows
+ * follow at +1, tokens at +ldy). With bf16 activations on, A was already rounded into `ah` (t, n) bf16 and
+ * the AVX512-BF16 kernel runs; otherwise the f32 kernels. */
+static void lcx_product_to(const lcx_mat *W, const float *A, const uint16_t *ah, float *Yr0, size_t ldy, size_t r0,
+                           size_t r1, size_t n, size_t t, int beta) {
+    if (ah && W->dtype == LCX_BF16) {
+        if (r0 < r1) lcx_gemm_bf16bf16((const uint16_t *)W->data + r0 * n, n, ah, n, Yr0, ldy, r1 - r0, t, n, beta);
+    } else {
+        lcx_linear_rows(W->data, W->dtype, A, n, Yr0, ldy, r0, r1, n, t, beta);
+    }
+}
+
+/* rows [r0, r1) of Y (t, ldy) (+)= A @ Wᵀ */
 static void lcx_product(const lcx_mat *W, const float *A, const uint16_t *ah, float *Y, size_t ldy, size_t r0,
                         size_t r1, size_t n, size_t t, int beta) {
-    if (ah && W->dtype == LCX_BF16) {
-        if (r0 < r1) lcx_gemm_bf16bf16((const uint16_t *)W->data + r0 * n, n, ah, n, Y + r0, ldy, r1 - r0, t, n, beta);
-    } else {
-        lcx_linear_rows(W->data, W->dtype, A, n, Y, ldy, r0, r1, n, t, beta);
+    lcx_product_to(W, A, ah, Y + r0, ldy, r0, r1, n, t, beta);
+}
+
+/* Rows [r0, r1) of wk or wv (kv_dim rows: n_kv heads of hd) into the head-major cache of one layer,
+ * (n_kv, n_ctx, hd): head g's rows for positions pos0.. at cache + (g * n_ctx + pos0) * hd. With rope,
+ * [r0, r1) are whole heads and each is rotated once written. */
+static void lcx_product_kv(const lcx_mat *W, const float *A, const uint16_t *ah, float *cache, size_t n_ctx,
+                           size_t pos0, size_t hd, size_t r0, size_t r1, size_t n, size_t t, const float *cos_t,
+                           const float *sin_t) {
+    for (size_t g = r0 / hd; g * hd < r1; g++) {
+        size_t lo = g * hd > r0 ? g * hd : r0, hi = (g + 1) * hd < r1 ? (g + 1) * hd : r1;
+        float *head = cache + (g * n_ctx + pos0) * hd; /* (t, hd) */
+        lcx_product_to(W, A, ah, head + (lo - g * hd), hd, lo, hi, n, t, 0);
+        if (cos_t) lcx_rope_heads(head, hd, t, 0, 1, hd, cos_t, sin_t);
     }
 }
 
@@ -258,26 +281,26 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
 
         for (int64_t l = 0; l < m->n_layers; l++) {
             const lcx_layer *L = &m->layers[l];
-            float *kc = s->k_cache + (size_t)l * (size_t)s->n_ctx * kv_dim; /* (n_ctx, kv_dim) */
+            float *kc = s->k_cache + (size_t)l * (size_t)s->n_ctx * kv_dim; /* (n_kv, n_ctx, hd): head-major */
             float *vc = s->v_cache + (size_t)l * (size_t)s->n_ctx * kv_dim;
-            float *k_new = kc + (size_t)pos0 * kv_dim, *v_new = vc + (size_t)pos0 * kv_dim; /* (t, kv_dim) */
+            const lcx_kv_view kv = {kc, vc, (size_t)s->n_ctx * hd, hd};
 
             /* attention block: xb = norm(x); q, k, v = xb @ wq/wk/wv ᵀ; rope; attend; x += att @ woᵀ */
             const uint16_t *ah = lcx_norm_input(x, L->attn_norm, xb, xbh, T, dim, eps, dp, shared_norm, tid, nth);
             lcx_product(&L->wq, xb, ah, q, q_dim, qh0 * hd, qh1 * hd, dim, T, 0);
-            lcx_product(&L->wk, xb, ah, k_new, kv_dim, kh0 * hd, kh1 * hd, dim, T, 0);
-            lcx_product(&L->wv, xb, ah, v_new, kv_dim, b0, b1, dim, T, 0);
             lcx_rope_heads(q, q_dim, T, qh0, qh1, hd, s->rope_cos, s->rope_sin);
-            lcx_rope_heads(k_new, kv_dim, T, kh0, kh1, hd, s->rope_cos, s->rope_sin);
+            lcx_product_kv(&L->wk, xb, ah, kc, (size_t)s->n_ctx, (size_t)pos0, hd, kh0 * hd, kh1 * hd, dim, T,
+                           s->rope_cos, s->rope_sin);
+            lcx_product_kv(&L->wv, xb, ah, vc, (size_t)s->n_ctx, (size_t)pos0, hd, b0, b1, dim, T, NULL, NULL);
 #pragma omp barrier
             const float *a = att; /* (t, q_dim) attention output: shared, or this thread's merge of the parts */
             if (T == 1) {
-                lcx_attention_decode_part(q, kc, vc, (size_t)pos0 + 1, n_heads, n_kv, hd, scores, s->part, tid, nth);
+                lcx_attention_decode_part(q, &kv, (size_t)pos0 + 1, n_heads, n_kv, hd, scores, s->part, tid, nth);
 #pragma omp barrier
                 lcx_attention_merge(s->part, (size_t)pos0 + 1, n_heads, hd, att1);
                 a = att1;
             } else {
-                lcx_attention_part(q, kc, vc, att, xh, T, (size_t)pos0, n_heads, n_kv, hd, scores, tid, nth);
+                lcx_attention_part(q, &kv, att, xh, T, (size_t)pos0, n_heads, n_kv, hd, scores, tid, nth);
 #pragma omp barrier
             }
             ah = lcx_input_bf16(a, xh, xh1, T, q_dim, dp);

@@ -239,13 +239,15 @@ static void lcx_pv_f32_avx512(const float *P, size_t ldp, size_t rows, const flo
             m[v] = c0 >= hd ? 0 : hd - c0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (hd - c0)) - 1u);
         }
         size_t r = 0;
-        for (; r + 4 <= rows; r += 4) pv_tile(P + r * ldp, ldp, V + c, ldv, n + (causal ? r : 0), causal, m, out + r * ldo + c, ldo, 4);
+#define LCX_PV(R) pv_tile(P + r * ldp, ldp, V + c, ldv, n + (causal ? r : 0), causal, m, out + r * ldo + c, ldo, R)
+        for (; r + 4 <= rows; r += 4) LCX_PV(4);
         switch (rows - r) {
-        case 3: pv_tile(P + r * ldp, ldp, V + c, ldv, n + (causal ? r : 0), causal, m, out + r * ldo + c, ldo, 3); break;
-        case 2: pv_tile(P + r * ldp, ldp, V + c, ldv, n + (causal ? r : 0), causal, m, out + r * ldo + c, ldo, 2); break;
-        case 1: pv_tile(P + r * ldp, ldp, V + c, ldv, n + (causal ? r : 0), causal, m, out + r * ldo + c, ldo, 1); break;
+        case 3: LCX_PV(3); break;
+        case 2: LCX_PV(2); break;
+        case 1: LCX_PV(1); break;
         default: break;
         }
+#undef LCX_PV
     }
 }
 

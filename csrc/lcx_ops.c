@@ -14,9 +14,11 @@
  *   position 3800 attention took more time than the weights. SmolLM2 decode, 2 threads, alternating
  *   builds: position 3800 27.5-33.6 -> 42.1-47.6 tok/s, 2000 34.8-51.8 -> 57.3-58.4, 1000 65.0-68.9 ->
  *   77.7-78.7, position 16 unchanged (within the noise, 1B shape too). The KV caches on transparent huge
- *   pages (lcx_alloc_kv) then gave 1.1-1.2x more at positions 2000-3800 (alternating builds). What is left
- *   is not bandwidth: one core runs QK and P @ V at ~8 GB/s of K and V (a harness of the 30 layers' step
- *   at position 3800: 21.6 ms, 1 thread), and prefetching V to L2 while QK runs did not change that.
+ *   pages (lcx_alloc_kv) then gave 1.1-1.2x more at positions 2000-3800 (alternating builds). What was left
+ *   was the layout: one core read a kv head's rows 3 heads apart (768-byte rows, 256 bytes used) at ~7 GB/s
+ *   and the same bytes contiguous at ~15 (harness, 1 thread; prefetching V to L2 during QK changed
+ *   nothing). The caches are now head-major (lcx_kv_view): SmolLM2 decode at positions 1000-3800 another
+ *   1.1-1.5x (alternating builds), prompts unchanged.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -51,7 +53,7 @@ void lcx_split(size_t n, size_t align, int tid, int nth, size_t *lo, size_t *hi)
     if (*lo > n) *lo = n;
 }
 
-void lcx_linear_rows(const void *W, int wtype, const float *X, size_t ldx, float *Y, size_t ldy, size_t r0,
+void lcx_linear_rows(const void *W, int wtype, const float *X, size_t ldx, float *Yr0, size_t ldy, size_t r0,
                      size_t r1, size_t n, size_t t, int beta) {
     if (r0 >= r1) return;
     const lcx_kernels *k = lcx_active();
@@ -60,9 +62,9 @@ void lcx_linear_rows(const void *W, int wtype, const float *X, size_t ldx, float
         size_t cn = n - c0 < kc ? n - c0 : kc;
         int b = c0 == 0 ? beta : 1;
         if (wtype == LCX_BF16)
-            k->gemm_bf16((const uint16_t *)W + r0 * n + c0, n, X + c0, ldx, Y + r0, ldy, r1 - r0, t, cn, b);
+            k->gemm_bf16((const uint16_t *)W + r0 * n + c0, n, X + c0, ldx, Yr0, ldy, r1 - r0, t, cn, b);
         else
-            k->gemm_f32((const float *)W + r0 * n + c0, n, X + c0, ldx, Y + r0, ldy, r1 - r0, t, cn, b);
+            k->gemm_f32((const float *)W + r0 * n + c0, n, X + c0, ldx, Yr0, ldy, r1 - r0, t, cn, b);
     }
 }
 
@@ -73,7 +75,7 @@ void lcx_linear(const void *W, int wtype, const float *X, size_t ldx, float *Y, 
     {
         size_t r0, r1;
         lcx_split(d, 4, LCX_THREAD_NUM(), LCX_NUM_THREADS(), &r0, &r1);
-        lcx_linear_rows(W, wtype, X, ldx, Y, ldy, r0, r1, n, t, beta);
+        lcx_linear_rows(W, wtype, X, ldx, Y + r0, ldy, r0, r1, n, t, beta);
     }
 }
 
@@ -149,29 +151,29 @@ void lcx_softmax_f32(float *x, size_t n) { (void)lcx_active()->softmax_f32(x, n,
  * more keys). Per item: scores S (nq, n_keys) = Q_blk @ K[0:n_keys]ᵀ as one matrix product (the gemm
  * tile kernel), causal mask by row length, softmax per row, out rows = S @ V as one causal product (the
  * pv kernel: each row of V it loads serves several queries). */
-void lcx_attention_part(const float *q, const float *kc, const float *vc, float *out, uint16_t *outh, size_t t,
+void lcx_attention_part(const float *q, const lcx_kv_view *kv, float *out, uint16_t *outh, size_t t,
                         size_t pos0, size_t n_heads, size_t n_kv, size_t hd, float *S, int tid, int nth) {
     const lcx_kernels *k = lcx_active();
-    size_t n_rep = n_heads / n_kv, q_dim = n_heads * hd, kv_dim = n_kv * hd;
+    size_t n_rep = n_heads / n_kv, q_dim = n_heads * hd, ld = kv->row_stride;
     size_t n_blocks = (t + LCX_ATT_QB - 1) / LCX_ATT_QB;
     const float scale = 1.0f / sqrtf((float)hd);
     for (size_t idx = (size_t)tid; idx < n_heads * n_blocks; idx += (size_t)nth) {
         size_t h = idx % n_heads, i0 = (idx / n_heads) * LCX_ATT_QB;
         size_t nq = t - i0 < LCX_ATT_QB ? t - i0 : LCX_ATT_QB;
         size_t n_keys = pos0 + i0 + nq; /* the block's last query sees keys 0 .. pos0 + i0 + nq - 1 */
-        const float *kh = kc + (h / n_rep) * hd, *vh = vc + (h / n_rep) * hd;
-        k->gemm_f32(kh, kv_dim, q + i0 * q_dim + h * hd, q_dim, S, n_keys, n_keys, nq, hd, 0); /* S (nq, n_keys) */
+        const float *kh = kv->k + (h / n_rep) * kv->head_stride, *vh = kv->v + (h / n_rep) * kv->head_stride;
+        k->gemm_f32(kh, ld, q + i0 * q_dim + h * hd, q_dim, S, n_keys, n_keys, nq, hd, 0); /* S (nq, n_keys) */
         for (size_t i = 0; i < nq; i++) k->softmax_f32(S + i * n_keys, pos0 + i0 + i + 1, scale); /* causal */
-        k->pv_f32(S, n_keys, nq, vh, kv_dim, pos0 + i0 + 1, 1, hd, out + i0 * q_dim + h * hd, q_dim);
+        k->pv_f32(S, n_keys, nq, vh, ld, pos0 + i0 + 1, 1, hd, out + i0 * q_dim + h * hd, q_dim);
         for (size_t i = 0; outh && i < nq; i++) /* the bf16 copy for the next product, while the rows are hot */
             lcx_round_bf16(out + (i0 + i) * q_dim + h * hd, outh + (i0 + i) * q_dim + h * hd, hd);
     }
 }
 
-void lcx_attention_decode_part(const float *q, const float *kc, const float *vc, size_t n_keys, size_t n_heads,
+void lcx_attention_decode_part(const float *q, const lcx_kv_view *kv, size_t n_keys, size_t n_heads,
                                size_t n_kv, size_t hd, float *S, float *part, int tid, int nth) {
     const lcx_kernels *k = lcx_active();
-    const size_t n_rep = n_heads / n_kv, kv_dim = n_kv * hd, n_sub = (n_rep + LCX_ATT_QB - 1) / LCX_ATT_QB;
+    const size_t n_rep = n_heads / n_kv, ld = kv->row_stride, n_sub = (n_rep + LCX_ATT_QB - 1) / LCX_ATT_QB;
     const size_t n_parts = (n_keys + LCX_DEC_KC - 1) / LCX_DEC_KC;
     const float scale = 1.0f / sqrtf((float)hd);
     for (size_t idx = (size_t)tid; idx < n_kv * n_sub * n_parts; idx += (size_t)nth) {
@@ -180,9 +182,9 @@ void lcx_attention_decode_part(const float *q, const float *kc, const float *vc,
         size_t k0 = c * LCX_DEC_KC, len = n_keys - k0 < LCX_DEC_KC ? n_keys - k0 : LCX_DEC_KC;
         float *o = part + (c * n_heads + h0) * (hd + 1); /* (nr, hd + 1): weighted values, then the lse */
         /* S (nr, len) = the group's query heads (consecutive in q) @ K[k0 : k0 + len]ᵀ */
-        k->gemm_f32(kc + k0 * kv_dim + g * hd, kv_dim, q + h0 * hd, hd, S, len, len, nr, hd, 0);
+        k->gemm_f32(kv->k + g * kv->head_stride + k0 * ld, ld, q + h0 * hd, hd, S, len, len, nr, hd, 0);
         for (size_t r = 0; r < nr; r++) o[r * (hd + 1) + hd] = k->softmax_f32(S + r * len, len, scale);
-        k->pv_f32(S, len, nr, vc + k0 * kv_dim + g * hd, kv_dim, len, 0, hd, o, hd + 1);
+        k->pv_f32(S, len, nr, kv->v + g * kv->head_stride + k0 * ld, ld, len, 0, hd, o, hd + 1);
     }
 }
 
@@ -214,10 +216,11 @@ void lcx_attention_decode_f32(const float *q, const float *kc, const float *vc, 
                               size_t n_heads, size_t n_kv, size_t hd, float *scratch, float *part, int n_scratch) {
     int nt = lcx_threads_for(n_heads * n_keys * hd * 2);
     if (nt > n_scratch) nt = n_scratch;
+    const lcx_kv_view kv = {kc, vc, hd, n_kv * hd}; /* row-major (n_keys, n_kv * hd) caches */
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int tid = LCX_THREAD_NUM();
-        lcx_attention_decode_part(q, kc, vc, n_keys, n_heads, n_kv, hd, scratch + (size_t)tid * LCX_ATT_QB * LCX_DEC_KC,
+        lcx_attention_decode_part(q, &kv, n_keys, n_heads, n_kv, hd, scratch + (size_t)tid * LCX_ATT_QB * LCX_DEC_KC,
                                   part, tid, LCX_NUM_THREADS());
     }
     lcx_attention_merge(part, n_keys, n_heads, hd, out);
@@ -228,10 +231,11 @@ void lcx_attention_f32(const float *q, const float *kc, const float *vc, float *
                        int n_scratch) {
     int nt = lcx_threads_for(n_heads * t * (pos0 + t) * hd * 2);
     if (nt > n_scratch) nt = n_scratch;
+    const lcx_kv_view kv = {kc, vc, hd, n_kv * hd}; /* row-major (pos0 + t, n_kv * hd) caches */
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int tid = LCX_THREAD_NUM();
-        lcx_attention_part(q, kc, vc, out, NULL, t, pos0, n_heads, n_kv, hd, scratch + (size_t)tid * scratch_stride,
+        lcx_attention_part(q, &kv, out, NULL, t, pos0, n_heads, n_kv, hd, scratch + (size_t)tid * scratch_stride,
                            tid, LCX_NUM_THREADS());
     }
 }
