@@ -28,37 +28,22 @@ def _prompt(n: int):
 
 
 def _measure(engine: str, path: str, threads: int, positions: list, n_ctx: int) -> dict:
-    """Runs in the child process: {position: decode tok/s}."""
+    """Runs in the child process: {position: decode tok/s}, through the benchmark workers' engines."""
     if engine == "llama_cx":
-        M.import_llama_cx()
-        import llama_cx
+        from .worker import LlamaCxEngine
 
-        llama_cx.set_num_threads(threads)
-        ctx = llama_cx.load(path).new_context(n_ctx)
-
-        def fill(ids):
-            ctx.rewind(0)
-            ctx.forward(ids)
-
-        def step(tok):
-            ctx.forward([tok])
+        eng = LlamaCxEngine(path, threads, n_ctx)
     else:
-        from llama_cpp import Llama
+        from .peers_llamacpp import LlamaCpp
 
-        llm = Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, n_batch=512, verbose=False)
-
-        def fill(ids):
-            llm.reset()
-            llm.eval(ids)
-
-        def step(tok):
-            llm.eval([tok])
+        eng = LlamaCpp(path, threads, n_ctx)
     out = {}
     for p in positions:
-        fill(_prompt(p))
+        eng.reset()
+        eng.forward(_prompt(p))
         t0 = time.perf_counter()
         for i in range(STEPS):
-            step(i + 5)
+            eng.forward([i + 5])
         out[str(p)] = STEPS / (time.perf_counter() - t0)
     return out
 

@@ -215,8 +215,7 @@ static const uint16_t *lcx_norm_input(const float *x, const float *w, float *xn,
  * matrix, heads of attention), and meets the others at a barrier only where a step needs all of the
  * previous one: 5 per layer for one token. No barrier is needed
  *   - before a product with a normalised input, for one token: each thread normalises x into its own xb
- *     (a prompt block is normalised once, rows split, at the price of a barrier: 7 per layer, 9 with bf16
- *     activations);
+ *     (a prompt block is normalised once, rows split, at the price of a barrier: 7 per layer);
  *   - before RoPE: q and k rows are split between threads in whole heads, so a thread rotates the heads
  *     it has just computed;
  *   - before SwiGLU: a thread gates exactly the rows of w1/w3 it computed.

@@ -153,13 +153,7 @@ static void lcx_pv_f32_avx2(const float *P, size_t ldp, size_t rows, const float
         __m256i m0 = first_lanes(left >= 8 ? 8 : left), m1 = first_lanes(left >= 16 ? 8 : left > 8 ? left - 8 : 0);
         size_t r = 0;
 #define LCX_PV(R) pv_tile(P + r * ldp, ldp, V + c, ldv, n + (causal ? r : 0), causal, m0, m1, out + r * ldo + c, ldo, R)
-        for (; r + 4 <= rows; r += 4) LCX_PV(4);
-        switch (rows - r) {
-        case 3: LCX_PV(3); break;
-        case 2: LCX_PV(2); break;
-        case 1: LCX_PV(1); break;
-        default: break;
-        }
+        LCX_BY_4(r, rows, LCX_PV);
 #undef LCX_PV
     }
 }

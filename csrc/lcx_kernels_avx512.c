@@ -240,13 +240,7 @@ static void lcx_pv_f32_avx512(const float *P, size_t ldp, size_t rows, const flo
         }
         size_t r = 0;
 #define LCX_PV(R) pv_tile(P + r * ldp, ldp, V + c, ldv, n + (causal ? r : 0), causal, m, out + r * ldo + c, ldo, R)
-        for (; r + 4 <= rows; r += 4) LCX_PV(4);
-        switch (rows - r) {
-        case 3: LCX_PV(3); break;
-        case 2: LCX_PV(2); break;
-        case 1: LCX_PV(1); break;
-        default: break;
-        }
+        LCX_BY_4(r, rows, LCX_PV);
 #undef LCX_PV
     }
 }

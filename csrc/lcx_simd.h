@@ -21,6 +21,20 @@ static inline uint16_t lcx_f32_to_bf16_scalar(float f) {
     return (uint16_t)(u >> 16);
 }
 
+/* CALL(4) for each group of 4 from i while 4 are left, then one CALL(3), CALL(2) or CALL(1) for the rest,
+ * advancing i: every call gets a compile-time count, so the register tile it expands to unrolls. */
+#define LCX_BY_4(i, n, CALL)                                                                                \
+    do {                                                                                                    \
+        for (; (i) + 4 <= (n); (i) += 4) CALL(4);                                                           \
+        switch ((n) - (i)) {                                                                                \
+        case 3: CALL(3); break;                                                                             \
+        case 2: CALL(2); break;                                                                             \
+        case 1: CALL(1); break;                                                                             \
+        default: break;                                                                                     \
+        }                                                                                                   \
+        (i) = (n);                                                                                          \
+    } while (0)
+
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
 #define LCX_X86 1
 #else
