@@ -67,33 +67,35 @@ static inline float wval_f32(const float *p) { return *p; }
 LCX_DEFINE_TILE(tile_bf16, uint16_t, load_bf16x8, wval_bf16)
 LCX_DEFINE_TILE(tile_f32, float, _mm256_loadu_ps, wval_f32)
 
-/* Decode (t = 1): one contiguous row at a time with 4 accumulators (see the AVX-512 file's notes). */
-#define LCX_DEFINE_ROWDOT(NAME, WT, LOADW, WVAL)                                                             \
-    static inline float NAME(const WT *w, const float *x, size_t n) {                                       \
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                                         \
+/* Decode (t = 1): rows dealt by LCX_MATVEC_BODY (S rows a quarter apart, one load of x for S rows; see the
+ * AVX-512 file's notes); per row 2 accumulators over 16 columns a step, then hsum8 and the scalar tail. */
+#define LCX_DEFINE_ROWDOTS(NAME, WT, LOADW, WVAL)                                                            \
+    static inline __attribute__((always_inline)) void NAME(const WT *w, size_t q, const float *x, size_t n,  \
+                                                           float *y, const int S) {                         \
+        __m256 a[4][2];                                                                                     \
+        for (int s = 0; s < S; s++) a[s][0] = a[s][1] = _mm256_setzero_ps();                                \
         size_t j = 0;                                                                                       \
-        for (; j + 32 <= n; j += 32) {                                                                      \
-            a0 = _mm256_fmadd_ps(LOADW(w + j), _mm256_loadu_ps(x + j), a0);                                 \
-            a1 = _mm256_fmadd_ps(LOADW(w + j + 8), _mm256_loadu_ps(x + j + 8), a1);                         \
-            a2 = _mm256_fmadd_ps(LOADW(w + j + 16), _mm256_loadu_ps(x + j + 16), a2);                       \
-            a3 = _mm256_fmadd_ps(LOADW(w + j + 24), _mm256_loadu_ps(x + j + 24), a3);                       \
+        for (; j + 16 <= n; j += 16) {                                                                      \
+            __m256 x0 = _mm256_loadu_ps(x + j), x1 = _mm256_loadu_ps(x + j + 8);                            \
+            for (int s = 0; s < S; s++) {                                                                   \
+                a[s][0] = _mm256_fmadd_ps(LOADW(w + s * q + j), x0, a[s][0]);                               \
+                a[s][1] = _mm256_fmadd_ps(LOADW(w + s * q + j + 8), x1, a[s][1]);                           \
+            }                                                                                               \
         }                                                                                                   \
-        for (; j + 8 <= n; j += 8) a0 = _mm256_fmadd_ps(LOADW(w + j), _mm256_loadu_ps(x + j), a0);          \
-        float s = hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));                       \
-        for (; j < n; j++) s += WVAL(w + j) * x[j];                                                         \
-        return s;                                                                                           \
+        for (int s = 0; s < S; s++) {                                                                       \
+            float v = hsum8(_mm256_add_ps(a[s][0], a[s][1]));                                               \
+            for (size_t k = j; k < n; k++) v += WVAL(w + s * q + k) * x[k];                                 \
+            y[s] = v;                                                                                       \
+        }                                                                                                   \
     }
-LCX_DEFINE_ROWDOT(rowdot_bf16, uint16_t, load_bf16x8, wval_bf16)
-LCX_DEFINE_ROWDOT(rowdot_f32, float, _mm256_loadu_ps, wval_f32)
+LCX_DEFINE_ROWDOTS(rowdots_bf16, uint16_t, load_bf16x8, wval_bf16)
+LCX_DEFINE_ROWDOTS(rowdots_f32, float, _mm256_loadu_ps, wval_f32)
 
-#define LCX_DEFINE_GEMM(NAME, WT, TILE, ROWDOT)                                                             \
+#define LCX_DEFINE_GEMM(NAME, WT, TILE, ROWDOTS)                                                            \
     static void NAME(const WT *W, size_t ldw, const float *X, size_t ldx, float *Y, size_t ldy, size_t rows, \
                      size_t t, size_t n, int beta) {                                                        \
         if (t == 1) {                                                                                       \
-            for (size_t r = 0; r < rows; r++) {                                                             \
-                float s = ROWDOT(W + r * ldw, X, n);                                                        \
-                Y[r] = beta ? Y[r] + s : s;                                                                 \
-            }                                                                                               \
+            LCX_MATVEC_BODY(ROWDOTS, W, ldw, X, Y, rows, n, beta);                                          \
             return;                                                                                         \
         }                                                                                                   \
         size_t r = 0;                                                                                       \
@@ -110,8 +112,8 @@ LCX_DEFINE_ROWDOT(rowdot_f32, float, _mm256_loadu_ps, wval_f32)
                 TILE(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, 1, 1, 0);           \
     }
 
-LCX_DEFINE_GEMM(lcx_gemm_bf16_avx2, uint16_t, tile_bf16, rowdot_bf16)
-LCX_DEFINE_GEMM(lcx_gemm_f32_avx2, float, tile_f32, rowdot_f32)
+LCX_DEFINE_GEMM(lcx_gemm_bf16_avx2, uint16_t, tile_bf16, rowdots_bf16)
+LCX_DEFINE_GEMM(lcx_gemm_f32_avx2, float, tile_f32, rowdots_f32)
 
 /* acc[r] += P[r][k] * V row k (16 columns from 2 ymm, masked by m0/m1) for the rows r0 <= r < R */
 static inline __attribute__((always_inline)) void pv_key(__m256 acc[4][2], const float *P, size_t ldp,

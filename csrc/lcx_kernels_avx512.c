@@ -26,24 +26,26 @@
  *   matrices) this took t = 8 from 47 to 76 GFLOP/s, t = 16 from 63 to 92, t = 64 from 90 to 103: a
  *   short prompt no longer waits on each group's first lines. (Prefetching the whole next group at once,
  *   72 lines at the group's start, gave nothing: the miss buffers fill and the core stalls.)
- * - decode (t = 1): one row at a time, 4 accumulators (see rowdot below): 4-row interleaving measured at
- *   11 GB/s on 49152 x 576 vs 20 GB/s for single rows (read probe: 22 GB/s, same run).
- * - tried for decode: software prefetch in the row. prefetcht0 or prefetchnta 0.5-8 KiB ahead: 5-30% slower.
- *   prefetcht1 (to L2) 1-4 KiB ahead: +5-15% in a matvec-chain harness (1B shapes), +3% on SmolLM2
- *   decode, but -1 to -4% on 1B decode (whole model, alternating runs). Dropped: no robust gain.
- * - One core reads ~25% below a plain read loop (u64 or zmm adds: ~24 GB/s vs ~17-19 for every rowdot
- *   variant, same mapping, same run). The likely cause (this VM has no performance counters to confirm
- *   it): the FP ops waiting on missing lines (widen, shift, FMA: ~6 per line) fill the FP scheduler long
- *   before an integer-add loop runs out of lines in flight. With 2 threads the gap is ~10-20%. Consistent
- *   with it: rowdot_dp below (bf16 activations, 1 FP op per 32 weights) streams 19.8 GB/s on one core.
- * - tried for decode: one 64-byte load per line of bf16 weights (pairs split by shift / and, x split to
- *   match with vpermt2ps; GCC needs an empty asm to not fold the load into both uses): +2-10% in a
- *   matvec-chain harness, but +1% / -2% (1 / 2 threads) on whole-model decode, 5 alternating runs each,
- *   within the noise. Dropped for the simpler widening loads.
- * - tried for decode: x split exactly into 3 bf16 terms (hi + mid + lo = x, f32-accurate: 4.8e-6 x std from
- *   the f32 path) and 3 vdpbf16ps per 32 weights: 0.78-0.88x the f32 path (SmolLM2 and 1B, 1 and 2 threads,
- *   alternating runs); the AVX2 kernels (ymm) for decode: 0.96-1.02x. Neither fewer FP ops nor narrower
- *   ones move decode: what limits one core is how many lines it has in flight, not its FP pipes.
+ * - decode (t = 1), the history: one row at a time with 4 accumulators streamed ~95% of the read bandwidth in
+ *   a 2-thread probe, while 4 rows interleaved (the tile above with T = 1) cut the short rows into short
+ *   streams: 11 GB/s on 49152 x 576 against 20 for single rows. But one core alone stayed ~25% below a
+ *   plain read loop (~17-19 against ~24 GB/s), and none of these moved it:
+ *   - software prefetch in the row: prefetcht0 or prefetchnta 0.5-8 KiB ahead was 5-30% slower;
+ *     prefetcht1 (to L2) 1-4 KiB ahead gave +5-15% in a matvec-chain harness (1B shapes) and +3% on
+ *     SmolLM2 decode, but -1 to -4% on 1B decode (whole model, alternating runs);
+ *   - one 64-byte load per line of bf16 weights (pairs split by shift / and, x split to match with
+ *     vpermt2ps): +2-10% in the harness, +1% / -2% (1 / 2 threads) on whole-model decode;
+ *   - x split exactly into 3 bf16 terms (f32-accurate) with 3 vdpbf16ps per 32 weights: 0.78-0.88x;
+ *     the AVX2 kernels (ymm) for decode: 0.96-1.02x.
+ * - What held one core back were the loads of x, not the weights' lines or the FP ops (harness, one core,
+ *   bf16 weights from DRAM, same run): widening the weights and adding them up: 23 GB/s (33 on huge
+ *   pages); the same with the FMA and one 64-byte load of x per line of weights (each x vector used twice:
+ *   wrong sums, timing only): 23 (31); the real row dot, two loads of x per line: 17 (23). The 3-term split
+ *   above loads x three times per line: slower again. So decode now takes 4 rows a quarter of the range
+ *   apart (LCX_MATVEC_BODY): each row is still one contiguous stream, and each load of x serves 4 rows:
+ *   21-23 GB/s (25-28 on huge pages). 4 rows side by side failed for the other reason (short streams).
+ *   Whole-model decode, alternating builds, best of 4 x 48 tokens per run: SmolLM2 1 thread 70-74 -> 84-87
+ *   tok/s, 2 threads 124-129 -> 143-155; 1B shape 1 thread 7.5-7.6 -> 9.6-10.1, 2 threads 11-14 -> 13-19.
  * - Huge pages: MADV_HUGEPAGE on the file mapping got 178 of 269 MB PMD-mapped and no gain (MADV_COLLAPSE
  *   is refused, EINVAL); anonymous THP memory reads 10-20% faster than the file mapping in this VM. So
  *   load(huge_pages=True) reads the weights into such memory, opt-in because it gives up the zero-copy
@@ -79,18 +81,19 @@ static inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
     return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
 
-/* Y[0..R) (+)= the R sums of acc, for R = 4 with one shared reduction */
+/* Y[0..R) (+)= the R sums of acc, R <= 4, with one shared reduction; R < 4 runs the same tree on zeros, so
+ * a row's sum does not depend on the rows beside it in the tile */
 static inline __attribute__((always_inline)) void store_sums(float *y, __m512 *acc_col, const int R, int beta) {
+    __m512 z = _mm512_setzero_ps();
+    __m128 v = hsum4(acc_col[0], R > 1 ? acc_col[1] : z, R > 2 ? acc_col[2] : z, R > 3 ? acc_col[3] : z);
     if (R == 4) {
-        __m128 v = hsum4(acc_col[0], acc_col[1], acc_col[2], acc_col[3]);
         if (beta) v = _mm_add_ps(v, _mm_loadu_ps(y));
         _mm_storeu_ps(y, v);
         return;
     }
-    for (int r = 0; r < R; r++) {
-        float s = _mm512_reduce_add_ps(acc_col[r]);
-        y[r] = beta ? y[r] + s : s;
-    }
+    float s[4];
+    _mm_storeu_ps(s, v);
+    for (int r = 0; r < R; r++) y[r] = beta ? y[r] + s[r] : s[r];
 }
 
 static inline __m512 load_bf16x16(const uint16_t *p) {
@@ -141,38 +144,45 @@ static inline __m512 maskload_bf16x16(__mmask16 m, const uint16_t *p) {
 LCX_DEFINE_TILE(tile_bf16, uint16_t, load_bf16x16, maskload_bf16x16)
 LCX_DEFINE_TILE(tile_f32, float, LCX_LOAD_F32, LCX_MLOAD_F32)
 
-/* Decode (t = 1): one weight row at a time, 4 accumulators over 64 columns per step. Measured on Zen 5:
- * one contiguous stream per row runs at ~95% of the read bandwidth, while 4 rows interleaved (the tile
- * above with T = 1) reach only ~50% on short rows (576 columns) and ~75% on long ones. */
-#define LCX_DEFINE_ROWDOT(NAME, WT, LOADW, MLOADW)                                                           \
-    static inline float NAME(const WT *w, const float *x, size_t n) {                                       \
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                                         \
+/* Decode (t = 1): S (4, or 1 for the rows left over) rows a quarter of the range apart at once, dealt by
+ * LCX_MATVEC_BODY (lcx_simd.h): each is a contiguous stream, and one load of x serves S rows (see the
+ * notes at the top). Per row: 4 accumulators over 64 columns a step, then the hsum4 tree, the same for
+ * S = 4 and S = 1, so a row's sum does not depend on how the rows were dealt out. */
+#define LCX_DEFINE_ROWDOTS(NAME, WT, LOADW, MLOADW)                                                          \
+    static inline __attribute__((always_inline)) void NAME(const WT *w, size_t q, const float *x, size_t n,  \
+                                                           float *y, const int S) {                         \
+        __m512 a[4][4];                                                                                     \
+        for (int s = 0; s < S; s++)                                                                         \
+            for (int c = 0; c < 4; c++) a[s][c] = _mm512_setzero_ps();                                      \
         size_t j = 0;                                                                                       \
         for (; j + 64 <= n; j += 64) {                                                                      \
-            a0 = _mm512_fmadd_ps(LOADW(w + j), _mm512_loadu_ps(x + j), a0);                                 \
-            a1 = _mm512_fmadd_ps(LOADW(w + j + 16), _mm512_loadu_ps(x + j + 16), a1);                       \
-            a2 = _mm512_fmadd_ps(LOADW(w + j + 32), _mm512_loadu_ps(x + j + 32), a2);                       \
-            a3 = _mm512_fmadd_ps(LOADW(w + j + 48), _mm512_loadu_ps(x + j + 48), a3);                       \
+            __m512 xv[4];                                                                                   \
+            for (int c = 0; c < 4; c++) xv[c] = _mm512_loadu_ps(x + j + 16 * c);                            \
+            for (int s = 0; s < S; s++)                                                                     \
+                for (int c = 0; c < 4; c++) a[s][c] = _mm512_fmadd_ps(LOADW(w + s * q + j + 16 * c), xv[c], a[s][c]); \
         }                                                                                                   \
-        for (; j + 16 <= n; j += 16) a0 = _mm512_fmadd_ps(LOADW(w + j), _mm512_loadu_ps(x + j), a0);        \
-        if (j < n) {                                                                                        \
-            __mmask16 m = (__mmask16)((1u << (n - j)) - 1u);                                                \
-            a1 = _mm512_fmadd_ps(MLOADW(m, w + j), _mm512_maskz_loadu_ps(m, x + j), a1);                    \
+        for (int c = 0; j < n; j += 16, c++) {                                                              \
+            __mmask16 m = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1u);              \
+            __m512 xv = _mm512_maskz_loadu_ps(m, x + j);                                                    \
+            for (int s = 0; s < S; s++) a[s][c] = _mm512_fmadd_ps(MLOADW(m, w + s * q + j), xv, a[s][c]);   \
         }                                                                                                   \
-        return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));          \
+        __m512 r[4];                                                                                        \
+        for (int s = 0; s < 4; s++)                                                                         \
+            r[s] = s < S ? _mm512_add_ps(_mm512_add_ps(a[s][0], a[s][1]), _mm512_add_ps(a[s][2], a[s][3]))  \
+                         : _mm512_setzero_ps();                                                             \
+        float out[4];                                                                                       \
+        _mm_storeu_ps(out, hsum4(r[0], r[1], r[2], r[3]));                                                  \
+        for (int s = 0; s < S; s++) y[s] = out[s];                                                          \
     }
-LCX_DEFINE_ROWDOT(rowdot_bf16, uint16_t, load_bf16x16, maskload_bf16x16)
-LCX_DEFINE_ROWDOT(rowdot_f32, float, LCX_LOAD_F32, LCX_MLOAD_F32)
+LCX_DEFINE_ROWDOTS(rowdots_bf16, uint16_t, load_bf16x16, maskload_bf16x16)
+LCX_DEFINE_ROWDOTS(rowdots_f32, float, LCX_LOAD_F32, LCX_MLOAD_F32)
 
 /* Dispatch the tails of rows and tokens to tiles with constant R and T so every loop above unrolls. */
-#define LCX_DEFINE_GEMM(NAME, WT, TILE, ROWDOT)                                                             \
+#define LCX_DEFINE_GEMM(NAME, WT, TILE, ROWDOTS)                                                            \
     static void NAME(const WT *W, size_t ldw, const float *X, size_t ldx, float *Y, size_t ldy, size_t rows, \
                      size_t t, size_t n, int beta) {                                                        \
         if (t == 1) {                                                                                       \
-            for (size_t r = 0; r < rows; r++) {                                                             \
-                float s = ROWDOT(W + r * ldw, X, n);                                                        \
-                Y[r] = beta ? Y[r] + s : s;                                                                 \
-            }                                                                                               \
+            LCX_MATVEC_BODY(ROWDOTS, W, ldw, X, Y, rows, n, beta);                                          \
             return;                                                                                         \
         }                                                                                                   \
         size_t r = 0;                                                                                       \
@@ -197,8 +207,8 @@ LCX_DEFINE_ROWDOT(rowdot_f32, float, LCX_LOAD_F32, LCX_MLOAD_F32)
         }                                                                                                   \
     }
 
-LCX_DEFINE_GEMM(lcx_gemm_bf16_avx512, uint16_t, tile_bf16, rowdot_bf16)
-LCX_DEFINE_GEMM(lcx_gemm_f32_avx512, float, tile_f32, rowdot_f32)
+LCX_DEFINE_GEMM(lcx_gemm_bf16_avx512, uint16_t, tile_bf16, rowdots_bf16)
+LCX_DEFINE_GEMM(lcx_gemm_f32_avx512, float, tile_f32, rowdots_f32)
 
 /* acc[r] += P[r][k] * V row k (64 columns from 4 zmm, masked by m) for the rows r0 <= r < R */
 static inline __attribute__((always_inline)) void pv_key(__m512 acc[4][4], const float *P, size_t ldp,
@@ -381,31 +391,39 @@ static inline __attribute__((always_inline)) void tile_dp(const uint16_t *W, siz
     }
 }
 
-/* Decode with bf16 activations: one row at a time (as rowdot_bf16), 64 weights per step, 1 FP op per 32
- * weights instead of 3 per 16 (widen, shift, FMA). One core streams ~24% more (19.8 vs 16.0 GB/s on 1B
- * shapes, same run), 2 threads ~10%. */
-static inline float rowdot_dp(const uint16_t *w, const uint16_t *x, size_t n) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+/* Decode with bf16 activations: S rows a quarter apart at once, as rowdots_bf16 above (one load of x serves
+ * S rows), 64 weights a step per row in 2 accumulators, 1 FP op per 32 weights instead of 3 per 16 (widen,
+ * shift, FMA); the same hsum4 tree for S = 4 and S = 1. */
+static inline __attribute__((always_inline)) void rowdots_dp(const uint16_t *w, size_t q, const uint16_t *x, size_t n,
+                                                             float *y, const int S) {
+    __m512 a[4][2];
+    for (int s = 0; s < S; s++) a[s][0] = a[s][1] = _mm512_setzero_ps();
     size_t j = 0;
     for (; j + 64 <= n; j += 64) {
-        a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512((const void *)(w + j)), (__m512bh)_mm512_loadu_si512((const void *)(x + j)));
-        a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512((const void *)(w + j + 32)), (__m512bh)_mm512_loadu_si512((const void *)(x + j + 32)));
+        __m512bh x0 = (__m512bh)_mm512_loadu_si512((const void *)(x + j));
+        __m512bh x1 = (__m512bh)_mm512_loadu_si512((const void *)(x + j + 32));
+        for (int s = 0; s < S; s++) {
+            a[s][0] = _mm512_dpbf16_ps(a[s][0], (__m512bh)_mm512_loadu_si512((const void *)(w + s * q + j)), x0);
+            a[s][1] = _mm512_dpbf16_ps(a[s][1], (__m512bh)_mm512_loadu_si512((const void *)(w + s * q + j + 32)), x1);
+        }
     }
-    for (; j < n; j += 32) {
+    for (int c = 0; j < n; j += 32, c++) {
         __mmask32 m = n - j >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (n - j)) - 1u);
-        a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_maskz_loadu_epi16(m, w + j), (__m512bh)_mm512_maskz_loadu_epi16(m, x + j));
+        __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(m, x + j);
+        for (int s = 0; s < S; s++) a[s][c] = _mm512_dpbf16_ps(a[s][c], (__m512bh)_mm512_maskz_loadu_epi16(m, w + s * q + j), xv);
     }
-    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    __m512 r[4];
+    for (int s = 0; s < 4; s++) r[s] = s < S ? _mm512_add_ps(a[s][0], a[s][1]) : _mm512_setzero_ps();
+    float out[4];
+    _mm_storeu_ps(out, hsum4(r[0], r[1], r[2], r[3]));
+    for (int s = 0; s < S; s++) y[s] = out[s];
 }
 
 /* Y (t, ldy) = beta*Y + Xb (t, ldx) bf16 @ W[rows]ᵀ bf16 over n columns */
 void lcx_gemm_bf16bf16_avx512bf16(const uint16_t *W, size_t ldw, const uint16_t *X, size_t ldx, float *Y,
                                   size_t ldy, size_t rows, size_t t, size_t n, int beta) {
     if (t == 1) {
-        for (size_t r = 0; r < rows; r++) {
-            float s = rowdot_dp(W + r * ldw, X, n);
-            Y[r] = beta ? Y[r] + s : s;
-        }
+        LCX_MATVEC_BODY(rowdots_dp, W, ldw, X, Y, rows, n, beta);
         return;
     }
     size_t r = 0;

@@ -35,6 +35,25 @@ static inline uint16_t lcx_f32_to_bf16_scalar(float f) {
         (i) = (n);                                                                                          \
     } while (0)
 
+/* Decode's matrix-vector product, Y[r] (+)= W row r . x for r < rows, S = 4 rows at a time taken a
+ * quarter of the range apart (rows i, i + q, i + 2q, i + 3q; q = rows / 4): each of the 4 is one contiguous
+ * stream through its quarter, and each load of x serves 4 rows. ROWDOTS(w, stride, x, n, out, S) writes the
+ * S dot products of rows w, w + stride, ..: the rows left over run with S = 1, and ROWDOTS must sum a row
+ * the same way for either S so a row's result does not depend on how rows were dealt to threads. */
+#define LCX_MATVEC_BODY(ROWDOTS, W, ldw, x, Y, rows, n, beta)                                                \
+    do {                                                                                                    \
+        size_t q_ = (rows) / 4;                                                                             \
+        float s_[4];                                                                                        \
+        for (size_t i_ = 0; i_ < q_; i_++) {                                                                \
+            ROWDOTS((W) + i_ * (ldw), q_ * (ldw), x, n, s_, 4);                                             \
+            for (int k_ = 0; k_ < 4; k_++) (Y)[i_ + k_ * q_] = (beta) ? (Y)[i_ + k_ * q_] + s_[k_] : s_[k_]; \
+        }                                                                                                   \
+        for (size_t r_ = 4 * q_; r_ < (rows); r_++) {                                                       \
+            ROWDOTS((W) + r_ * (ldw), 0, x, n, s_, 1);                                                      \
+            (Y)[r_] = (beta) ? (Y)[r_] + s_[0] : s_[0];                                                     \
+        }                                                                                                   \
+    } while (0)
+
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
 #define LCX_X86 1
 #else

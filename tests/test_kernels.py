@@ -37,8 +37,8 @@ def nan(*shape):
 RNG = np.random.default_rng(0)
 
 
-@pytest.mark.parametrize("d,n,t", [(1, 1, 1), (7, 33, 1), (4, 49, 1), (9, 112, 1), (5, 2100, 1), (13, 100, 3), (67, 257, 5),
-                                   (130, 1031, 9), (5, 2100, 6)])
+@pytest.mark.parametrize("d,n,t", [(1, 1, 1), (7, 33, 1), (4, 49, 1), (9, 112, 1), (5, 2100, 1), (67, 257, 1),
+                                   (130, 1031, 1), (37, 64, 1), (13, 100, 3), (67, 257, 5), (130, 1031, 9), (5, 2100, 6)])
 @pytest.mark.parametrize("wtype", ["bf16", "f32"])
 def test_linear(path, d, n, t, wtype):
     W = RNG.standard_normal((d, n)).astype(np.float32)
@@ -58,17 +58,28 @@ def test_linear(path, d, n, t, wtype):
     np.testing.assert_allclose(Y, Y0 + ref, rtol=1e-5, atol=1e-5 * math.sqrt(n))
 
 
-def test_linear_threads_agree():
-    """Rows are split across threads, never the sum inside a row: 1 thread == N threads bit for bit."""
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("t", [1, 7])
+def test_linear_threads_agree(isa, t):
+    """Rows are split across threads, never the sum inside a row: 1 thread == N threads bit for bit. A row's
+    sum must not depend on the rows computed beside it either (one token: 4 rows a quarter of the range
+    apart, the rows left over 1 at a time; a prompt: tiles of 4 rows, fewer at the end)."""
     W, _ = bf16(RNG.standard_normal((301, 515)).astype(np.float32))
-    X = RNG.standard_normal((7, 515)).astype(np.float32)
-    old = K.get_num_threads()
+    X = RNG.standard_normal((t, 515)).astype(np.float32)
+    old_isa, old = K.get_isa(), K.get_num_threads()
+    K.set_isa(isa)
     outs = []
-    for nt in THREADS + [3]:
+    for nt in THREADS + [3, 5]:
         K.set_num_threads(nt)
-        Y = nan(7, 301)
-        K.linear(W, "bf16", X, Y, 301, 515, 7)
+        Y = nan(t, 301)
+        K.linear(W, "bf16", X, Y, 301, 515, t)
         outs.append(Y)
+    # the same rows without the first k: rows move between the groups of 4 and the rows left over
+    for k in (1, 2, 3, 5):
+        Y = nan(t, 301 - k)
+        K.linear(np.ascontiguousarray(W[k:]), "bf16", X, Y, 301 - k, 515, t)
+        outs.append(np.concatenate([outs[0][:, :k], Y], axis=1))
+    K.set_isa(old_isa)
     K.set_num_threads(old)
     for Y in outs[1:]:
         assert np.array_equal(Y, outs[0])
@@ -223,8 +234,8 @@ def test_cpu_info_reports_choice():
 
 
 @pytest.mark.skipif(not K.avx512bf16_supported(), reason="CPU without AVX512-BF16")
-@pytest.mark.parametrize("d,n,t", [(1, 1, 1), (3, 97, 1), (9, 64, 1), (5, 2100, 1), (7, 33, 3), (67, 257, 5),
-                                   (9, 64, 4), (130, 1031, 9)])
+@pytest.mark.parametrize("d,n,t", [(1, 1, 1), (3, 97, 1), (9, 64, 1), (5, 2100, 1), (67, 257, 1), (130, 1031, 1),
+                                   (7, 33, 3), (67, 257, 5), (9, 64, 4), (130, 1031, 9)])
 def test_linear_bf16bf16(d, n, t):
     """The opt-in bf16-activation kernel: exact bf16 products summed in f32."""
     Wb, W64 = bf16(RNG.standard_normal((d, n)).astype(np.float32))
