@@ -12,7 +12,6 @@ entries, not memory; the kernels fault weights in on first use.
 """
 from __future__ import annotations
 
-import mmap
 import os
 import re
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from ._unpickle import TensorRef, load_pickle
 from ._zipfile import read_zip_directory
 from .config import ModelConfig
 from .errors import FormatError
-from .tensor import DTYPE_SIZE, Tensor, contiguous_strides
+from .tensor import DTYPE_SIZE, Tensor, contiguous_strides, map_model_file
 
 # torch dtype name -> llama_cx dtype
 _TORCH_DTYPES = {"bfloat16": "bf16", "float16": "f16", "float32": "f32"}
@@ -211,7 +210,7 @@ class _TorchFile:
                 if order is not None and _member_bytes(f, order) != b"little":
                     raise FormatError(f"{path}: big-endian checkpoints are not supported (byteorder {_member_bytes(f, order)[:16]!r})")
                 pkl = _member_bytes(f, self.members[pkls[0]])
-                self.mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                self.mm = map_model_file(f.fileno())
                 if len(self.mm) != self.size:
                     raise FormatError(f"{path}: file changed size while being loaded")
         except OSError as e:

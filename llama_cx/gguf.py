@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Tuple
 from .checkpoint import Checkpoint, expected_shapes
 from .config import ROPE_HIGH_FREQ_FACTOR, ROPE_LOW_FREQ_FACTOR, ROPE_ORIGINAL_CONTEXT, ModelConfig
 from .errors import FormatError, LlamaCxError
-from .tensor import Tensor, contiguous_strides, weight_buffer
+from .tensor import Tensor, contiguous_strides, map_model_file, weight_buffer
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -268,7 +268,7 @@ class GGUFFile:
                 if self.file_size < 24:
                     self._fail(f"too small to be a GGUF file ({self.file_size} bytes)")
                 # the mapping keeps its own reference to the file: closing `f` is fine
-                self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                self._mm = map_model_file(f.fileno())
         except FileNotFoundError:
             self._fail("file not found")
         except IsADirectoryError:
