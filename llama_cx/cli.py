@@ -83,7 +83,7 @@ def _build_parsers():
     common.add_argument("--bf16-prefill", action="store_true",
                         help="prompts with bf16 activations (AVX512-BF16): faster, less exact logits")
     common.add_argument("--bf16-decode", action="store_true",
-                        help="generated tokens with bf16 activations (AVX512-BF16): faster, less exact logits")
+                        help="generated tokens with bf16 activations (AVX512-BF16), as llama.cpp computes: less exact logits")
 
     sampling = _Parser(add_help=False)
     g = sampling.add_argument_group("sampling")
