@@ -3,6 +3,9 @@
  * Performance notes
  * - gemm: register tile of 4 weight rows x up to 2 tokens = 8 ymm accumulators (16 registers in all);
  *   bf16 widened with vpmovzxwd + shift; the next row group prefetched as in the AVX-512 file.
+ * - decode: 4 rows a quarter apart as in the AVX-512 file (LCX_MATVEC_BODY). Forced on the AVX-512 machine
+ *   of benchmarks/RESULTS.md it measured the same as one row at a time (SmolLM2, 1 thread, 75-87 against
+ *   78-86 tok/s, alternating builds); no AVX2-only CPU was at hand to measure it where it matters.
  */
 #include <math.h>
 
