@@ -16,6 +16,11 @@ from _smollm2 import convert_smollm2, hf_greedy, hf_reference
 PROMPT = "The capital of France is Paris. The capital of Germany is"
 
 
+# the bf16-activation paths run only on the AVX-512 kernels (a forced LLAMA_CX_ISA=avx2 / generic stays f32)
+BF16_PATH = pytest.mark.skipif(not llama_cx._kernels.avx512bf16_supported() or llama_cx._kernels.get_isa() != "avx512",
+                               reason="no AVX512-BF16, or another kernel path forced")
+
+
 @pytest.fixture(scope="module")
 def smollm2(smollm2_gguf_path):
     meta_dir = convert_smollm2(smollm2_gguf_path, os.path.join(CACHE, "smollm2-meta-bf16"))
@@ -55,7 +60,7 @@ def test_smollm2_greedy_continuation_identical_and_sensible(smollm2):
     assert "Berlin" in text, text
 
 
-@pytest.mark.skipif(not llama_cx._kernels.avx512bf16_supported(), reason="CPU without AVX512-BF16")
+@BF16_PATH
 def test_smollm2_bf16_prefill_is_opt_in_and_close(smollm2):
     """bf16 activations (AVX512-BF16) in prompt blocks: measured ~5e-2 x std on this prompt, so it is not the
     default; it must still pick the same next tokens."""
@@ -74,7 +79,7 @@ def test_smollm2_bf16_prefill_is_opt_in_and_close(smollm2):
     assert (ours.argmax(-1) == theirs.argmax(-1)).mean() >= 0.95
 
 
-@pytest.mark.skipif(not llama_cx._kernels.avx512bf16_supported(), reason="CPU without AVX512-BF16")
+@BF16_PATH
 def test_smollm2_bf16_decode_is_opt_in_and_close(smollm2):
     """bf16 activations in one-token steps (decode and its logits): each step's logits against transformers'
     logits at the same positions, as close as the bf16 prefill, and the same greedy tokens."""
