@@ -38,18 +38,20 @@
  *   - x split exactly into 3 bf16 terms (f32-accurate) with 3 vdpbf16ps per 32 weights: 0.78-0.88x;
  *     the AVX2 kernels (ymm) for decode: 0.96-1.02x.
  * - What held one core back were the loads of x, not the weights' lines or the FP ops (harness, one core,
- *   bf16 weights from DRAM, same run): widening the weights and adding them up: 23 GB/s (33 on huge
- *   pages); the same with the FMA and one 64-byte load of x per line of weights (each x vector used twice:
- *   wrong sums, timing only): 23 (31); the real row dot, two loads of x per line: 17 (23). The 3-term split
- *   above loads x three times per line: slower again. So decode now takes 4 rows a quarter of the range
- *   apart (LCX_MATVEC_BODY): each row is still one contiguous stream, and each load of x serves 4 rows:
- *   21-23 GB/s (25-28 on huge pages). 4 rows side by side failed for the other reason (short streams).
- *   Whole-model decode, alternating builds, best of 4 x 48 tokens per run: SmolLM2 1 thread 70-74 -> 84-87
- *   tok/s, 2 threads 124-129 -> 143-155; 1B shape 1 thread 7.5-7.6 -> 9.6-10.1, 2 threads 11-14 -> 13-19.
- * - Huge pages: MADV_HUGEPAGE on the file mapping got 178 of 269 MB PMD-mapped and no gain (MADV_COLLAPSE
- *   is refused, EINVAL); anonymous THP memory reads 10-20% faster than the file mapping in this VM. So
- *   load(huge_pages=True) reads the weights into such memory, opt-in because it gives up the zero-copy
- *   load: 1.02-1.26x decode (benchmarks/RESULTS.md, run D).
+ *   bf16 weights from DRAM, 4 KiB / huge pages): widening the weights and adding them up: 23 / 30-31 GB/s;
+ *   the same with the FMA and fewer loads of x (each x vector reused: wrong sums, timing only), one per 2
+ *   lines: 22-24 / 28-31, one per line: - / 28-31; the real row dot, two loads of x per line: 16-18 /
+ *   23-25. The 3-term split above loads x three times per line: slower again. So decode now takes 4 rows
+ *   a quarter of the range apart (LCX_MATVEC_BODY): each row is still one contiguous stream, and each
+ *   load of x serves 4 rows: 22-23 / 25-29 GB/s. 4 rows side by side failed for the other reason (short
+ *   streams). Whole-model decode, alternating builds, best of 4 x 48 tokens per run: SmolLM2 1 thread
+ *   70-74 -> 84-87 tok/s, 2 threads median 126 -> 144 (runs 110-129 -> 108-155); 1B shape 1 thread
+ *   7.5-7.6 -> 9.6-10.1, 2 threads 11-14 -> 13-19.
+ * - Huge pages: with the old decode kernels MADV_HUGEPAGE on the file mapping (178 of 269 MB PMD-mapped)
+ *   gave no gain (MADV_COLLAPSE is refused, EINVAL); anonymous THP memory reads 10-20% faster than the
+ *   file mapping in this VM. So load(huge_pages=True) reads the weights into such memory, opt-in because
+ *   it gives up the zero-copy load: 1.02-1.26x decode then (run D), 1.05-1.27x with the kernels above
+ *   (run I). With these kernels the file mapping's hint pays too (tensor.map_model_file).
  * - Compiled for this ISA with a target pragma (not -march), so the default build runs on any x86-64.
  */
 #include <math.h>

@@ -80,7 +80,7 @@ def _switch(setter, on: bool, what: str = "") -> None:
 
 def set_bf16_prefill(on: bool) -> None:
     """Prompt blocks (more than one token per forward call) with activations rounded to bf16 and AVX512-BF16
-    dot products: 1.6-1.8x faster prefill, logits within ~5e-2 x their std of the exact ones instead of
+    dot products: 1.5-1.8x faster prefill, logits within ~5e-2 x their std of the exact ones instead of
     ~1e-5. Off by default; one-token steps have their own switch, set_bf16_decode."""
     _switch(_kernels.set_bf16_prefill, on)
 
