@@ -602,7 +602,7 @@ def _info_lines(model, tensors=False) -> List[str]:
     if tok is None:
         row("tokenizer", "none (token ids only)")
     else:
-        kind = "tiktoken (Meta tokenizer.model)" if ck.tokenizer_path else "byte-level BPE (GGUF)"
+        kind = ck.tokenizer.description
         row("tokenizer", f"{kind}, {tok.vocab_size} tokens, pre-tokenizer {tok.pattern}, "
                          f"{'adds' if tok.add_bos else 'no'} bos")
         row("bos", _token_label(tok, getattr(tok, "bos_id", None)))
