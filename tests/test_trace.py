@@ -370,3 +370,56 @@ def test_trace_saves_only_the_filtered_stages(broken_pair, tmp_path):
     assert list(np.load(out).files) == ["tokens", "layers.2.attention", "layers.5.attention"]
     # the table still shows the residual norms and the logit lens of the layers asked for
     assert re.search(r"^\s+2\s+-\s+[\d.]+\s+-\s+-\s+[\d.]+\s+#\d+", r.stdout, re.M), r.stdout
+
+
+# ---- (4) the docs: the numbers script runs, every code link names something that exists ---------------------------
+def test_docs_numbers_script_fills_every_page(smollm2_gguf_path, tmp_path):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, os.path.join(DOCS, "gen_numbers.py"), smollm2_gguf_path, "--out", str(tmp_path)],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    pages = sorted(p for p in os.listdir(DOCS) if p.endswith(".md"))
+    assert sorted(os.listdir(tmp_path)) == pages
+    filled = {}
+    for p in pages:
+        text = (tmp_path / p).read_text(encoding="utf-8")
+        for name, body in re.findall(r"<!-- numbers:(\w+) -->\n(.*?)<!-- /numbers:\1 -->", text, re.S):
+            assert body.strip(), (p, name)
+            filled[name] = body
+    assert sorted(filled) == sorted(_docs_module("gen_numbers").SECTIONS)
+    assert "' Paris'" in filled["tracing"] and "| ' Paris' |" in filled["logits"]
+    assert "Q4_1 x210" in filled["quantization"]
+
+
+def _defines(path, name):
+    """Whether the file defines `name`: a Python/Cython def/class (any indent), a C function at column 0 (or made by
+    a DEFINE-style macro), a #define, or a typedef'd struct."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    n = re.escape(name)
+    if path.endswith((".py", ".pyx")):
+        return re.search(rf"^\s*(?:def|class|cdef|cpdef)\b[^\n]*?\b{n}\s*[(:]|^{n}\s*=", text, re.M) is not None
+    return re.search(rf"^[A-Za-z][^\n;]*\b{n}\s*\(|^#define {n}\b|\(\s*{n}\s*,|^}} {n};", text, re.M) is not None
+
+
+def test_docs_code_links_name_existing_functions():
+    links = 0
+    for page in sorted(p for p in os.listdir(DOCS) if p.endswith(".md")):
+        text = open(os.path.join(DOCS, page), encoding="utf-8").read()
+        for target in re.findall(r"\]\(([^)\s#]+)(?:#[^)]*)?\)", text):  # every relative link resolves
+            if not target.startswith("http"):
+                assert os.path.exists(os.path.normpath(os.path.join(DOCS, target))), (page, target)
+        for name, target in re.findall(r"\[`([A-Za-z_][\w.]*)`\]\(([^)\s#]+)\)", text):
+            path = os.path.normpath(os.path.join(DOCS, target))
+            if name == os.path.basename(target) or target.endswith(".md"):
+                continue  # a link to a file or a page, not to a function
+            assert _defines(path, name.split(".")[-1]), f"{page}: {name} is not defined in {target}"
+            links += 1
+    assert links >= 60
+
+
+def test_docs_link_check_catches_a_wrong_name(tmp_path):
+    p = tmp_path / "x.c"
+    p.write_text("static void lcx_real(int a) {}\nLCX_DEFINE_GEMM(lcx_made, float)\n")
+    assert _defines(str(p), "lcx_real") and _defines(str(p), "lcx_made")
+    assert not _defines(str(p), "lcx_missing") and not _defines(str(p), "a")
