@@ -14,7 +14,7 @@ import sys
 from typing import Dict, List, Optional
 
 from .trace import (FAST_STAGES, LAYER_STAGES, STAGES, Trace, array_name, diff, load_npz, logit_lens, norm2,
-                    parse_stages, row, save_npz, stage_names, top_k, trace)
+                    parse_layers, parse_stages, row, save_npz, stage_names, top_k, trace)
 from .errors import InvalidArgumentError
 
 PROG = "llama-cx"
@@ -163,6 +163,17 @@ def cmd_trace(args) -> int:
 
     model = _load(args)
     ids = _ids(args, model)
+    # every argument checked before the (slow) forward pass and its progress line
+    keep = parse_stages(args.stages)
+    if args.fast and any(s not in FAST_STAGES for s in keep):
+        bad = next(s for s in keep if s not in FAST_STAGES)
+        raise InvalidArgumentError(f"--fast cannot observe stage {bad!r} (only {', '.join(FAST_STAGES)})")
+    parse_layers(args.layers, model.config.n_layers)
+    if not ids:
+        raise InvalidArgumentError("no tokens to trace (empty prompt)")
+    bad = [i for i in ids if not 0 <= i < model.config.vocab_size]
+    if bad:
+        raise InvalidArgumentError(f"token id {bad[0]} out of range [0, {model.config.vocab_size})")
     what = "the fast forward" if args.fast else "the reference forward (scalar, one token at a time)"
     sys.stderr.write(f"{PROG}: tracing {len(ids)} tokens through {what}\n")
     tr = _trace_for_cli(model, ids, args)

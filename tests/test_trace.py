@@ -360,6 +360,15 @@ def test_trace_cli_usage_errors(broken_pair):
     assert r.returncode == 1 and "--ids: expected comma-separated integers" in r.stderr
     r = _cli("trace", good, "-p", "hello")
     assert r.returncode == 1 and "no tokenizer" in r.stderr
+    for args, msg in ((["--fast", "--stages", "attention"], "--fast cannot observe stage 'attention'"),
+                      (["--layers", "6"], r"layer 6 out of range: the model has 6 layers \(0..5\)"),
+                      (["--stages", "x"], "unknown stage 'x'"),
+                      (["--ids", "1,320"], r"token id 320 out of range \[0, 320\)"),
+                      (["--top", "99"], "expected an integer in 0..20")):
+        r = _cli("trace", good, *(args if "--ids" in args else ["--ids", "1,2"] + args))
+        lines = r.stderr.splitlines()
+        assert r.returncode in (1, 2) and len(lines) == 1 and lines[0].startswith("llama-cx: error: "), r.stderr
+        assert re.search(msg, lines[0]), lines[0]
 
 
 def test_trace_saves_only_the_filtered_stages(broken_pair, tmp_path):
