@@ -432,3 +432,19 @@ def test_docs_link_check_catches_a_wrong_name(tmp_path):
     p.write_text("static void lcx_real(int a) {}\nLCX_DEFINE_GEMM(lcx_made, float)\n")
     assert _defines(str(p), "lcx_real") and _defines(str(p), "lcx_made")
     assert not _defines(str(p), "lcx_missing") and not _defines(str(p), "a")
+
+
+def test_trace_cli_on_the_demo_model_shows_the_answer_forming(smollm2_gguf_path, tmp_path):
+    """A real model through the real command: the tokenized prompt, every layer's row, the logit lens of the last
+    layer and the next token, and only the filtered stages in the file."""
+    out = str(tmp_path / "demo.npz")
+    r = _cli("trace", smollm2_gguf_path, "-p", "The capital of France is", "--stages", "residual", "--layers", "0,-1",
+             "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("5 tokens: 'The' ' capital' ' of' ' France' ' is'")
+    last = next(ln for ln in r.stdout.splitlines() if ln.split()[:1] == ["29"])
+    assert "' Paris'" in last.split("   ")[-1]  # the logit lens after the last layer
+    assert re.search(r"^output next token: ' Paris' 0\.\d\d", r.stdout, re.M)
+    z = np.load(out)
+    assert list(z.files) == ["tokens", "layers.0", "layers.29"]
+    assert list(z["tokens"]) == [504, 3575, 282, 4649, 314] and z["layers.29"].shape == (5, 576)
