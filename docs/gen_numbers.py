@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # this checkout's llama_cx, when run from a source tree
 
 import llama_cx  # noqa: E402
-from llama_cx.trace import LAYER_STAGES, diff, logit_lens, norm2, row, top_k  # noqa: E402
+from llama_cx.trace import diff, logit_lens, norm2, row, top_k  # noqa: E402
 
 PROMPT = "The capital of France is"
 MARK = re.compile(r"(<!-- numbers:(\w+) -->\n)(.*?)(<!-- /numbers:\2 -->)", re.S)

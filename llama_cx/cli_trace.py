@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Dict, List, Optional
+from typing import List
 
 from .trace import (FAST_STAGES, LAYER_STAGES, STAGES, Trace, array_name, diff, load_npz, logit_lens, norm2,
                     parse_layers, parse_stages, row, save_npz, stage_names, top_k, trace)

@@ -203,7 +203,7 @@ def logit_lens(model, tr: Trace, pos: int = -1) -> Dict[str, memoryview]:
     at token `pos` if the model stopped there: final norm, then the output matrix (nostalgebraist's logit lens)."""
     from . import _kernels
 
-    dim, vocab = model.config.dim, model.config.vocab_size
+    vocab = model.config.vocab_size
     names = [n for n in tr if n == "tok_embeddings" or (n.startswith("layers.") and n.count(".") == 1)]
     if not names:
         return {}

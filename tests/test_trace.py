@@ -21,7 +21,7 @@ import torch
 import llama_cx
 from llama_cx import _kernels as K
 from llama_cx.errors import FormatError, InvalidArgumentError
-from llama_cx.trace import diff, load_npz, save_npz, stage_names
+from llama_cx.trace import diff, load_npz, stage_names
 
 from _ckpt import random_state_dict, write_checkpoint
 from _reference import meta_reference
