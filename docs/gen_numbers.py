@@ -188,7 +188,18 @@ def prefill(f):
     fast = llama_cx.trace(f.model, f.ids, engine="fast")
     rows, _ = diff(fast, f.tr)
     worst = max(rows, key=lambda r: r[1])
-    c = f.cfg
+    bf16 = ""
+    if _kernels.avx512bf16_supported() and _kernels.get_isa() == "avx512":
+        _kernels.set_bf16_prefill(True)
+        try:
+            rows16, first16 = diff(llama_cx.trace(f.model, f.ids, engine="fast"), fast)
+        finally:
+            _kernels.set_bf16_prefill(False)
+        e16 = dict(rows16)
+        where = f"`{first16}` is the first stage over 1e-3 ({e16[first16]:.1e})" if first16 else "no stage is over 1e-3"
+        bf16 = (f"\n\nWith bf16 activations in the prompt block (`--bf16-prefill`) against the same fast forward in "
+                f"f32: {where}, and the logits differ by {e16['output']:.1e}. That is the price of the faster "
+                f"products, seen layer by layer with `trace-diff`.")
     params = sum(t.numel for t in f.model.checkpoint.tensors.values())
     return (f"A prompt of T tokens is one pass over the weights for all T (matrix-matrix products); each decoded "
             f"token is another whole pass for one. For the demo model one pass reads "
@@ -196,7 +207,7 @@ def prefill(f):
             f"(2 per weight): decode does 1 FLOP per byte read, a prompt of T tokens T FLOP per byte.\n\n"
             f"The fast forward (prompt in one block, kernel path `{_kernels.get_isa()}` here) against the reference "
             f"(one token at a time, scalar) on `{PROMPT}`: largest relative error {worst[1]:.1e} at `{worst[0]}`, "
-            f"logits {dict(rows)['output']:.1e} (`llama-cx trace MODEL --fast` / `trace-diff`).")
+            f"logits {dict(rows)['output']:.1e} (`llama-cx trace MODEL --fast` / `trace-diff`)." + bf16)
 
 
 def kernels(f):

@@ -165,7 +165,7 @@ def cmd_trace(args) -> int:
     ids = _ids(args, model)
     # every argument checked before the (slow) forward pass and its progress line
     keep = parse_stages(args.stages)
-    if args.fast and any(s not in FAST_STAGES for s in keep):
+    if args.fast and args.stages is not None and any(s not in FAST_STAGES for s in keep):
         bad = next(s for s in keep if s not in FAST_STAGES)
         raise InvalidArgumentError(f"--fast cannot observe stage {bad!r} (only {', '.join(FAST_STAGES)})")
     parse_layers(args.layers, model.config.n_layers)

@@ -105,6 +105,29 @@ def test_fast_forward_matches_reference_per_layer(ckpt, path):
     assert first is None and [n for n, _ in rows] == ["tok_embeddings"] + [f"layers.{i}" for i in range(params["n_layers"])] + ["output"]
 
 
+@pytest.mark.skipif(not K.avx512bf16_supported(), reason="bf16 activations need AVX512-BF16")
+def test_fast_trace_shows_the_bf16_prefill_drift(ckpt):
+    """Two paths of one model: bf16 activations in the prompt block drift from the f32 fast forward from the first
+    layer on (rounding x to 8 bits of mantissa), and stay small; the f32 path is back once switched off."""
+    _, _, _, _, model, ids, ref = ckpt
+    if model.checkpoint.tensors["layers.0.attention.wq.weight"].dtype != "bf16":
+        pytest.skip("bf16 activations apply to bf16 weights")
+    old = K.get_isa()
+    K.set_isa("avx512")
+    K.set_bf16_prefill(True)
+    try:
+        bf = llama_cx.trace(model, ids, engine="fast")
+    finally:
+        K.set_bf16_prefill(False)
+        f32 = llama_cx.trace(model, ids, engine="fast")
+        K.set_isa(old)
+    rows, first = diff(bf, f32, FAST_TOL)
+    err = dict(rows)
+    assert first == "layers.0" and err["tok_embeddings"] == 0.0
+    assert 1e-5 < err["output"] < 5e-2, err["output"]
+    assert diff(f32, ref, FAST_TOL)[1] is None
+
+
 def test_reference_does_not_depend_on_the_isa(ckpt):
     """The reference runs the scalar kernels whatever path is active: bit-identical traces."""
     _, _, _, _, model, ids, ref = ckpt
@@ -313,6 +336,10 @@ def test_trace_diff_finds_the_broken_layer(broken_pair, tmp_path):
     assert "first stage over 0.001: layers.3.feed_forward" in r.stdout, r.stdout
     r = _cli("trace-diff", a, b, "--tol", "10")
     assert "no stage crosses the tolerance 10" in r.stdout
+    # the fast forward's trace sees the fault in the residual stream after layer 3
+    r = _cli("trace", bad, "--ids", ids, "--fast", "--against", good, "--top", "0")
+    assert r.returncode == 0, r.stderr
+    assert "first stage over 0.001: layers.3 " in r.stdout, r.stdout
 
 
 def test_trace_diff_plot_without_matplotlib_is_one_line(broken_pair, tmp_path):
