@@ -10,11 +10,12 @@ from .runtime import (cpu_info, get_bf16_decode, get_bf16_prefill, get_num_threa
 from .sampling import Sampler, SamplingParams
 from .tokenizers import Tokenizer
 from .tokenizers.chat_format import ChatFormat, ChatMLFormat, chat_format_for
+from .trace import trace
 
 __all__ = [
     "__version__", "load", "Model", "Context", "ModelConfig", "Tokenizer", "ChatFormat", "ChatMLFormat",
     "chat_format_for", "generate", "generate_tokens", "Generation", "GenerationStats", "ChatSession",
     "Sampler", "SamplingParams", "cpu_info", "set_num_threads", "get_num_threads", "set_bf16_prefill",
-    "get_bf16_prefill", "set_bf16_decode", "get_bf16_decode", "LlamaCxError", "FormatError",
+    "get_bf16_prefill", "set_bf16_decode", "get_bf16_decode", "trace", "LlamaCxError", "FormatError",
     "UnsafePickleError", "TokenizerError", "InvalidArgumentError", "TokenizerMissingError", "ContextLengthError",
 ]

@@ -462,3 +462,123 @@ cdef class CState:
             rc = lcx_forward(&self.model.m, self.s, self.tok, t, pos0, lg, all_logits)
         if rc != 0:
             raise ValueError("forward: arguments do not fit the context state")
+
+
+# ---- tracing: the reference forward (csrc/model/reference.c) and test hooks on the fast one --------------
+cdef extern from "model/reference.h" nogil:
+    ctypedef struct lcx_trace:
+        float *tok_embeddings
+        float **attention_norm
+        float **attention
+        float **ffn_norm
+        float **feed_forward
+        float **layers
+        float *norm
+        float *output
+
+    int lcx_forward_reference(const lcx_model *m, const int32_t *tokens, int64_t T, const lcx_trace *tr)
+
+cdef extern from "lcx.h" nogil:
+    ctypedef struct lcx_state_x "lcx_state":
+        float *x
+
+
+TRACE_LAYER_STAGES = ("attention_norm", "attention", "ffn_norm", "feed_forward", "layers")
+
+
+cdef float **_layer_ptrs(dict out, str stage, int64_t n_layers, size_t need, list keep) except? NULL:
+    """The [n_layers] pointer array of one per-layer stage (NULL when no layer of it is asked for)."""
+    cdef int64_t i
+    names = [f"layers.{i}.{stage}" if stage != "layers" else f"layers.{i}" for i in range(n_layers)]
+    if not any(n in out for n in names):
+        return NULL
+    cdef float **p = <float **>PyMem_Malloc(n_layers * sizeof(float *))
+    if not p:
+        raise MemoryError()
+    keep.append(<size_t>p)
+    for i in range(n_layers):
+        p[i] = <float *>_wr(out[names[i]], need, names[i]) if names[i] in out else NULL
+    return p
+
+
+def forward_reference(CModel model, tokens, dict out):
+    """Run the reference forward over tokens (T,) at positions 0..T-1, writing the stages named in `out`
+    (name -> writable f32 buffer: (T, dim), or (T, vocab) for "output"; names as in Meta's model, e.g.
+    "layers.3.attention"). Unknown names are an error; stages not named are not kept."""
+    cdef int64_t T = len(tokens), i, L = model.m.n_layers, v = model.m.vocab_size, rc
+    cdef size_t row = T * model.m.dim * 4
+    known = {"tok_embeddings", "norm", "output"} | {f"layers.{i}" for i in range(L)} | {
+        f"layers.{i}.{s}" for i in range(L) for s in TRACE_LAYER_STAGES[:-1]}
+    unknown = sorted(set(out) - known)
+    if unknown:
+        raise ValueError(f"unknown trace stage {unknown[0]!r}")
+    if T < 1:
+        raise ValueError("the reference forward needs at least one token")
+    cdef int32_t *tok = <int32_t *>PyMem_Malloc(T * sizeof(int32_t))
+    if not tok:
+        raise MemoryError()
+    cdef lcx_trace tr
+    cdef list keep = []
+    try:
+        for i in range(T):
+            t = tokens[i]
+            if not 0 <= t < v:
+                raise ValueError(f"token id {t} out of range [0, {v})")
+            tok[i] = t
+        tr.tok_embeddings = <float *>_wr(out["tok_embeddings"], row, "tok_embeddings") if "tok_embeddings" in out else NULL
+        tr.norm = <float *>_wr(out["norm"], row, "norm") if "norm" in out else NULL
+        tr.output = <float *>_wr(out["output"], T * v * 4, "output") if "output" in out else NULL
+        tr.attention_norm = _layer_ptrs(out, "attention_norm", L, row, keep)
+        tr.attention = _layer_ptrs(out, "attention", L, row, keep)
+        tr.ffn_norm = _layer_ptrs(out, "ffn_norm", L, row, keep)
+        tr.feed_forward = _layer_ptrs(out, "feed_forward", L, row, keep)
+        tr.layers = _layer_ptrs(out, "layers", L, row, keep)
+        with nogil:
+            rc = lcx_forward_reference(&model.m, tok, T, &tr)
+        if rc == -2:
+            raise MemoryError(f"the reference forward cannot allocate its state for {T} tokens")
+        if rc != 0:
+            raise ValueError("the reference forward refused its arguments")
+    finally:
+        PyMem_Free(tok)
+        for p in keep:
+            PyMem_Free(<void *><size_t>p)
+
+
+def logit_lens(CModel model, X, size_t t, OUT):
+    """OUT (t, vocab) = output @ norm(X (t, dim)): the logits each row of a residual stream would give if the
+    model stopped there (the fast kernels, threaded)."""
+    cdef size_t dim = model.m.dim, vocab = model.m.vocab_size
+    cdef const float *x = <const float *>_rd(X, t * dim * 4, "X")
+    cdef float *o = <float *>_wr(OUT, t * vocab * 4, "OUT")
+    cdef float *xn = <float *>PyMem_Malloc(max(t * dim, 1) * sizeof(float))
+    if not xn:
+        raise MemoryError()
+    try:
+        with nogil:
+            lcx_rmsnorm_f32(x, model.m.norm, xn, t, dim, model.m.norm_eps)
+            lcx_linear(model.m.output.data, model.m.output.dtype, xn, dim, o, vocab, vocab, dim, t, 0)
+    finally:
+        PyMem_Free(xn)
+
+
+def model_prefix(CModel model, int64_t n_layers):
+    """Test hook: a CModel that shares model's weights but stops after its first n_layers layers, so the fast
+    forward's residual stream (state_residual) can be compared layer by layer."""
+    if not 0 <= n_layers <= model.m.n_layers:
+        raise ValueError(f"n_layers must be in [0, {model.m.n_layers}]")
+    cdef CModel c = CModel.__new__(CModel)
+    c.m = model.m
+    c.m.n_layers = n_layers
+    c._keep.append(model)  # the layer array and every weight buffer stay model's
+    return c
+
+
+def state_residual(CState state, OUT, size_t t):
+    """Test hook: OUT (t, dim) = the residual stream x of the last forward call's t tokens (lcx_forward leaves it
+    in the state: the final norm writes elsewhere)."""
+    if t < 1 or <int64_t>t > state.max_batch:
+        raise ValueError(f"t must be in [1, {state.max_batch}]")
+    cdef size_t dim = state.model.m.dim
+    cdef float *o = <float *>_wr(OUT, t * dim * 4, "OUT")
+    memcpy(o, (<lcx_state_x *>state.s).x, t * dim * sizeof(float))
