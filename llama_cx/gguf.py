@@ -686,9 +686,12 @@ def load_gguf(path, rope_scale_factor: Optional[float] = None):
     tokenizer = None
     if "tokenizer.ggml.model" in gf.metadata:
         from .tokenizer import Tokenizer
+        from .tokenizers.spm import SentencePieceTokenizer
 
+        # "llama" is SentencePiece (Llama 2); the rest is byte-level BPE, which refuses what it does not know
+        kind = SentencePieceTokenizer if gf.metadata["tokenizer.ggml.model"] == "llama" else Tokenizer
         try:
-            tokenizer = Tokenizer.from_gguf_metadata(gf.metadata, source=gf.path)
+            tokenizer = kind.from_gguf_metadata(gf.metadata, source=gf.path)
         except LlamaCxError as e:  # the weights are still usable with token ids
             msg = str(e)
             llama.notes.append("no tokenizer: " + (msg[len(gf.path) + 2 :] if msg.startswith(gf.path + ": ") else msg))
