@@ -143,11 +143,14 @@ _DEFAULT_SYSTEM = re.compile(r"""<\|im_start\|>system(?:\n|\\n)([^'"{}]*?)<\|im_
 
 
 def chat_format_for(tokenizer, chat_template: Optional[str] = None):
-    """The chat format for a tokenizer: ChatMLFormat or ChatFormat (Llama 3), or None when neither fits.
+    """The chat format for a tokenizer: ChatMLFormat, ChatFormat (Llama 3) or Llama2ChatFormat, or None when none
+    fits.
 
     chat_template (default: tokenizer.chat_template, a GGUF's tokenizer.chat_template) decides when given: one
     that writes <|im_start|> is ChatML (with its literal default system message, if any), one that writes
-    <|start_header_id|> is Llama 3. Without a template, the tokenizer's special tokens decide.
+    <|start_header_id|> is Llama 3, one that writes [INST] and <<SYS>> is Llama 2 (for a SentencePiece
+    tokenizer). Without a template, the tokenizer's special tokens decide, and a SentencePiece tokenizer (Llama 2's
+    tokenizer.model, a GGUF "llama" vocabulary) gets Llama 2's format.
     """
     if tokenizer is None:
         return None
@@ -155,15 +158,24 @@ def chat_format_for(tokenizer, chat_template: Optional[str] = None):
     specials = tokenizer.special_tokens
     llama3_ok = all(t in specials for t in ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"))
     chatml_ok = all(t in specials for t in ("<|im_start|>", "<|im_end|>"))
+    from .tokenizers.spm import SentencePieceTokenizer
+
+    llama2_ok = isinstance(tokenizer, SentencePieceTokenizer) and None not in (tokenizer.bos_id, tokenizer.eos_id)
+    if llama2_ok:
+        from .tokenizers.chat_llama2 import Llama2ChatFormat
     if template:
         if "<|im_start|>" in template and chatml_ok:
             m = _DEFAULT_SYSTEM.search(template)
             return ChatMLFormat(tokenizer, default_system=m.group(1) if m else None)
         if "<|start_header_id|>" in template and llama3_ok:
             return ChatFormat(tokenizer)
+        if "[INST]" in template and "<<SYS>>" in template and llama2_ok:  # Mistral's [INST] template has no <<SYS>>
+            return Llama2ChatFormat(tokenizer)
         return None
     if llama3_ok:
         return ChatFormat(tokenizer)
     if chatml_ok:
         return ChatMLFormat(tokenizer)
+    if llama2_ok:
+        return Llama2ChatFormat(tokenizer)
     return None

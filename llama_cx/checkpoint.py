@@ -36,7 +36,7 @@ class Checkpoint:
     format: str  # 'meta' | 'gguf'
     config: ModelConfig
     tensors: Dict[str, Tensor]  # Meta names (output.weight absent when tied to tok_embeddings.weight)
-    tokenizer_path: Optional[str] = None  # Meta tiktoken tokenizer.model, when present
+    tokenizer_path: Optional[str] = None  # Meta tiktoken tokenizer.model (Llama 3), when present
     tokenizer: object = None  # a ready tokenizer (GGUF metadata), when the format carries one
     metadata: dict = field(default_factory=dict)  # extra facts for `llama-cx info`
     notes: List[str] = field(default_factory=list)
@@ -108,7 +108,15 @@ def _load_meta(directory: str, pth: str, rope_scale_factor) -> Checkpoint:
     params_path = os.path.join(directory, "params.json")
     if not os.path.isfile(params_path):
         raise FormatError(f"{params_path}: file not found (a Meta .pth needs the params.json beside it)")
-    config = ModelConfig.from_params_file(params_path, rope_scale_factor=rope_scale_factor)
+    tok = os.path.join(directory, "tokenizer.model")
+    spm = None  # Llama 2: a SentencePiece tokenizer.model, read now because params.json may take its vocab size
+    if os.path.isfile(tok):
+        from .tokenizers.spm import SentencePieceTokenizer, tokenizer_model_kind
+
+        if tokenizer_model_kind(tok) == "sentencepiece":
+            spm = SentencePieceTokenizer.from_file(tok)
+    config = ModelConfig.from_params_file(params_path, rope_scale_factor=rope_scale_factor,
+                                          llama2_vocab_size=spm.vocab_size if spm else None)
 
     tf = _TorchFile(pth)
     notes: List[str] = []
@@ -163,13 +171,13 @@ def _load_meta(directory: str, pth: str, rope_scale_factor) -> Checkpoint:
             notes.append(f"copied non-contiguous tensor {name} into memory")
         tensors[name] = t
 
-    tok = os.path.join(directory, "tokenizer.model")
     return Checkpoint(
         path=pth,
         format="meta",
         config=config,
         tensors=tensors,
-        tokenizer_path=tok if os.path.isfile(tok) else None,
+        tokenizer_path=tok if os.path.isfile(tok) and spm is None else None,
+        tokenizer=spm,
         metadata={
             "dtype": dtype,
             "tied_embeddings": tied,

@@ -45,13 +45,12 @@ class Llama2ChatFormat:
         every exchange closed with eos); Llama 2 has no separate generation prompt, "[/INST]" ends the user turn.
         A system message alone (nothing to fold it into yet) gives no ids."""
         msgs = [_role_content(m) for m in messages]
+        self._check_tags(msgs)
         if msgs and msgs[0][0] == "system":
             if len(msgs) == 1 and not add_generation_prompt:
-                self._check_tags(msgs)
                 return []
             if len(msgs) == 1:
                 raise TokenizerError("a Llama 2 dialog needs a user message after the system message")
-            self._check_tags(msgs)
             msgs = [(msgs[1][0], B_SYS + msgs[0][1] + E_SYS + msgs[1][1])] + msgs[2:]
         return self._encode(msgs, add_generation_prompt)
 
@@ -61,6 +60,7 @@ class Llama2ChatFormat:
         if first:
             return self.encode_dialog(messages, add_generation_prompt)
         msgs = [_role_content(m) for m in messages]
+        self._check_tags(msgs)
         if any(role == "system" for role, _ in msgs):
             raise TokenizerError("a Llama 2 system message can only open the dialog (it is folded into the first "
                                  "user message)")
@@ -74,7 +74,6 @@ class Llama2ChatFormat:
                                          f"messages (Meta's chat_completion refuses them too)")
 
     def _encode(self, msgs: List[Tuple[str, str]], add_generation_prompt: bool) -> List[int]:
-        self._check_tags(msgs)
         for k, (role, _) in enumerate(msgs):
             want = "user" if k % 2 == 0 else "assistant"
             if role != want:
