@@ -102,6 +102,16 @@ def test_ids_match_sentencepiece_on_nasty_corpus(ours, sp):
         assert ours.encode(t) == sp.encode(t), repr(t[:80])
 
 
+def test_whole_text_bpe_equals_word_by_word(model_path, ours, sp):
+    """Llama 2's pieces never hold "▁" after another character, so encode cuts the text into words before each
+    such "▁" and caches them; BPE over the whole text (what sentencepiece runs) must give the same ids."""
+    assert ours._words is not None
+    whole = SentencePieceTokenizer.from_file(model_path)
+    whole._words = None
+    for t in NASTY + corpus(seed=9, n_random=300) + ["the cat sat on the mat " * 200]:
+        assert whole.encode(t) == ours.encode(t) == sp.encode(t), repr(t[:80])
+
+
 def test_gguf_vocabulary_gives_identical_ids(ours, ours_gguf):
     assert ours_gguf.vocab_size == 32000 and (ours_gguf.bos_id, ours_gguf.eos_id) == (1, 2)
     assert ours_gguf.add_bos and ours_gguf.special_tokens == ours.special_tokens

@@ -11,8 +11,10 @@ Encoding is sentencepiece's, step by step (src/normalizer.cc, bpe_model.cc, sent
    the end with treat_whitespace_as_suffix. Llama 2: identity normalization, dummy prefix, spaces escaped.
 2. BPE by piece scores, not merge ranks: start from characters (a user-defined symbol is one frozen symbol), then
    repeatedly join the adjacent pair whose concatenation is a piece with the highest score, the leftmost on a tie.
-   There is no pre-tokenizer: the whole text is one sequence (pieces never hold an inner "▁" only because training
-   made none). A heap of candidate pairs over a linked list of symbols, stale entries skipped: O(n log n).
+   There is no pre-tokenizer: the whole text is one sequence. A heap of candidate pairs over a linked list of
+   symbols, stale entries skipped: O(n log n) (a 100 KB word: ~0.8 s here, sentencepiece ~0.05 s). When no piece
+   holds "▁" after another character (Llama 2's), no merge can cross such a point, so the text is cut there into
+   words, each segmented alone and cached (the same ids; ~0.3 MB/s on text of unseen words, more on prose).
 3. A piece marked UNUSED is split back into the two symbols it was made of. A symbol that is no piece is unknown:
    with byte_fallback its UTF-8 bytes become <0xNN> pieces, otherwise a run of unknowns is one unk id.
 Decoding: "▁" becomes a space and the first piece loses its leading one (the dummy prefix), control pieces are
@@ -197,6 +199,17 @@ class SentencePieceTokenizer:
         # <0xNN> -> id through PieceToId, as PopulateSentencePieceText does
         self._byte_ids = [self._id_of.get(f"<0x{b:02X}>", unk) for b in range(256)]
         self._has_unused = any(t == UNUSED for t in self._types)
+        # BPE runs over the whole text, but when no piece holds a space symbol right after another character
+        # (Llama 2's do not), no merge can cross the point before such a space: the text can be cut there into
+        # words that are segmented alone, and a word seen before is looked up (the result is the same; the cache
+        # makes prose ~10x faster). Not with UNUSED pieces: their resegmentation uses the last merge recorded
+        # anywhere in the text (sentencepiece's rev_merge), which cutting would change.
+        space = SPACE if self._escape_whitespaces else " "
+        crossing = re.compile(f"[^{space}]{space}")
+        self._words = None
+        if not self._has_unused and not any(crossing.search(p) for p in merge):
+            self._words = re.compile(f"{space}*[^{space}]+|{space}+")
+        self._word_cache: Dict[str, List[str]] = {}
         # Longest user-defined symbol first: a regex alternation takes the first alternative that matches.
         self._user_re = re.compile("|".join(re.escape(s) for s in sorted(user_defined, key=lambda s: (-len(s), s)))) \
             if user_defined else None
@@ -399,7 +412,20 @@ class SentencePieceTokenizer:
         normalized = self._normalize(text)
         if not normalized:
             return []
-        return self._ids(self._bpe(normalized))
+        if self._words is None:
+            return self._ids(self._bpe(normalized))
+        cache = self._word_cache
+        symbols: List[str] = []
+        for word in self._words.findall(normalized):
+            segmented = cache.get(word)
+            if segmented is None:
+                segmented = self._bpe(word)
+                if len(word) <= 64:
+                    if len(cache) >= 1 << 16:
+                        cache.clear()
+                    cache[word] = segmented
+            symbols += segmented
+        return self._ids(symbols)
 
     def _normalize(self, text: str) -> str:
         """sentencepiece's Normalizer::Normalize with identity rules (no precompiled charsmap)."""
