@@ -92,8 +92,8 @@ def tokenizer_model_kind(path) -> str:
     """'sentencepiece' or 'tiktoken': which kind of `tokenizer.model` a Meta checkpoint holds, by its content.
 
     tiktoken (Llama 3) is text, one `base64 rank` line per token; SentencePiece (Llama 2) is a protobuf whose first
-    byte is 0x0A, the key of ModelProto field 1 (pieces), length-delimited. Anything else is called tiktoken, whose
-    reader then names the bad line."""
+    byte is the key of a length-delimited ModelProto field: 0x0A (pieces, written first), 0x12 (trainer_spec) or
+    0x1A (normalizer_spec). Anything else is called tiktoken, whose reader then names the bad line."""
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
@@ -103,7 +103,7 @@ def tokenizer_model_kind(path) -> str:
     first = head.lstrip(b"\r\n").split(b"\n", 1)[0]
     if re.fullmatch(rb"[A-Za-z0-9+/=]+ [0-9]+\r?", first):
         return "tiktoken"
-    return "sentencepiece" if head[:1] == b"\x0a" else "tiktoken"
+    return "sentencepiece" if head[:1] in (b"\x0a", b"\x12", b"\x1a") else "tiktoken"
 
 
 class SentencePieceTokenizer:
@@ -693,7 +693,7 @@ class _Decoder:
         else:
             text = tok._decode_text[i]
             has_bos_ws = False
-            if self._is_bos_ws and self._strip_leading and text.startswith(" ") and tok._pieces[i][0] == SPACE:
+            if self._is_bos_ws and self._strip_leading and tok._pieces[i][0] == SPACE:
                 text, has_bos_ws = text[1:], True
             self._bos_ws_seen = has_bos_ws and not tok._remove_extra_whitespaces
         self._emitted = self._emitted or bool(text)
