@@ -108,18 +108,22 @@ def _load_meta(directory: str, pth: str, rope_scale_factor) -> Checkpoint:
     params_path = os.path.join(directory, "params.json")
     if not os.path.isfile(params_path):
         raise FormatError(f"{params_path}: file not found (a Meta .pth needs the params.json beside it)")
-    tok = os.path.join(directory, "tokenizer.model")
-    spm = None  # Llama 2: a SentencePiece tokenizer.model, read now because params.json may take its vocab size
-    if os.path.isfile(tok):
-        from .tokenizers.spm import SentencePieceTokenizer, tokenizer_model_kind
+    from .tokenizers.spm import SentencePieceTokenizer, tokenizer_model_kind
 
-        if tokenizer_model_kind(tok) == "sentencepiece":
-            spm = SentencePieceTokenizer.from_file(tok)
+    tok = os.path.join(directory, "tokenizer.model")
+    notes: List[str] = []
+    spm = None  # Llama 2: a SentencePiece tokenizer.model, read now because params.json may take its vocab size
+    up = os.path.join(os.path.dirname(os.path.abspath(directory)), "tokenizer.model")
+    if not os.path.isfile(tok) and os.path.isfile(up) and os.access(up, os.R_OK) and \
+            tokenizer_model_kind(up) == "sentencepiece":
+        tok = up  # Meta's Llama 2 download keeps tokenizer.model beside the model folders
+        notes.append(f"tokenizer: {up} (the parent directory, as Meta's Llama 2 download lays it out)")
+    if os.path.isfile(tok) and tokenizer_model_kind(tok) == "sentencepiece":
+        spm = SentencePieceTokenizer.from_file(tok)
     config = ModelConfig.from_params_file(params_path, rope_scale_factor=rope_scale_factor,
                                           llama2_vocab_size=spm.vocab_size if spm else None)
 
     tf = _TorchFile(pth)
-    notes: List[str] = []
     refs: Dict[str, TensorRef] = {}
     for name, value in tf.state_dict.items():
         if name in _IGNORED:

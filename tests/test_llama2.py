@@ -160,6 +160,15 @@ def test_llama2_info_names_the_tokenizer_and_chat_format(llama2):
     assert "Llama 2 ([INST]" in text and "'<s>' (1)" in text and "'</s>' (2)" in text
 
 
+def test_llama2_tokenizer_in_the_parent_directory(tmp_path, spm_model):
+    """Meta's Llama 2 download: tokenizer.model at the top, the model folders (llama-2-7b-chat/, ...) below it."""
+    _llama2_dir(tmp_path / "llama-2-7b-chat", "mha", spm_model)
+    os.replace(tmp_path / "llama-2-7b-chat" / "tokenizer.model", tmp_path / "tokenizer.model")
+    model = llama_cx.load(str(tmp_path / "llama-2-7b-chat"))
+    assert isinstance(model.tokenizer, SentencePieceTokenizer) and model.config.vocab_size == VOCAB
+    assert any("parent directory" in n for n in model.notes)
+
+
 def test_llama2_without_tokenizer_needs_vocab_size(tmp_path, spm_model):
     _llama2_dir(tmp_path, "mha", spm_model)
     os.remove(tmp_path / "tokenizer.model")

@@ -454,8 +454,10 @@ def test_gguf_metadata_errors():
             "tokenizer.ggml.scores": [0.0, 0.0, 0.0, -1.0], "tokenizer.ggml.token_type": [2, 3, 3, 1]}
     tok = SentencePieceTokenizer.from_gguf_metadata(good, "x.gguf")
     assert tok.encode("a a", bos=True) == [1, 0, 3, 0, 3]  # "▁" is no piece here: unknown
+    untyped = SentencePieceTokenizer.from_gguf_metadata(dict(good, **{"tokenizer.ggml.token_type": [1, 3, 3, 1]}), "x")
+    assert untyped.unk_id == 0 and untyped.encode("a") == [0, 3]  # no UNKNOWN type: unknown_token_id (default 0)
     for change, needle in [({"tokenizer.ggml.scores": [0.0]}, "tokenizer.ggml.scores must be 4 numbers"),
-                           ({"tokenizer.ggml.token_type": [1, 1, 1, 1]}, "no unknown piece"),
+                           ({"tokenizer.ggml.token_type": [2, 3, 3, 2]}, "two unknown pieces"),
                            ({"tokenizer.ggml.tokens": "abc"}, "tokenizer.ggml.tokens"),
                            ({"tokenizer.ggml.bos_token_id": 99}, "bos id = 99"),
                            ({"tokenizer.ggml.model": "gpt2"}, "not 'llama'")]:

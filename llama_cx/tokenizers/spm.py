@@ -335,8 +335,12 @@ class SentencePieceTokenizer:
 
         def get_id(key, default):
             v = meta.get(f"tokenizer.ggml.{key}", default)
-            return None if v is None or v == -1 else v  # some converters write -1 for "none"
+            return None if v is None or v in (-1, 2**32 - 1) else v  # llama.cpp's "no token" (-1, as int32 or uint32)
 
+        unk = get_id("unknown_token_id", 0)
+        if UNKNOWN not in types and isinstance(unk, int) and 0 <= unk < n:
+            types = list(types)  # no token typed UNKNOWN: llama.cpp takes unknown_token_id (default 0) as it
+            types[unk] = UNKNOWN
         stops = [i for i, t in enumerate(tokens) if types[i] == CONTROL and t in _END_OF_GENERATION]
         return cls(
             tokens, [float(s) for s in scores], types, source=source, byte_fallback=BYTE in types,
