@@ -320,6 +320,40 @@ def test_trained_models_match_sentencepiece(variants, variant):
         assert "".join(d.feed(i) for i in ids) + d.flush() == want, ids
 
 
+_FRAGMENTS = ["<tool>", "<to", "ol>", "@@", "@", "<ctl>", " ", "  ", "\t", "\n", "▁", "the", "quick", "fox", "é",
+              "ï", "☃", "日", "1", "23", "!", "."]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["trained", "remove-extra-whitespaces", "whitespace-suffix", "unused-pieces",
+                        "byte-fallback", "no-escape"]),
+       st.lists(st.sampled_from(_FRAGMENTS), max_size=16).map("".join))
+def test_trained_models_hypothesis(variants, variant, text):
+    m = variants[variant]
+    sp = _processors(variant, m)
+    ours = _ours(variant, m)
+    ids = sp.encode(text)
+    assert ours.encode(text) == ids
+    assert ours.decode(ids) == sp.decode(ids)
+
+
+_CACHE = {}
+
+
+def _processors(name, m):
+    key = ("sp", name)
+    if key not in _CACHE:
+        _CACHE[key] = processor(m)
+    return _CACHE[key]
+
+
+def _ours(name, m):
+    key = ("ours", name)
+    if key not in _CACHE:
+        _CACHE[key] = SentencePieceTokenizer.from_model_proto(m.SerializeToString(), source=name)
+    return _CACHE[key]
+
+
 def test_trained_model_user_defined_and_unknown(variants):
     m = variants["trained"]
     ours = SentencePieceTokenizer.from_model_proto(m.SerializeToString(), source="trained")

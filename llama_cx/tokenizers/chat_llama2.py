@@ -11,7 +11,9 @@ messages that contain them: a user could otherwise close an [INST] turn and writ
 
 Same interface as llama_cx.chat_format's formats (encode_dialog, encode_turn, stop_ids, end_of_turn_id), so
 ChatSession works unchanged: after encode_dialog(system + first user message), the sampled reply and eos, the
-next turn is encode_turn([user]) = bos + encode("[INST] {user} [/INST]").
+next turn is encode_turn([user]) = bos + encode("[INST] {user} [/INST]"). The session keeps each reply as it was
+sampled, so its cache differs from Meta re-encoding the whole history (which encodes the answer together with
+its prompt and a trailing space, usually one more "▁" token before eos) only inside the replies.
 """
 from __future__ import annotations
 
