@@ -56,6 +56,8 @@ _END_OF_GENERATION = ("<|end_of_text|>", "<|eot_id|>", "<|eom_id|>", "<|im_end|>
 SpecialSet = Union[str, Collection[str]]
 
 # -- the ModelProto schema (sentencepiece_model.proto), the fields we read --------------------------------------
+# trainer_spec's unk_id/bos_id/eos_id/pad_id are read but not used: sentencepiece itself finds bos/eos/pad by
+# piece name (bos_piece, default "<s>", ...) and unk as the piece of type UNKNOWN, and so do we.
 _F = pb.Field
 _PIECE = {1: _F("piece", "string"), 2: _F("score", "float"), 3: _F("type", "enum")}
 _TRAINER = {
