@@ -604,12 +604,9 @@ def _info_lines(model, tensors=False) -> List[str]:
     if tok is None:
         row("tokenizer", "none (token ids only)")
     else:
-        if getattr(tok, "pattern", None) is None:  # SentencePiece: no pre-tokenizer, it names its own kind
-            row("tokenizer", f"{tok.kind}, {'adds' if tok.add_bos else 'no'} bos")
-        else:
-            kind = "tiktoken (Meta tokenizer.model)" if ck.tokenizer_path else "byte-level BPE (GGUF)"
-            row("tokenizer", f"{kind}, {tok.vocab_size} tokens, pre-tokenizer {tok.pattern}, "
-                             f"{'adds' if tok.add_bos else 'no'} bos")
+        kind = ck.tokenizer.description
+        pre = f", pre-tokenizer {tok.pattern}" if tok.pattern is not None else ""  # SentencePiece has none
+        row("tokenizer", f"{kind}, {tok.vocab_size} tokens{pre}, {'adds' if tok.add_bos else 'no'} bos")
         row("bos", _token_label(tok, getattr(tok, "bos_id", None)))
         row("eos", _token_label(tok, getattr(tok, "eos_id", None)))
         stops = sorted(getattr(tok, "stop_ids", ()) or ())

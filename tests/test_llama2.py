@@ -156,7 +156,7 @@ def test_llama2_info_names_the_tokenizer_and_chat_format(llama2):
     from llama_cx.cli import _info_lines
 
     text = "\n".join(_info_lines(llama2["mha"][1]))
-    assert "SentencePiece BPE (tokenizer.model, 32000 pieces)" in text
+    assert "SentencePiece BPE (Meta tokenizer.model), 32000 tokens, adds bos" in text
     assert "Llama 2 ([INST]" in text and "'<s>' (1)" in text and "'</s>' (2)" in text
 
 

@@ -19,8 +19,8 @@ pb2 = pytest.importorskip("sentencepiece.sentencepiece_model_pb2")
 from _spm import processor  # noqa: E402
 from _tokenizer_corpus import corpus  # noqa: E402
 from llama_cx.errors import FormatError, TokenizerError  # noqa: E402
-from llama_cx.gguf import GGUFFile  # noqa: E402
-from llama_cx.tokenizers.spm import SentencePieceTokenizer, tokenizer_model_kind  # noqa: E402
+from llama_cx.formats.gguf import GGUFFile  # noqa: E402
+from llama_cx.tokenizers.spm import SentencePieceTokenizer, piece_count, tokenizer_model_kind  # noqa: E402
 
 VOCAB = "ggml-vocab-llama-spm.gguf"
 
@@ -233,6 +233,19 @@ def test_tokenizer_model_kind(model_path, llama3_tokenizer_path, tmp_path):
     bad = tmp_path / "tokenizer.model"
     bad.write_bytes(b"garbage that is neither\n")
     assert tokenizer_model_kind(bad) == "tiktoken"  # whose reader then names the bad line
+
+
+def test_piece_count(model_path, sp, tmp_path):
+    """What a Llama 2 params.json's vocab_size -1 stands for (Meta: tokenizer.n_words), read without building."""
+    assert piece_count(model_path) == sp.vocab_size() == 32000
+    data = open(model_path, "rb").read()
+    for body, problem in [(data[:1000], "truncated protobuf"), (b"", "empty file"),
+                          (b"\x12\x00", "no pieces")]:  # only an empty trainer_spec
+        bad = tmp_path / "tokenizer.model"
+        bad.write_bytes(body)
+        with pytest.raises(FormatError) as e:
+            piece_count(bad)
+        assert problem in str(e.value) and str(bad) in str(e.value) and "\n" not in str(e.value)
 
 
 # -- other SentencePiece BPE models, trained by sentencepiece itself --------------------------------------------

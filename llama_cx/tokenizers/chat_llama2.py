@@ -9,18 +9,19 @@
 The tags are plain text to the tokenizer (Llama 2 has no special tokens for them), so, like Meta, we refuse
 messages that contain them: a user could otherwise close an [INST] turn and write the assistant's part.
 
-Same interface as llama_cx.chat_format's formats (encode_dialog, encode_turn, stop_ids, end_of_turn_id), so
-ChatSession works unchanged: after encode_dialog(system + first user message), the sampled reply and eos, the
-next turn is encode_turn([user]) = bos + encode("[INST] {user} [/INST]"). The session keeps each reply as it was
-sampled, so its cache differs from Meta re-encoding the whole history (which encodes the answer together with
-its prompt and a trailing space, usually one more "▁" token before eos) only inside the replies.
+Same interface as llama_cx.tokenizers.chat_format's formats (encode_dialog, encode_turn, stop_ids,
+end_of_turn_id), so ChatSession works unchanged: after encode_dialog(system + first user message), the sampled
+reply and eos, the next turn is encode_turn([user]) = bos + encode("[INST] {user} [/INST]"). The session keeps
+each reply as it was sampled, so its cache differs from Meta re-encoding the whole history (which encodes the
+answer together with its prompt and a trailing space, usually one more "▁" token before eos) only inside the
+replies.
 """
 from __future__ import annotations
 
 from typing import List, Sequence, Tuple
 
-from ..chat_format import _role_content  # one reading of a message ({"role", "content"} or .role/.content)
 from ..errors import TokenizerError
+from ._messages import role_content
 
 B_INST, E_INST = "[INST]", "[/INST]"
 B_SYS, E_SYS = "<<SYS>>\n", "\n<</SYS>>\n\n"
@@ -46,7 +47,7 @@ class Llama2ChatFormat:
         add_generation_prompt=False also takes a dialog that ends with the assistant (a finished conversation,
         every exchange closed with eos); Llama 2 has no separate generation prompt, "[/INST]" ends the user turn.
         A system message alone (nothing to fold it into yet) gives no ids."""
-        msgs = [_role_content(m) for m in messages]
+        msgs = [role_content(m) for m in messages]
         self._check_tags(msgs)
         if msgs and msgs[0][0] == "system":
             if len(msgs) == 1 and not add_generation_prompt:
@@ -61,7 +62,7 @@ class Llama2ChatFormat:
         ending with eos; first=True: the whole prompt, the same as encode_dialog."""
         if first:
             return self.encode_dialog(messages, add_generation_prompt)
-        msgs = [_role_content(m) for m in messages]
+        msgs = [role_content(m) for m in messages]
         self._check_tags(msgs)
         if any(role == "system" for role, _ in msgs):
             raise TokenizerError("a Llama 2 system message can only open the dialog (it is folded into the first "

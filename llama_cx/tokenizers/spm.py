@@ -35,7 +35,7 @@ import os
 import re
 from typing import Collection, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from ..errors import FormatError, TokenizerError
+from ..errors import FormatError, TokenizerError, brief
 from . import _protobuf as pb
 
 # ModelProto.SentencePiece.Type (sentencepiece_model.proto); GGUF's token_type uses the same numbers
@@ -73,6 +73,7 @@ _MODEL_PROTO = {1: _F("pieces", "message", repeated=True, schema=_PIECE),
                 2: _F("trainer_spec", "message", schema=_TRAINER),
                 3: _F("normalizer_spec", "message", schema=_NORMALIZER),
                 5: _F("denormalizer_spec", "message", schema=_NORMALIZER)}
+_PIECES_ONLY = {1: _F("pieces", "bytes", repeated=True)}  # piece_count: the pieces left undecoded
 
 
 def _bytewise_replace(err: UnicodeDecodeError):
@@ -83,11 +84,6 @@ def _bytewise_replace(err: UnicodeDecodeError):
 
 _ERRORS = "llama_cx.spm_bytewise"
 codecs.register_error(_ERRORS, _bytewise_replace)
-
-
-def _show(s, limit: int = 60) -> str:
-    r = repr(s)
-    return r if len(r) <= limit else r[: limit - 4] + "...'"
 
 
 def tokenizer_model_kind(path) -> str:
@@ -106,6 +102,33 @@ def tokenizer_model_kind(path) -> str:
     if re.fullmatch(rb"[A-Za-z0-9+/=]+ [0-9]+\r?", first):
         return "tiktoken"
     return "sentencepiece" if head[:1] in (b"\x0a", b"\x12", b"\x1a") else "tiktoken"
+
+
+def piece_count(path) -> int:
+    """How many pieces the SentencePiece `tokenizer.model` at `path` holds (Meta's `n_words`, which Llama 2's
+    params.json `vocab_size: -1` stands for), without building the tokenizer: only the ModelProto's top level is
+    read, each piece taken whole as bytes. The file is checked as far as that reads it."""
+    path = os.fspath(path)
+    return _count_pieces(_read_model_file(path), path)
+
+
+def _count_pieces(data: bytes, source: str) -> int:
+    if not data:
+        raise FormatError(f"{source}: empty file (not a SentencePiece model)")
+    n = len(pb.decode(data, _PIECES_ONLY, source).get("pieces", ()))
+    if not n:
+        raise FormatError(f"{source}: no pieces (the SentencePiece model holds no vocabulary)")
+    return n
+
+
+def _read_model_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise FormatError(f"{path}: tokenizer file not found") from None
+    except OSError as e:
+        raise FormatError(f"{path}: cannot read the tokenizer file ({e.strerror or e})") from None
 
 
 class SentencePieceTokenizer:
@@ -155,18 +178,18 @@ class SentencePieceTokenizer:
         self._byte_of: Dict[int, int] = {}  # id -> byte, for BYTE pieces
         for i, (piece, score, t) in enumerate(zip(self._pieces, scores, self._types)):
             if t not in _TYPE_NAMES:
-                fail(f"piece {i} ({_show(piece)}) has type {t}, not one of "
+                fail(f"piece {i} ({brief(piece)}) has type {t}, not one of "
                      f"{', '.join(f'{k} ({v})' for k, v in _TYPE_NAMES.items())}")
             if not isinstance(piece, str) or not piece:
                 fail(f"piece {i} is empty")
             if "\0" in piece:
-                fail(f"piece {i} ({_show(piece)}) contains a NUL character")
+                fail(f"piece {i} ({brief(piece)}) contains a NUL character")
             if len(piece.encode("utf-8", "surrogatepass")) >= _MAX_PIECE_BYTES:
                 fail(f"piece {i} is {len(piece)} characters long (sentencepiece allows under {_MAX_PIECE_BYTES} bytes)")
             table = merge if t in (NORMAL, USER_DEFINED, UNUSED) else reserved
             if piece in table:
                 first = table[piece][1] if table is merge else table[piece]
-                fail(f"piece {i} ({_show(piece)}) is already defined as piece {first}")
+                fail(f"piece {i} ({brief(piece)}) is already defined as piece {first}")
             if table is merge:
                 merge[piece] = (float(score), i)
             else:
@@ -175,12 +198,12 @@ class SentencePieceTokenizer:
                 user_defined.append(piece)
             elif t == UNKNOWN:
                 if unk is not None:
-                    fail(f"two unknown pieces: {unk} ({_show(self._pieces[unk])}) and {i} ({_show(piece)})")
+                    fail(f"two unknown pieces: {unk} ({brief(self._pieces[unk])}) and {i} ({brief(piece)})")
                 unk = i
             elif t == BYTE:
                 m = _BYTE_PIECE.fullmatch(piece)
                 if m is None:
-                    fail(f"byte piece {i} is {_show(piece)}, not of the form <0xNN>")
+                    fail(f"byte piece {i} is {brief(piece)}, not of the form <0xNN>")
                 if not self._byte_fallback:
                     fail(f"byte piece {i} ({piece}) is present although byte_fallback is off")
                 self._byte_of[i] = int(m.group(1), 16)
@@ -230,7 +253,7 @@ class SentencePieceTokenizer:
             if v is None:
                 return None
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < n:
-                fail(f"{name} = {_show(v)} is not a token id (vocabulary of {n})")
+                fail(f"{name} = {brief(v)} is not a token id (vocabulary of {n})")
             return v
 
         self.bos_id = token_id("bos id", bos_id)
@@ -247,14 +270,7 @@ class SentencePieceTokenizer:
     def from_file(cls, path) -> "SentencePieceTokenizer":
         """A SentencePiece `tokenizer.model` (serialized ModelProto), e.g. Llama 2's."""
         path = os.fspath(path)
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            raise FormatError(f"{path}: tokenizer file not found") from None
-        except OSError as e:
-            raise FormatError(f"{path}: cannot read the tokenizer file ({e.strerror or e})") from None
-        return cls.from_model_proto(data, source=path)
+        return cls.from_model_proto(_read_model_file(path), source=path)
 
     @classmethod
     def from_model_proto(cls, data: bytes, source: str = "<ModelProto>") -> "SentencePieceTokenizer":
@@ -280,7 +296,7 @@ class SentencePieceTokenizer:
             if "piece" not in p:
                 fail(f"piece {k} has no text (ModelProto.pieces[{k}].piece is missing)")
         if norm.get("precompiled_charsmap"):
-            fail(f"normalization rules {_show(norm.get('name', ''))} (precompiled_charsmap) are not supported; "
+            fail(f"normalization rules {brief(norm.get('name', ''))} (precompiled_charsmap) are not supported; "
                  f"only identity normalization (Llama 2's) is")
         if proto.get("denormalizer_spec", {}).get("precompiled_charsmap"):
             fail("denormalization rules (denormalizer_spec.precompiled_charsmap) are not supported")
@@ -318,7 +334,7 @@ class SentencePieceTokenizer:
 
         model = meta.get("tokenizer.ggml.model")
         if model != "llama":
-            fail(f"tokenizer.ggml.model is {_show(model)}, not 'llama' (SentencePiece)")
+            fail(f"tokenizer.ggml.model is {brief(model)}, not 'llama' (SentencePiece)")
         tokens = meta.get("tokenizer.ggml.tokens")
         if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
             fail("tokenizer.ggml.tokens is missing or not a list of strings")
@@ -623,7 +639,7 @@ class SentencePieceTokenizer:
         try:
             i = operator.index(token_id)
         except TypeError:
-            raise TokenizerError(f"token ids must be integers, got {_show(token_id)}") from None
+            raise TokenizerError(f"token ids must be integers, got {brief(token_id)}") from None
         if not 0 <= i < len(self._pieces):
             raise TokenizerError(
                 f"token id {i} is outside the vocabulary of {self.source} (0..{len(self._pieces) - 1})")
@@ -655,7 +671,7 @@ class SentencePieceTokenizer:
         try:
             return self.special_tokens[name]
         except (KeyError, TypeError):
-            raise TokenizerError(f"{_show(name)} is not a special token of {self.source}") from None
+            raise TokenizerError(f"{brief(name)} is not a special token of {self.source}") from None
 
     def is_special(self, token_id: int) -> bool:
         return token_id in self._special_ids

@@ -1,5 +1,6 @@
 """Target `spm`: SentencePieceTokenizer.from_model_proto on mutated SentencePiece models (protobuf), then encode,
-decode and stream-decode with whatever loaded (the stream must give decode's text).
+decode and stream-decode with whatever loaded (the stream must give decode's text), and the piece count the Meta
+loader reads without building the tokenizer must be the tokenizer's vocab_size.
 
 Seeds: small BPE models trained by sentencepiece itself (with and without byte fallback, user-defined and control
 symbols, UNUSED pieces), serialized by its own protobuf module. Hotspots: every varint key and length of the
@@ -7,7 +8,7 @@ top-level fields and of the pieces, so boundary-value edits hit the framing.
 """
 import io
 
-from llama_cx.tokenizers.spm import SentencePieceTokenizer
+from llama_cx.tokenizers.spm import SentencePieceTokenizer, _count_pieces
 
 from ._engine import Seed
 
@@ -93,6 +94,7 @@ def seeds():
 
 def execute(data: bytes):
     tok = SentencePieceTokenizer.from_model_proto(data, source="fuzz.model")
+    assert _count_pieces(data, "fuzz.model") == tok.vocab_size  # the Meta loader's cheap read of the vocab size
     ids = tok.encode(_TEXT, bos=tok.bos_id is not None)
     text = tok.decode(ids)
     d = tok.stream_decoder()

@@ -1,4 +1,4 @@
-"""Checkpoint loading: a Meta directory (params.json + consolidated.00.pth [+ tokenizer.model]) becomes a
+"""Meta checkpoints: a directory (params.json + consolidated.00.pth [+ tokenizer.model]) becomes a
 Checkpoint of zero-copy tensor views over one read-only mmap of the .pth. torch is not used.
 
 How a torch.save file is read:
@@ -14,78 +14,26 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
+from .. import dtypes
+from ..config import ModelConfig
+from ..errors import FormatError
+from ..tensor import Tensor, contiguous_strides, map_model_file
 from ._unpickle import TensorRef, load_pickle
 from ._zipfile import read_zip_directory
-from .config import ModelConfig
-from .errors import FormatError
-from .tensor import DTYPE_SIZE, Tensor, contiguous_strides, map_model_file
+from .checkpoint import Checkpoint, MappedFile, TokenizerSpec, expected_shapes
 
-# torch dtype name -> llama_cx dtype
-_TORCH_DTYPES = {"bfloat16": "bf16", "float16": "f16", "float32": "f32"}
 _SHARD_RE = re.compile(r"^consolidated\.(\d+)\.pth$")
 _LAYER_RE = re.compile(r"^layers\.(\d{1,9})\.")
 _IGNORED = {"rope.freqs": "ignored rope.freqs (Llama 2's precomputed RoPE table; RoPE is recomputed from params.json)"}
 
 
-@dataclass
-class Checkpoint:
-    path: str
-    format: str  # 'meta' | 'gguf'
-    config: ModelConfig
-    tensors: Dict[str, Tensor]  # Meta names (output.weight absent when tied to tok_embeddings.weight)
-    tokenizer_path: Optional[str] = None  # Meta tiktoken tokenizer.model (Llama 3), when present
-    tokenizer: object = None  # a ready tokenizer (GGUF metadata), when the format carries one
-    metadata: dict = field(default_factory=dict)  # extra facts for `llama-cx info`
-    notes: List[str] = field(default_factory=list)
-    file_size: int = 0
-    keepalive: list = field(default_factory=list)  # mmaps/buffers the tensors point into
-    mapped: object = None  # the read-only mmap of `path` that zero-copy tensors view
-
-
-def expected_shapes(config: ModelConfig, tied: bool) -> Dict[str, Tuple[int, ...]]:
-    """Every Meta tensor name the config implies, with its shape (torch Linear weights are (out, in))."""
-    c = config
-    shapes = {"tok_embeddings.weight": (c.vocab_size, c.dim)}
-    for i in range(c.n_layers):
-        p = f"layers.{i}."
-        shapes[p + "attention.wq.weight"] = (c.q_dim, c.dim)
-        shapes[p + "attention.wk.weight"] = (c.kv_dim, c.dim)
-        shapes[p + "attention.wv.weight"] = (c.kv_dim, c.dim)
-        shapes[p + "attention.wo.weight"] = (c.dim, c.q_dim)
-        shapes[p + "feed_forward.w1.weight"] = (c.hidden_dim, c.dim)
-        shapes[p + "feed_forward.w2.weight"] = (c.dim, c.hidden_dim)
-        shapes[p + "feed_forward.w3.weight"] = (c.hidden_dim, c.dim)
-        shapes[p + "attention_norm.weight"] = (c.dim,)
-        shapes[p + "ffn_norm.weight"] = (c.dim,)
-    shapes["norm.weight"] = (c.dim,)
-    if not tied:
-        shapes["output.weight"] = (c.vocab_size, c.dim)
-    return shapes
-
-
-def load_checkpoint(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
-    """Load a Meta checkpoint directory, a consolidated.00.pth (params.json beside it), or a .gguf file."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FormatError(f"{path}: no such file or directory")
+def load(path: str, rope_scale_factor=None) -> Checkpoint:
+    """A Meta checkpoint directory, or a consolidated.00.pth with params.json beside it."""
     if os.path.isdir(path):
         return _load_meta_dir(path, rope_scale_factor)
-    if _magic(path) == b"GGUF":
-        from .gguf import load_gguf  # imports this module: keep the import here
-
-        return load_gguf(path, rope_scale_factor=rope_scale_factor)
     return _load_meta(os.path.dirname(os.path.abspath(path)), path, rope_scale_factor)
-
-
-def _magic(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read(4)
-    except OSError as e:
-        raise FormatError(f"{path}: cannot read ({e.strerror})") from None
 
 
 def _load_meta_dir(directory: str, rope_scale_factor) -> Checkpoint:
@@ -108,20 +56,14 @@ def _load_meta(directory: str, pth: str, rope_scale_factor) -> Checkpoint:
     params_path = os.path.join(directory, "params.json")
     if not os.path.isfile(params_path):
         raise FormatError(f"{params_path}: file not found (a Meta .pth needs the params.json beside it)")
-    from .tokenizers.spm import SentencePieceTokenizer, tokenizer_model_kind
+    tokenizer, notes = _tokenizer_spec(directory)
+    llama2_vocab = None
+    if tokenizer is not None and tokenizer.kind == "spm":  # Llama 2: params.json's vocab_size -1 is its piece count
+        from ..tokenizers.spm import piece_count
 
-    tok = os.path.join(directory, "tokenizer.model")
-    notes: List[str] = []
-    spm = None  # Llama 2: a SentencePiece tokenizer.model, read now because params.json may take its vocab size
-    up = os.path.join(os.path.dirname(os.path.abspath(directory)), "tokenizer.model")
-    if not os.path.isfile(tok) and os.path.isfile(up) and os.access(up, os.R_OK) and \
-            tokenizer_model_kind(up) == "sentencepiece":
-        tok = up  # Meta's Llama 2 download keeps tokenizer.model beside the model folders
-        notes.append(f"tokenizer: {up} (the parent directory, as Meta's Llama 2 download lays it out)")
-    if os.path.isfile(tok) and tokenizer_model_kind(tok) == "sentencepiece":
-        spm = SentencePieceTokenizer.from_file(tok)
+        llama2_vocab = piece_count(tokenizer.path)
     config = ModelConfig.from_params_file(params_path, rope_scale_factor=rope_scale_factor,
-                                          llama2_vocab_size=spm.vocab_size if spm else None)
+                                          llama2_vocab_size=llama2_vocab)
 
     tf = _TorchFile(pth)
     refs: Dict[str, TensorRef] = {}
@@ -180,8 +122,8 @@ def _load_meta(directory: str, pth: str, rope_scale_factor) -> Checkpoint:
         format="meta",
         config=config,
         tensors=tensors,
-        tokenizer_path=tok if os.path.isfile(tok) and spm is None else None,
-        tokenizer=spm,
+        files=[MappedFile(pth, tf.size, tf.mm)],
+        tokenizer=tokenizer,
         metadata={
             "dtype": dtype,
             "tied_embeddings": tied,
@@ -189,10 +131,23 @@ def _load_meta(directory: str, pth: str, rope_scale_factor) -> Checkpoint:
             "params_path": params_path,
         },
         notes=notes,
-        file_size=tf.size,
-        mapped=tf.mm,
-        keepalive=[tf.mm],
     )
+
+
+def _tokenizer_spec(directory: str) -> Tuple[Optional[TokenizerSpec], List[str]]:
+    """(spec, notes) for the tokenizer.model of a Meta checkpoint: tiktoken (Llama 3) or SentencePiece (Llama 2),
+    told apart by content. Meta's Llama 2 download keeps tokenizer.model beside the model folders, so a
+    SentencePiece one in the parent directory is taken when there is none here."""
+    from ..tokenizers.spm import tokenizer_model_kind  # reads a few bytes; builds nothing
+
+    tok = os.path.join(directory, "tokenizer.model")
+    if os.path.isfile(tok):
+        return TokenizerSpec("spm" if tokenizer_model_kind(tok) == "sentencepiece" else "tiktoken", tok, path=tok), []
+    up = os.path.join(os.path.dirname(os.path.abspath(directory)), "tokenizer.model")
+    if os.path.isfile(up) and os.access(up, os.R_OK) and tokenizer_model_kind(up) == "sentencepiece":
+        return TokenizerSpec("spm", up, path=up), [f"tokenizer: {up} (the parent directory, as Meta's Llama 2 "
+                                                   f"download lays it out)"]
+    return None, []
 
 
 def _fmt(shape) -> str:
@@ -234,17 +189,17 @@ class _TorchFile:
 
     def tensor(self, name: str, ref: TensorRef) -> Tensor:
         """A view of `ref` over the mmap, after checking its dtype and that it lies inside its storage."""
-        dtype = _TORCH_DTYPES.get(ref.dtype)
-        if dtype is None:
+        dt = dtypes.BY_TORCH.get(ref.dtype)
+        if dt is None or not dtypes.readable(dt):
             raise FormatError(
                 f"{self.path}: tensor {name} has dtype {ref.dtype} ({ref.storage.storage_type}); "
-                f"only bfloat16, float16 and float32 checkpoints are supported"
+                f"only {dtypes.readable_list(lambda d: d.torch)} checkpoints are supported"
             )
         st = ref.storage
         member = self.members.get(f"{self.prefix}data/{st.key}")
         if member is None:
             raise FormatError(f"{self.path}: tensor {name} refers to storage {st.key!r}, which is not in the archive")
-        isz = DTYPE_SIZE[dtype]
+        isz = dt.itemsize
         if st.numel * isz > member.size:
             raise FormatError(
                 f"{self.path}: storage {st.key!r} of tensor {name} declares {st.numel} elements "
@@ -264,7 +219,7 @@ class _TorchFile:
                 f"{self.path}: tensor {name} (shape {_fmt(ref.shape)}, strides {_fmt(ref.strides)}) reads some "
                 f"storage elements more than once (overlapping or zero strides); not supported"
             )
-        return Tensor(dtype, ref.shape, ref.strides, member.offset + ref.offset * isz, self.mm, name)
+        return Tensor(dt.name, ref.shape, ref.strides, member.offset + ref.offset * isz, self.mm, name)
 
 
 def _non_overlapping(shape, strides) -> bool:

@@ -11,8 +11,10 @@ Two formats, one interface (`encode_dialog`, `encode_turn`, `stop_ids`, `end_of_
   (SmolLM2: "You are a helpful AI assistant named SmolLM, trained by Hugging Face") comes first, as its Jinja
   template does.
 
-`chat_format_for(tokenizer, chat_template=None)` picks one from a chat template (a GGUF's
-tokenizer.chat_template) or, without one, from the tokenizer's special tokens.
+(Llama 2's `[INST] <<SYS>>` format, `Llama2ChatFormat`, has the same interface; it is in chat_llama2.py.)
+
+`chat_format_for(tokenizer, chat_template=None)` picks one of the three from a chat template (a GGUF's
+tokenizer.chat_template) or, without one, from the tokenizer's special tokens and kind.
 
 Messages are dicts {"role": ..., "content": ...} or objects with .role and .content. Content is user text: special
 token text in it is encoded as plain text (the tokenizer's default), so a user cannot close a turn by typing
@@ -25,22 +27,12 @@ equal to `encode_dialog(m + [reply] + new_messages)`.
 from __future__ import annotations
 
 import re
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple
 
-from .errors import TokenizerError
-
-Message = Union[dict, object]
-
-
-def _role_content(message: Message) -> Tuple[str, str]:
-    if isinstance(message, dict):
-        role, content = message.get("role"), message.get("content")
-    else:
-        role, content = getattr(message, "role", None), getattr(message, "content", None)
-    role = getattr(role, "value", role)  # an Enum like Meta's Role
-    if not isinstance(role, str) or not isinstance(content, str):
-        raise TokenizerError(f"a chat message needs a str role and a str content, got {message!r:.80}")
-    return role, content
+from ..errors import TokenizerError
+from ._messages import Message, role_content as _role_content
+from .chat_llama2 import Llama2ChatFormat
+from .spm import SentencePieceTokenizer
 
 
 class ChatFormat:
@@ -158,11 +150,7 @@ def chat_format_for(tokenizer, chat_template: Optional[str] = None):
     specials = tokenizer.special_tokens
     llama3_ok = all(t in specials for t in ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"))
     chatml_ok = all(t in specials for t in ("<|im_start|>", "<|im_end|>"))
-    from .tokenizers.spm import SentencePieceTokenizer
-
     llama2_ok = isinstance(tokenizer, SentencePieceTokenizer) and None not in (tokenizer.bos_id, tokenizer.eos_id)
-    if llama2_ok:
-        from .tokenizers.chat_llama2 import Llama2ChatFormat
     if template:
         if "<|im_start|>" in template and chatml_ok:
             m = _DEFAULT_SYSTEM.search(template)
