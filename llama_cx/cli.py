@@ -558,6 +558,8 @@ def _token_label(tok, i) -> str:
         return "none"
     try:
         piece = tok.decode([i])
+        if not piece and tok.is_special(i):  # SentencePiece decodes control tokens to nothing
+            piece = next(name for name, j in tok.special_tokens.items() if j == i)
     except Exception:  # a label only; never fail `info` over it
         piece = "?"
     return f"{piece!r} ({i})" if piece else str(i)
@@ -606,8 +608,8 @@ def _info_lines(model, tensors=False) -> List[str]:
         row("tokenizer", "none (token ids only)")
     else:
         kind = ck.tokenizer.description
-        row("tokenizer", f"{kind}, {tok.vocab_size} tokens, pre-tokenizer {tok.pattern}, "
-                         f"{'adds' if tok.add_bos else 'no'} bos")
+        pre = f", pre-tokenizer {tok.pattern}" if tok.pattern is not None else ""  # SentencePiece has none
+        row("tokenizer", f"{kind}, {tok.vocab_size} tokens{pre}, {'adds' if tok.add_bos else 'no'} bos")
         row("bos", _token_label(tok, getattr(tok, "bos_id", None)))
         row("eos", _token_label(tok, getattr(tok, "eos_id", None)))
         stops = sorted(getattr(tok, "stop_ids", ()) or ())
@@ -629,6 +631,8 @@ def _chat_kind(fmt) -> str:
     name = type(fmt).__name__
     if name == "ChatFormat":
         return "Llama 3 (<|start_header_id|>role<|end_header_id|> ... <|eot_id|>)"
+    if name == "Llama2ChatFormat":
+        return "Llama 2 ([INST] <<SYS>> system <</SYS>> user [/INST] answer </s>)"
     if name == "ChatMLFormat":
         default = getattr(fmt, "default_system", None)
         return "ChatML (<|im_start|>role ... <|im_end|>)" + (f", default system prompt {default!r}" if default else "")

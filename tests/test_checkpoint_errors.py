@@ -324,7 +324,8 @@ def test_hidden_dim_mismatch(tmp_path):
     (json.dumps(dict(SMALL, n_layers=0)), "n_layers must be positive, got 0"),
     (json.dumps(dict(SMALL, n_heads=5)), "dim 64 is not divisible by n_heads 5"),
     (json.dumps(dict(SMALL, n_kv_heads=3)), "n_heads 4 is not a multiple of n_kv_heads 3"),
-    (json.dumps(dict(SMALL, vocab_size=-1)), "vocab_size is missing or -1 (it must be given for Llama 3 checkpoints)"),
+    (json.dumps(dict(SMALL, vocab_size=-1)), "vocab_size is missing or -1 (it must be given for Llama 3 checkpoints; "
+     "a Llama 2 checkpoint takes it from the SentencePiece tokenizer.model beside it)"),
     ("[1, 2]", "expected a JSON object"),
 ])
 def test_bad_params_json(ckpt, text, problem):

@@ -24,15 +24,21 @@ class MappedFile:
 class TokenizerSpec:
     """Where a checkpoint's tokenizer comes from; llama_cx.tokenizers.from_spec builds it."""
 
-    kind: str  # 'tiktoken' (Meta's tokenizer.model) | 'gguf' (tokenizer.ggml.* metadata)
+    # 'tiktoken' (Meta's Llama 3 tokenizer.model) | 'spm' (Meta's Llama 2 tokenizer.model, SentencePiece)
+    # | 'gguf' (tokenizer.ggml.* metadata, byte-level BPE) | 'gguf-spm' (tokenizer.ggml.* metadata, model "llama")
+    kind: str
     source: str  # the file it is read from, for messages
-    path: Optional[str] = None  # kind 'tiktoken': the tokenizer.model file
-    metadata: Optional[dict] = None  # kind 'gguf': the file's whole metadata
+    path: Optional[str] = None  # kinds 'tiktoken', 'spm': the tokenizer.model file
+    metadata: Optional[dict] = None  # kinds 'gguf', 'gguf-spm': the file's whole metadata
     required: bool = True  # False: a tokenizer that cannot be built leaves a note, the weights still run on ids
 
     @property
     def description(self) -> str:
-        return {"tiktoken": "tiktoken (Meta tokenizer.model)", "gguf": "byte-level BPE (GGUF)"}.get(self.kind, self.kind)
+        return _TOKENIZER_KINDS.get(self.kind, self.kind)
+
+
+_TOKENIZER_KINDS = {"tiktoken": "tiktoken (Meta tokenizer.model)", "spm": "SentencePiece BPE (Meta tokenizer.model)",
+                    "gguf": "byte-level BPE (GGUF)", "gguf-spm": "SentencePiece BPE (GGUF 'llama' vocabulary)"}
 
 
 @dataclass

@@ -289,7 +289,9 @@ def load(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
         raise
     tokenizer = None
     if "tokenizer.ggml.model" in gf.metadata:  # the weights are still usable with token ids without it
-        tokenizer = TokenizerSpec("gguf", gf.path, metadata=gf.metadata, required=False)
+        # "llama" is SentencePiece (Llama 2); the rest is byte-level BPE, which refuses what it does not know
+        kind = "gguf-spm" if gf.metadata["tokenizer.ggml.model"] == "llama" else "gguf"
+        tokenizer = TokenizerSpec(kind, gf.path, metadata=gf.metadata, required=False)
     return Checkpoint(
         path=gf.path,
         format="gguf",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 from .. import dtypes
 from ..config import ModelConfig
@@ -56,10 +56,16 @@ def _load_meta(directory: str, pth: str, rope_scale_factor) -> Checkpoint:
     params_path = os.path.join(directory, "params.json")
     if not os.path.isfile(params_path):
         raise FormatError(f"{params_path}: file not found (a Meta .pth needs the params.json beside it)")
-    config = ModelConfig.from_params_file(params_path, rope_scale_factor=rope_scale_factor)
+    tokenizer, notes = _tokenizer_spec(directory)
+    llama2_vocab = None
+    if tokenizer is not None and tokenizer.kind == "spm":  # Llama 2: params.json's vocab_size -1 is its piece count
+        from ..tokenizers.spm import piece_count
+
+        llama2_vocab = piece_count(tokenizer.path)
+    config = ModelConfig.from_params_file(params_path, rope_scale_factor=rope_scale_factor,
+                                          llama2_vocab_size=llama2_vocab)
 
     tf = _TorchFile(pth)
-    notes: List[str] = []
     refs: Dict[str, TensorRef] = {}
     for name, value in tf.state_dict.items():
         if name in _IGNORED:
@@ -111,14 +117,13 @@ def _load_meta(directory: str, pth: str, rope_scale_factor) -> Checkpoint:
             notes.append(f"copied non-contiguous tensor {name} into memory")
         tensors[name] = t
 
-    tok = os.path.join(directory, "tokenizer.model")
     return Checkpoint(
         path=pth,
         format="meta",
         config=config,
         tensors=tensors,
         files=[MappedFile(pth, tf.size, tf.mm)],
-        tokenizer=TokenizerSpec("tiktoken", tok, path=tok) if os.path.isfile(tok) else None,
+        tokenizer=tokenizer,
         metadata={
             "dtype": dtype,
             "tied_embeddings": tied,
@@ -127,6 +132,22 @@ def _load_meta(directory: str, pth: str, rope_scale_factor) -> Checkpoint:
         },
         notes=notes,
     )
+
+
+def _tokenizer_spec(directory: str) -> Tuple[Optional[TokenizerSpec], List[str]]:
+    """(spec, notes) for the tokenizer.model of a Meta checkpoint: tiktoken (Llama 3) or SentencePiece (Llama 2),
+    told apart by content. Meta's Llama 2 download keeps tokenizer.model beside the model folders, so a
+    SentencePiece one in the parent directory is taken when there is none here."""
+    from ..tokenizers.spm import tokenizer_model_kind  # reads a few bytes; builds nothing
+
+    tok = os.path.join(directory, "tokenizer.model")
+    if os.path.isfile(tok):
+        return TokenizerSpec("spm" if tokenizer_model_kind(tok) == "sentencepiece" else "tiktoken", tok, path=tok), []
+    up = os.path.join(os.path.dirname(os.path.abspath(directory)), "tokenizer.model")
+    if os.path.isfile(up) and os.access(up, os.R_OK) and tokenizer_model_kind(up) == "sentencepiece":
+        return TokenizerSpec("spm", up, path=up), [f"tokenizer: {up} (the parent directory, as Meta's Llama 2 "
+                                                   f"download lays it out)"]
+    return None, []
 
 
 def _fmt(shape) -> str:

@@ -49,7 +49,8 @@ def gguf_vocab(meta: dict, source: str) -> dict:
 
     model = meta.get("tokenizer.ggml.model")
     if model != "gpt2":
-        fail(f"tokenizer.ggml.model is {brief(model)}; only byte-level BPE ('gpt2') vocabularies are supported")
+        fail(f"tokenizer.ggml.model is {brief(model)}; only byte-level BPE ('gpt2') and SentencePiece ('llama') "
+             f"vocabularies are supported")
     pre = meta.get("tokenizer.ggml.pre", "gpt2")  # absent: plain GPT-2, as Hugging Face's GGUF loader does
     if not isinstance(pre, str) or pre not in _GGUF_PRE:
         fail(f"pre-tokenizer tokenizer.ggml.pre = {brief(pre)} is not supported "
