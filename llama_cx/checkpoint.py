@@ -67,23 +67,39 @@ def expected_shapes(config: ModelConfig, tied: bool) -> Dict[str, Tuple[int, ...
 
 
 def load_checkpoint(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
-    """Load a Meta checkpoint directory, a consolidated.00.pth (params.json beside it), or a .gguf file."""
+    """Load a Meta checkpoint directory (one or several consolidated.NN.pth), a consolidated.00.pth (params.json
+    beside it), a .gguf file, a Hugging Face directory (config.json + safetensors) or one .safetensors file."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FormatError(f"{path}: no such file or directory")
     if os.path.isdir(path):
+        from .formats import hf  # the format modules import this one: keep these imports here
+
+        if hf.is_hf_directory(path):
+            return hf.load_hf(path, rope_scale_factor=rope_scale_factor)
         return _load_meta_dir(path, rope_scale_factor)
-    if _magic(path) == b"GGUF":
-        from .gguf import load_gguf  # imports this module: keep the import here
+    head, size = _head(path)
+    if size == 0:
+        raise FormatError(f"{path}: empty file")
+    if head[:4] == b"GGUF":
+        from .gguf import load_gguf
 
         return load_gguf(path, rope_scale_factor=rope_scale_factor)
+    from .formats import hf
+
+    if path.endswith(".safetensors") or hf.looks_like_safetensors(head, size):
+        return hf.load_hf(path, rope_scale_factor=rope_scale_factor)
+    if head[:2] != b"PK" and head[:1] != b"\x80" and not path.endswith(".pth"):
+        raise FormatError(f"{path}: not a model file llama_cx reads (starts with {head[:8]!r}; expected a GGUF file, "
+                          f"a torch.save .pth, a .safetensors file, or a checkpoint directory)")
     return _load_meta(os.path.dirname(os.path.abspath(path)), path, rope_scale_factor)
 
 
-def _magic(path: str) -> bytes:
+def _head(path: str) -> Tuple[bytes, int]:
+    """The first 16 bytes of a file and its size, to tell the formats apart."""
     try:
         with open(path, "rb") as f:
-            return f.read(4)
+            return f.read(16), os.fstat(f.fileno()).st_size
     except OSError as e:
         raise FormatError(f"{path}: cannot read ({e.strerror})") from None
 
@@ -91,7 +107,9 @@ def _magic(path: str) -> bytes:
 def _load_meta_dir(directory: str, rope_scale_factor) -> Checkpoint:
     shards = sorted(n for n in os.listdir(directory) if _SHARD_RE.match(n))
     if len(shards) > 1:
-        raise FormatError(f"{directory}: multi-shard checkpoints are not supported yet ({len(shards)} shards: {', '.join(shards)})")
+        from .formats.meta_shards import load_meta_shards, shard_names
+
+        return load_meta_shards(directory, shard_names(directory), rope_scale_factor)
     if not os.path.isfile(os.path.join(directory, "params.json")):
         raise FormatError(f"{directory}: no params.json (expected a Meta checkpoint directory: params.json, consolidated.00.pth, tokenizer.model)")
     pth = os.path.join(directory, "consolidated.00.pth")
@@ -104,7 +122,7 @@ def _load_meta(directory: str, pth: str, rope_scale_factor) -> Checkpoint:
     if _SHARD_RE.match(os.path.basename(pth)):
         shards = [n for n in os.listdir(directory) if _SHARD_RE.match(n)]
         if len(shards) > 1:
-            raise FormatError(f"{pth}: multi-shard checkpoints are not supported yet ({len(shards)} shards beside it)")
+            return _load_meta_dir(directory, rope_scale_factor)
     params_path = os.path.join(directory, "params.json")
     if not os.path.isfile(params_path):
         raise FormatError(f"{params_path}: file not found (a Meta .pth needs the params.json beside it)")
