@@ -532,7 +532,7 @@ def _model_name(model) -> str:
     if name:
         return name
     path = model.checkpoint.path
-    return os.path.basename(os.path.dirname(path)) if model.checkpoint.format == "meta" else os.path.basename(path)
+    return os.path.basename(os.path.dirname(path)) if model.checkpoint.format in ("meta", "hf") else os.path.basename(path)
 
 
 def _size(n: float) -> str:
@@ -573,8 +573,10 @@ def _info_lines(model, tensors=False) -> List[str]:
     fmt = ck.format
     if fmt == "gguf":
         fmt += f" (GGUF v{md.get('gguf_version', '?')}" + (f", {md['file_type']})" if md.get("file_type") else ")")
+    elif fmt == "hf":
+        fmt += f" (Hugging Face: config.json + {md.get('layout', 'safetensors')})"
     else:
-        fmt += " (params.json + consolidated .pth, read without torch)"
+        fmt += f" (params.json + {md.get('layout', 'consolidated .pth')}, read without torch)"
     row("format", fmt)
     row("file size", _size(ck.file_size))
     row("architecture", md.get("general.architecture", "llama"))
@@ -602,7 +604,7 @@ def _info_lines(model, tensors=False) -> List[str]:
     if tok is None:
         row("tokenizer", "none (token ids only)")
     else:
-        kind = "tiktoken (Meta tokenizer.model)" if ck.tokenizer_path else "byte-level BPE (GGUF)"
+        kind = "tiktoken (Meta tokenizer.model)" if ck.tokenizer_path else md.get("tokenizer_format", "byte-level BPE (GGUF)")
         row("tokenizer", f"{kind}, {tok.vocab_size} tokens, pre-tokenizer {tok.pattern}, "
                          f"{'adds' if tok.add_bos else 'no'} bos")
         row("bos", _token_label(tok, getattr(tok, "bos_id", None)))

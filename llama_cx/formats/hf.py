@@ -182,10 +182,7 @@ def _open_weights(path: str) -> Tuple[str, Dict[str, SafetensorsFile], List[Safe
         if os.path.isfile(index):
             by_tensor, files = open_index(index)
             return directory, by_tensor, files, f"{len(files)} safetensors shards ({INDEX_NAME})"
-        if not os.path.isfile(single):
-            raise FormatError(f"{directory}: no {SINGLE_NAME} or {INDEX_NAME} (expected a Hugging Face model "
-                              f"directory: config.json, model.safetensors, tokenizer.json)")
-        path = single
+        path = single  # load_hf checked that one of the two is there
     directory = os.path.dirname(os.path.abspath(path))
     st = open_safetensors(path)
     return directory, {n: st for n in st.entries}, [st], f"one safetensors file ({os.path.basename(path)})"
@@ -198,6 +195,9 @@ def load_hf(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
     config_path = os.path.join(directory, "config.json")
     if not os.path.isfile(config_path):
         raise FormatError(f"{path}: no config.json beside it (a safetensors checkpoint needs its Hugging Face config)")
+    if os.path.isdir(path) and not any(os.path.isfile(os.path.join(path, n)) for n in (INDEX_NAME, SINGLE_NAME)):
+        raise FormatError(f"{path}: no {SINGLE_NAME} or {INDEX_NAME} (expected a Hugging Face model "
+                          f"directory: config.json, model.safetensors, tokenizer.json)")
     raw_cfg = read_json(config_path, _MAX_CONFIG_BYTES, "config.json")
     config = config_from_hf(raw_cfg, config_path, rope_scale_factor)
     tie = raw_cfg.get("tie_word_embeddings", False)
@@ -260,7 +260,7 @@ def load_hf(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
     tokenizer, tok_info = _tokenizer(directory, notes)
     metadata = {
         "dtype": "+".join(dtypes), "tied_embeddings": tied, "n_params": sum(t.numel for t in tensors.values()),
-        "config_path": config_path, "layout": layout, "general.name": os.path.basename(os.path.abspath(directory)),
+        "config_path": config_path, "layout": layout,
         **tok_info,
     }
     return Checkpoint(
