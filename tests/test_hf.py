@@ -208,7 +208,13 @@ def smol_dir(smollm2_gguf_path):
 
     d, name = os.path.split(smollm2_gguf_path)
     tok = AutoTokenizer.from_pretrained(d, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, dtype=torch.float32).to(torch.bfloat16)
+    gguf_model = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, dtype=torch.float32)
+    # a model loaded from a GGUF refuses save_pretrained ("quantized with gguf"): the same weights, plain model
+    cfg = gguf_model.config.to_dict()
+    cfg.pop("quantization_config", None)
+    model = LlamaForCausalLM(LlamaConfig.from_dict(cfg))
+    model.load_state_dict(gguf_model.state_dict())
+    model = model.to(torch.bfloat16)
     tmp = out + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
