@@ -195,6 +195,13 @@ def test_weights_are_views_of_the_mapped_file(tmp_path):
             assert t.buffer is ck.mapped, name
 
 
+def test_huge_pages_copy_gives_the_same_logits(tmp_path):
+    d = _save(tmp_path, "hp", dtype="bf16", vocab_size=2048, hidden_size=256, intermediate_size=512)  # > 1 MiB
+    a, b = llama_cx.load(str(d)), llama_cx.load(str(d), huge_pages=True)
+    assert b.checkpoint.tensors["layers.0.feed_forward.w1.weight"].buffer is not b.checkpoint.mapped
+    assert np.array_equal(np.asarray(a.logits(IDS)), np.asarray(b.logits(IDS)))
+
+
 # ---- SmolLM2: transformers loads the demo GGUF and saves it as an HF directory ---------------------------------
 
 
@@ -628,3 +635,68 @@ def test_config_layouts_agree():
     v4 = config_from_hf(dict(common, rope_theta=500000.0, rope_scaling=dict(rope, rope_type="llama3")), "c4")
     v5 = config_from_hf(dict(common, rope_parameters=dict(rope, rope_type="llama3", rope_theta=500000.0)), "c5")
     assert v4 == v5 and v4.use_scaled_rope and v4.rope_theta == 500000.0 and v4.max_seq_len == 131072
+
+
+# ---- tokenizer.json: a tiny valid one, and every field replaced by arbitrary JSON --------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from llama_cx.tokenizer import _BYTE_OF_CHAR  # noqa: E402
+from llama_cx.tokenizers.hf_json import from_tokenizer_json  # noqa: E402
+
+
+def _tiny_tokenizer_json():
+    alphabet = {b: c for c, b in _BYTE_OF_CHAR.items()}
+    vocab = {alphabet[b]: b for b in range(256)}
+    vocab["ab"] = 256
+    return {
+        "added_tokens": [{"id": 257, "content": "<|end|>", "special": True}],
+        "normalizer": None,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+        "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<|end|>", "type_id": 0}},
+                                                                    {"Sequence": {"id": "A", "type_id": 0}}]},
+        "model": {"type": "BPE", "vocab": vocab, "merges": [["a", "b"]], "ignore_merges": False},
+    }
+
+
+def test_tiny_tokenizer_json():
+    tok = from_tokenizer_json(_tiny_tokenizer_json(), "tiny.json", {"eos_token": {"content": "<|end|>"}})
+    assert tok.encode("xab<|end|>") == [ord("x"), 256] + list(b"<|end|>")
+    assert tok.encode("xab<|end|>", allowed_special="all") == [ord("x"), 256, 257]
+    assert (tok.bos_id, tok.eos_id, tok.add_bos, tok.pattern) == (257, 257, True, "gpt2")
+
+
+_JSON = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-3, 2**40), st.floats(allow_nan=False),
+                               st.text(max_size=6), st.sampled_from(["BPE", "ByteLevel", "Sequence", "Split", "a b"])),
+                     lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(
+                         st.sampled_from(["type", "id", "content", "vocab", "merges", "pretokenizers", "processors",
+                                          "single", "SpecialToken", "pattern", "Regex", "use_regex"]), inner, max_size=3)),
+                     max_leaves=8)
+_PATHS = [("added_tokens",), ("added_tokens", 0), ("added_tokens", 0, "id"), ("normalizer",), ("pre_tokenizer",),
+          ("pre_tokenizer", "type"), ("post_processor",), ("post_processor", "single"), ("model",), ("model", "type"),
+          ("model", "vocab"), ("model", "merges"), ("model", "merges", 0), ("model", "vocab", "ab"), ()]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(_PATHS), _JSON), max_size=3), _JSON)
+def test_tokenizer_json_with_arbitrary_fields_fails_in_one_line(edits, config):
+    tj = _tiny_tokenizer_json()
+    for path, value in edits:
+        if not path:
+            tj = value
+            continue
+        node = tj
+        try:
+            for k in path[:-1]:
+                node = node[k]
+            node[path[-1]] = value
+        except (KeyError, IndexError, TypeError):
+            pass
+    try:
+        tok = from_tokenizer_json(tj, "t.json", config if isinstance(config, dict) else {},
+                                  {"eos_token_id": config} if not isinstance(config, dict) else {})
+    except FormatError as e:
+        assert "\n" not in str(e) and str(e).startswith("t.json: ")
+        return
+    tok.decode(tok.encode("Hello ab <|end|>", allowed_special="all"))

@@ -168,7 +168,7 @@ def _merges(raw, vocab: Dict[str, int], token_bytes, fail) -> List[Tuple[int, in
 def _pre_tokenizer(pre, fail) -> str:
     """The _pretokenize scanner equivalent to a tokenizer.json pre_tokenizer, or a one-line refusal."""
     steps = pre.get("pretokenizers") if isinstance(pre, dict) and pre.get("type") == "Sequence" else [pre]
-    if not isinstance(steps, list) or not all(isinstance(s, dict) for s in steps):
+    if not isinstance(steps, list) or not steps or not all(isinstance(s, dict) for s in steps):
         fail(f"pre_tokenizer {_show(pre)} is not supported")
     kinds = [s.get("type") for s in steps]
     last = steps[-1]
@@ -203,7 +203,8 @@ def _post_processor_bos(pp) -> Optional[str]:
     if not isinstance(pp, dict):
         return None
     if pp.get("type") == "Sequence":
-        for p in pp.get("processors") or []:
+        procs = pp.get("processors")
+        for p in procs if isinstance(procs, list) else []:
             got = _post_processor_bos(p)
             if got is not None:
                 return got
