@@ -700,3 +700,36 @@ def test_tokenizer_json_with_arbitrary_fields_fails_in_one_line(edits, config):
         assert "\n" not in str(e) and str(e).startswith("t.json: ")
         return
     tok.decode(tok.encode("Hello ab <|end|>", allowed_special="all"))
+
+
+@pytest.mark.parametrize("merges,want", [
+    ([["a", "zz"]], "model.merges[0] = ['a', 'zz'] is not two tokens of the vocabulary"),
+    (["a b", "b a"], "model.merges[1] = 'b a' joins to a string that is not a token"),
+    (["a b c"], "model.merges[0] = 'a b c' is not two tokens of the vocabulary"),
+    ([["a", "b", "c"]], "is not two tokens of the vocabulary"),
+    ([7], "model.merges[0] = 7 is not two tokens"),
+    ({"a": "b"}, "model.merges is not a list"),
+])
+def test_bad_merges(merges, want):
+    tj = _tiny_tokenizer_json()
+    tj["model"]["merges"] = merges
+    with pytest.raises(FormatError) as e:
+        from_tokenizer_json(tj, "t.json")
+    msg = str(e.value)
+    assert msg.startswith("t.json: ") and want in msg and "\n" not in msg, msg
+
+
+def test_bad_tokenizer_fields():
+    def err(**edit):
+        tj = _tiny_tokenizer_json()
+        for k, v in edit.items():
+            tj[k] = v
+        with pytest.raises(FormatError) as e:
+            from_tokenizer_json(tj, "t.json")
+        return str(e.value)
+
+    assert err(normalizer={"type": "NFC"}) == "t.json: normalizer 'NFC' is not supported (byte-level BPE vocabularies have none)"
+    assert "byte_fallback BPE (SentencePiece-style) is not supported" in err(
+        model=dict(_tiny_tokenizer_json()["model"], byte_fallback=True))
+    assert err(added_tokens=[{"id": -1, "content": "x"}]) == (
+        "t.json: added_tokens[0] is not an object with a string content and an integer id")

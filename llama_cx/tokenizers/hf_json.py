@@ -144,25 +144,36 @@ def _is_id(v) -> bool:
 
 
 def _merges(raw, vocab: Dict[str, int], token_bytes, fail) -> List[Tuple[int, int]]:
+    """Merges as id pairs, rank = index. The hot loop of a load (Llama 3: 280k merges), so it only asks yes/no;
+    the first bad merge is then explained by _bad_merge."""
     if not isinstance(raw, list):
         fail("model.merges is not a list")
+    get = vocab.get
     out: List[Tuple[int, int]] = []
-    for k, m in enumerate(raw):
-        if isinstance(m, str):
-            parts = m.split(" ")
-        elif isinstance(m, list) and all(isinstance(p, str) for p in m):
-            parts = m
+    append = out.append
+    for m in raw:
+        if type(m) is str:
+            x, sep, y = m.partition(" ")
+            ok = sep and " " not in y
         else:
-            parts = ()
-        if len(parts) != 2 or parts[0] not in vocab or parts[1] not in vocab:
-            fail(f"model.merges[{k}] = {_show(m)} is not two tokens of the vocabulary")
-        if parts[0] + parts[1] not in vocab:
-            fail(f"model.merges[{k}] = {_show(m)} joins to a string that is not a token")
-        a, b = vocab[parts[0]], vocab[parts[1]]
-        if token_bytes[a] is None or token_bytes[b] is None:
-            fail(f"model.merges[{k}] = {_show(m)} merges a special token")
-        out.append((a, b))
+            ok = type(m) is list and len(m) == 2 and type(m[0]) is str and type(m[1]) is str
+            if ok:
+                x, y = m
+        a = get(x) if ok else None
+        b = get(y) if ok else None
+        if a is None or b is None or x + y not in vocab or token_bytes[a] is None or token_bytes[b] is None:
+            _bad_merge(len(out), m, vocab, token_bytes, fail)
+        append((a, b))
     return out
+
+
+def _bad_merge(k: int, m, vocab, token_bytes, fail):
+    parts = m.split(" ") if isinstance(m, str) else m if isinstance(m, list) else ()
+    if len(parts) != 2 or not all(isinstance(p, str) and p in vocab for p in parts):
+        fail(f"model.merges[{k}] = {_show(m)} is not two tokens of the vocabulary")
+    if parts[0] + parts[1] not in vocab:
+        fail(f"model.merges[{k}] = {_show(m)} joins to a string that is not a token")
+    fail(f"model.merges[{k}] = {_show(m)} merges a special token")
 
 
 def _pre_tokenizer(pre, fail) -> str:
