@@ -31,6 +31,9 @@ PREFILL_BLOCK = 128
 _ATT_QB = 16  # LCX_ATT_QB in csrc/lcx.h: attention score rows per thread
 _DEC_KC = 512  # LCX_DEC_KC in csrc/lcx.h: keys per part of a decode step's attention
 
+# what a checkpoint of each format lacks when it has no tokenizer (llama-cx info's notes say why one failed)
+_MISSING_TOKENIZER = {"meta": "tokenizer.model is missing", "hf": "tokenizer.json is missing or unreadable",
+                      "gguf": "the GGUF has no usable tokenizer.ggml.* metadata"}
 _MATRICES = ("attention.wq", "attention.wk", "attention.wv", "attention.wo",
              "feed_forward.w1", "feed_forward.w2", "feed_forward.w3")
 _NORMS = ("attention_norm", "ffn_norm")
@@ -152,7 +155,8 @@ class Model:
     def require_tokenizer(self):
         if self.tokenizer is None:
             raise TokenizerMissingError(
-                f"{self.checkpoint.path}: no tokenizer (tokenizer.model is missing); only token ids can be used")
+                f"{self.checkpoint.path}: no tokenizer ({_MISSING_TOKENIZER.get(self.checkpoint.format, 'none found')}); "
+                f"only token ids can be used")
         return self.tokenizer
 
     def __repr__(self) -> str:

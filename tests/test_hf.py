@@ -609,6 +609,8 @@ def test_bad_tokenizer_json_is_a_note(plain):
     m = llama_cx.load(str(plain))
     assert m.tokenizer is None
     assert any(n.startswith("no tokenizer: ") and "model type 'Unigram' is not supported" in n for n in m.notes)
+    with pytest.raises(llama_cx.TokenizerMissingError, match="tokenizer.json is missing or unreadable"):
+        m.require_tokenizer()
 
 
 @pytest.mark.parametrize("pre,want", [
