@@ -27,7 +27,7 @@ from ..checkpoint import Checkpoint, expected_shapes
 from ..config import ModelConfig
 from ..errors import FormatError, LlamaCxError
 from ..tensor import Tensor, contiguous_strides, weight_buffer
-from .safetensors import SafetensorsFile, open_index, open_safetensors, read_json
+from .safetensors import SafetensorsFile, _show, open_index, open_safetensors, read_json
 
 ARCHITECTURE = "LlamaForCausalLM"
 INDEX_NAME = "model.safetensors.index.json"
@@ -221,7 +221,7 @@ def load_hf(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
             if _INV_FREQ_RE.fullmatch(h):
                 ignored.append(h)
                 continue
-            fail(f"unexpected tensor {h} for a {ARCHITECTURE} (unsupported variant?)")
+            fail(f"unexpected tensor {_show(h)} for a {ARCHITECTURE} (unsupported variant?)")
         names[m] = h
     if ignored:
         notes.append(f"ignored {len(ignored)} rotary_emb.inv_freq buffers (RoPE is recomputed from config.json)")
@@ -241,7 +241,7 @@ def load_hf(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
     shapes = expected_shapes(config, tied)
     for m, h in names.items():
         if m not in shapes:
-            fail(f"unexpected tensor {h} (config.json says num_hidden_layers={config.n_layers})")
+            fail(f"unexpected tensor {_show(h)} (config.json says num_hidden_layers={config.n_layers})")
     missing = [m for m in shapes if m not in names]
     if missing:
         fail(f"missing tensor {hf_name(missing[0])} ({len(missing)} missing in all)")
@@ -253,7 +253,7 @@ def load_hf(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
             raise FormatError(f"{by_tensor[names[m]].path}: tensor {names[m]} has shape {list(t.shape)}, "
                               f"expected {list(shape)} from config.json")
         tensors[m] = t
-    copy = _unpermute_qk(tensors, config)
+    copy = _unpermute_qk(tensors, config, where)
     mib = len(copy) / 2**20
     notes.append(f"q_proj/k_proj rows reordered from HF's rotate-half layout into a copy at load "
                  f"({mib:.1f} MiB of memory beside the mapped files)")
@@ -272,7 +272,7 @@ def load_hf(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
     )
 
 
-def _unpermute_qk(tensors: Dict[str, Tensor], c: ModelConfig):
+def _unpermute_qk(tensors: Dict[str, Tensor], c: ModelConfig, where: str):
     """Replace every wq / wk view by a copy in Meta's row order; returns the buffer that holds the copies.
 
     Within a head, HF row j * head_dim/2 + i (j = 0, 1) is Meta row 2i + j (the inverse of transformers'
@@ -281,7 +281,11 @@ def _unpermute_qk(tensors: Dict[str, Tensor], c: ModelConfig):
     for i in range(c.n_layers):
         todo.append((f"layers.{i}.attention.wq.weight", c.n_heads))
         todo.append((f"layers.{i}.attention.wk.weight", c.n_kv_heads))
-    buf = weight_buffer(sum(tensors[n].nbytes for n, _ in todo))
+    total = sum(tensors[n].nbytes for n, _ in todo)
+    try:
+        buf = weight_buffer(total)
+    except MemoryError:
+        raise LlamaCxError(f"{where}: not enough memory for the reordered q/k copy ({total / 2**30:.1f} GiB)") from None
     half = c.head_dim // 2
     at = 0
     with memoryview(buf) as dst:

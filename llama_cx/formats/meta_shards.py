@@ -24,12 +24,20 @@ from typing import Dict, List, Optional, Tuple
 from .._unpickle import TensorRef
 from ..checkpoint import _IGNORED, _LAYER_RE, Checkpoint, _contiguous_copy, _fmt, _TorchFile, expected_shapes
 from ..config import ModelConfig
-from ..errors import FormatError
+from ..errors import FormatError, LlamaCxError
 from ..tensor import Tensor, contiguous_strides, weight_buffer
 
 SHARD_RE = re.compile(r"^consolidated\.(\d+)\.pth$")
 _DIM0 = ("attention.wq", "attention.wk", "attention.wv", "feed_forward.w1", "feed_forward.w3")
 _DIM1 = ("attention.wo", "feed_forward.w2")
+
+
+def _show(name: str, limit: int = 80) -> str:
+    """A name from the pickle, for a one-line message: as is when short and printable, else repr, cut short."""
+    if name.isprintable() and 0 < len(name) <= limit:
+        return name
+    r = repr(name)
+    return r if len(r) <= limit else r[: limit - 5] + "...'"
 
 
 def shard_names(directory: str) -> List[str]:
@@ -95,7 +103,7 @@ def load_meta_shards(directory: str, shards: List[str], rope_scale_factor: Optio
         if set(refs[k]) != set(names):
             odd = sorted(set(refs[k]) ^ set(names))[0]
             has, lacks = (shards[0], shards[k]) if odd in refs[0] else (shards[k], shards[0])
-            raise FormatError(f"{directory}: tensor {odd} is in {has} but not in {lacks}")
+            raise FormatError(f"{directory}: tensor {_show(odd)} is in {has} but not in {lacks}")
 
     # Bound the work by what the files hold before sizing anything from params.json's n_layers.
     layers = {int(m.group(1)) for m in map(_LAYER_RE.match, names) if m}
@@ -145,7 +153,10 @@ def load_meta_shards(directory: str, shards: List[str], rope_scale_factor: Optio
             pieces[name].append(t)
 
     total = sum(sum(t.nbytes for t in pieces[x]) for x in shapes if dims[x] is not None)
-    buf = weight_buffer(total)
+    try:
+        buf = weight_buffer(total)
+    except MemoryError:
+        raise LlamaCxError(f"{directory}: not enough memory to join {n} shards ({total / 2**30:.1f} GiB)") from None
     tensors: Dict[str, Tensor] = {}
     at = 0
     with memoryview(buf) as dst:
