@@ -336,6 +336,25 @@ def test_smollm2_original_pre_tokenizer(tmp_path, smol_dir):
     _check_corpus(ours, HFTokenizer.from_file(str(tmp_path / "tokenizer.json")), seed=32)
 
 
+def test_gpt2_regex_as_an_explicit_split(tmp_path, smol_dir):
+    """GPT-2's regex written out as a Split before a regex-free ByteLevel is the same "gpt2" scanner."""
+    from tokenizers import Tokenizer as HFTokenizer
+
+    with open(os.path.join(smol_dir, "tokenizer.json")) as f:
+        tj = json.load(f)
+    tj["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"},
+         "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}
+    with open(tmp_path / "tokenizer.json", "w") as f:
+        json.dump(tj, f)
+    ours = load_hf_tokenizer(str(tmp_path))
+    assert ours.pattern == "gpt2"
+    backend = HFTokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    texts = corpus(seed=36, n_random=400)
+    assert _mismatches((s, ours.encode(s), _hf_ids(backend, s)) for s in texts) == []
+
+
 LLAMA3_TEMPLATE = (
     "{{- bos_token }}{%- for message in messages %}{{- '<|start_header_id|>' + message['role'] + "
     "'<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}{%- endfor %}"
