@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from _ckpt import SMALL, random_state_dict, write_checkpoint
-from llama_cx.checkpoint import load_checkpoint
+from llama_cx.formats import open_checkpoint
 from llama_cx.errors import FormatError, UnsafePickleError
 from test_checkpoint import assert_same_as_torch, rewrite_central
 
@@ -23,7 +23,7 @@ PKL = "consolidated.00/data.pkl"
 
 def error(path, cls=FormatError) -> str:
     with pytest.raises(cls) as info:
-        load_checkpoint(path)
+        open_checkpoint(path)
     msg = str(info.value)
     assert "\n" not in msg and msg.strip() == msg
     return msg
@@ -96,7 +96,7 @@ def test_forged_pickle_is_faithful(ckpt):
     assert zipfile.ZipFile(pth).read(PKL) == zipfile.ZipFile(original).read(PKL)
     forged, ref = torch.load(pth, weights_only=True), torch.load(original, weights_only=True)
     assert all(torch.equal(forged[n], ref[n]) for n in ref)
-    assert_same_as_torch(load_checkpoint(d), original)
+    assert_same_as_torch(open_checkpoint(d), original)
 
 
 # ---- paths and directory layout -------------------------------------------------------------------------
@@ -425,7 +425,7 @@ def test_corrupted_headers_never_crash(ckpt):
         with open(pth, "wb") as f:
             f.write(data)
         try:
-            ck = load_checkpoint(d)
+            ck = open_checkpoint(d)
         except FormatError as e:
             assert "\n" not in str(e)
             outcomes["error"] += 1

@@ -16,13 +16,13 @@ import torch
 
 import llama_cx
 from conftest import CACHE
-from llama_cx.chat_format import ChatFormat, ChatMLFormat
-from llama_cx.checkpoint import load_checkpoint
 from llama_cx.errors import FormatError
+from llama_cx.formats import open_checkpoint
 from llama_cx.formats.hf import config_from_hf
 from llama_cx.formats.safetensors import open_safetensors
-from llama_cx.tokenizer import LLAMA3_PATTERN, LLAMA3_SPECIAL_TOKENS
+from llama_cx.tokenizers.chat_format import ChatFormat, ChatMLFormat
 from llama_cx.tokenizers.hf_json import load_hf_tokenizer
+from llama_cx.tokenizers.tiktoken_format import LLAMA3_PATTERN, LLAMA3_SPECIAL_TOKENS
 from _tokenizer_corpus import corpus
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -140,7 +140,7 @@ def test_logits_and_greedy_match_transformers(tmp_path, case):
     assert ck.format == "hf"
     assert ck.metadata["dtype"] == kw.get("dtype", "f32")
     assert ours.tied_embeddings == kw.get("tied", False)
-    assert ("shards" in ck.metadata["layout"]) == sharded
+    assert ("shards" in ck.description) == sharded
     assert (c.n_heads, c.n_kv_heads, c.head_dim) == (4, kw.get("n_kv", 2), kw.get("head_dim", 16))
     rope = kw.get("rope")
     assert c.use_scaled_rope == (rope is not None)
@@ -156,7 +156,7 @@ def test_rope_scaling_matters(tmp_path):
     ref = _reference(d)
     with torch.no_grad():
         want = ref(torch.tensor([IDS])).logits[0].double().numpy()
-    plain = llama_cx.Model(load_checkpoint(str(d)))
+    plain = llama_cx.Model(open_checkpoint(str(d)))
     plain.config = plain.checkpoint.config = plain.config.replace(use_scaled_rope=False)
     got = np.asarray(llama_cx.Model(plain.checkpoint).logits(IDS), dtype=np.float64)
     assert np.abs(got - want).max() / want.std() > 100 * TOL
@@ -164,9 +164,9 @@ def test_rope_scaling_matters(tmp_path):
 
 def test_bare_safetensors_file_and_rope_override(tmp_path):
     d = _save(tmp_path, "one", rope=LLAMA31_ROPE)
-    ck = load_checkpoint(str(d / "model.safetensors"))
+    ck = open_checkpoint(str(d / "model.safetensors"))
     assert ck.format == "hf" and ck.path == str(d / "model.safetensors")
-    ck2 = load_checkpoint(str(d), rope_scale_factor=4.0)
+    ck2 = open_checkpoint(str(d), rope_scale_factor=4.0)
     assert ck2.config.rope_scale_factor == 4.0
 
 
@@ -187,18 +187,18 @@ def test_f16_directory(tmp_path):
 
 def test_weights_are_views_of_the_mapped_file(tmp_path):
     d = _save(tmp_path, "v", dtype="bf16")
-    ck = load_checkpoint(str(d))
+    ck = open_checkpoint(str(d))
     for name, t in ck.tensors.items():
         if ".wq." in name or ".wk." in name:
-            assert t.buffer is not ck.mapped  # the un-permuted copy
+            assert t.buffer is ck.buffers[0]  # the un-permuted copy
         else:
-            assert t.buffer is ck.mapped, name
+            assert t.buffer is ck.files[0].mapping, name
 
 
 def test_huge_pages_copy_gives_the_same_logits(tmp_path):
     d = _save(tmp_path, "hp", dtype="bf16", vocab_size=2048, hidden_size=256, intermediate_size=512)  # > 1 MiB
     a, b = llama_cx.load(str(d)), llama_cx.load(str(d), huge_pages=True)
-    assert b.checkpoint.tensors["layers.0.feed_forward.w1.weight"].buffer is not b.checkpoint.mapped
+    assert b.checkpoint.tensors["layers.0.feed_forward.w1.weight"].buffer is not b.checkpoint.files[0].mapping
     assert np.array_equal(np.asarray(a.logits(IDS)), np.asarray(b.logits(IDS)))
 
 
@@ -443,7 +443,7 @@ def test_hf_directory_with_tokenizer_in_info(tmp_path, llama3_tokenizer_dir):
 # ---- bad inputs: one line each ---------------------------------------------------------------------------------------
 
 
-def _error(path, fn=load_checkpoint) -> str:
+def _error(path, fn=open_checkpoint) -> str:
     with pytest.raises(FormatError) as e:
         fn(str(path))
     msg = str(e.value)
@@ -500,7 +500,7 @@ def test_unsupported_dtype_names_tensor_and_dtype(tmp_path):
     header[name] = {"dtype": "I64", "shape": [e.shape[0], e.shape[1] // 2], "data_offsets": [e.begin, e.end]}
     data = bytes(st.mm[st.data_start:])
     _write_st(d / "model.safetensors", header, data)
-    assert _error(d).endswith(f"model.safetensors: tensor {name} has dtype I64; only F32, F16 and BF16 are supported")
+    assert _error(d).endswith(f"model.safetensors: tensor {name} has dtype I64; only BF16, F16 and F32 are supported")
 
 
 @pytest.fixture
@@ -619,8 +619,9 @@ def test_directory_without_weights_and_unknown_file(tmp_path):
     assert "no model.safetensors or model.safetensors.index.json" in _error(d)
     junk = tmp_path / "model.bin"
     junk.write_bytes(b"\x00\x01junkjunkjunk")
-    assert _error(junk) == (f"{junk}: not a model file llama_cx reads (starts with b'\\x00\\x01junkju'; expected a "
-                            f"GGUF file, a torch.save .pth, a .safetensors file, or a checkpoint directory)")
+    assert _error(junk) == (f"{junk}: not a model file (starts with bytes 00 01 6a 75 6e 6b 6a 75); llama_cx reads a "
+                            f"Meta checkpoint directory, a consolidated .pth (zip), a GGUF file, a Hugging Face "
+                            f"directory or a .safetensors file")
 
 
 def test_bad_tokenizer_json_is_a_note(plain):
@@ -663,7 +664,7 @@ def test_config_layouts_agree():
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from llama_cx.tokenizer import _BYTE_OF_CHAR  # noqa: E402
+from llama_cx.tokenizers.gpt2_bpe import _BYTE_OF_CHAR  # noqa: E402
 from llama_cx.tokenizers.hf_json import from_tokenizer_json  # noqa: E402
 
 

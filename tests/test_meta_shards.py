@@ -10,8 +10,8 @@ import torch
 
 import llama_cx
 from _ckpt import SMALL, write_checkpoint
-from llama_cx.checkpoint import load_checkpoint
 from llama_cx.errors import FormatError
+from llama_cx.formats import open_checkpoint
 
 # fairscale's layer kinds in Meta's llama/model.py: ColumnParallelLinear splits the output rows (dim 0),
 # RowParallelLinear the input columns (dim 1); norms are plain modules, the same in every rank.
@@ -74,11 +74,11 @@ def test_sharded_logits_equal_unsplit(tmp_path, n, llama2):
     assert np.array_equal(la, lb)
     note = [x for x in b.notes if "model-parallel shards joined" in x]
     assert note and f"{n} model-parallel" in note[0] and ("dim 1 (Llama 2)" if llama2 else "dim 0 (Llama 3)") in note[0]
-    assert b.checkpoint.metadata["layout"].startswith(f"{n} model-parallel shards")
+    assert b.checkpoint.description.startswith(f"params.json + {n} model-parallel shards")
     if llama2:
         assert any("rope.freqs" in x for x in b.notes)
     # a shard path opens the whole set, as a single .pth opens its directory
-    c = load_checkpoint(str(sharded / "consolidated.00.pth"))
+    c = open_checkpoint(str(sharded / "consolidated.00.pth"))
     assert c.config == b.config and set(c.tensors) == set(b.checkpoint.tensors)
 
 
@@ -93,7 +93,7 @@ def test_sharded_tied_f32(tmp_path):
 
 def _error(path) -> str:
     with pytest.raises(FormatError) as e:
-        load_checkpoint(str(path))
+        open_checkpoint(str(path))
     msg = str(e.value)
     assert "\n" not in msg
     return msg

@@ -23,11 +23,12 @@ import os
 import re
 from typing import Dict, List, Optional, Tuple
 
-from ..checkpoint import Checkpoint, expected_shapes
+from .._json import read_json
 from ..config import ModelConfig
-from ..errors import FormatError, LlamaCxError
+from ..errors import FormatError, LlamaCxError, brief, show
 from ..tensor import Tensor, contiguous_strides, weight_buffer
-from .safetensors import SafetensorsFile, _show, open_index, open_safetensors, read_json
+from .checkpoint import Checkpoint, MappedFile, TokenizerSpec, expected_shapes
+from .safetensors import SafetensorsFile, open_index, open_safetensors
 
 ARCHITECTURE = "LlamaForCausalLM"
 INDEX_NAME = "model.safetensors.index.json"
@@ -68,19 +69,6 @@ def hf_name(name: str) -> str:
     return name
 
 
-def is_hf_directory(path: str) -> bool:
-    """A directory with safetensors weights or an index, or with config.json and no Meta params.json."""
-    names = set(os.listdir(path))
-    if INDEX_NAME in names or any(n.endswith(".safetensors") for n in names):
-        return True
-    return "config.json" in names and "params.json" not in names
-
-
-def looks_like_safetensors(head: bytes, size: int) -> bool:
-    """The first 9+ bytes of a file: a header length that fits the file, then '{'."""
-    return len(head) >= 9 and 2 <= int.from_bytes(head[:8], "little") <= size - 8 and head[8:9] == b"{"
-
-
 # ---- config.json -------------------------------------------------------------------------------------------
 
 
@@ -96,9 +84,9 @@ def config_from_hf(cfg: dict, source: str, rope_scale_factor: Optional[float] = 
     archs = cfg.get("architectures")
     if archs is None:
         if cfg.get("model_type") != "llama":
-            bad(f"no architectures and model_type {_brief(cfg.get('model_type'))}; llama_cx runs {ARCHITECTURE}")
+            bad(f"no architectures and model_type {brief(cfg.get('model_type'))}; llama_cx runs {ARCHITECTURE}")
     elif archs != [ARCHITECTURE]:
-        bad(f"architectures {_brief(archs)} is not supported (llama_cx runs {ARCHITECTURE})")
+        bad(f"architectures {brief(archs)} is not supported (llama_cx runs {ARCHITECTURE})")
 
     def get_int(key, default=None):
         v = cfg.get(key, default)
@@ -107,7 +95,7 @@ def config_from_hf(cfg: dict, source: str, rope_scale_factor: Optional[float] = 
         if v is None:
             bad(f"missing required key {key!r}")
         if isinstance(v, bool) or not isinstance(v, int) or not 0 < v < 2**31:
-            bad(f"{key} must be a positive integer, got {_brief(v)}")
+            bad(f"{key} must be a positive integer, got {brief(v)}")
         return v
 
     def get_float(d, key, default, where=""):
@@ -115,15 +103,15 @@ def config_from_hf(cfg: dict, source: str, rope_scale_factor: Optional[float] = 
         if v is None:
             v = default
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            bad(f"{where}{key} must be a positive number, got {_brief(v)}")
+            bad(f"{where}{key} must be a positive number, got {brief(v)}")
         return float(v)
 
     act = cfg.get("hidden_act", "silu")
     if act != "silu":
-        bad(f"hidden_act {_brief(act)} is not supported (Llama uses silu)")
+        bad(f"hidden_act {brief(act)} is not supported (Llama uses silu)")
     for key in ("attention_bias", "mlp_bias"):
         if cfg.get(key, False) is not False:
-            bad(f"{key} = {_brief(cfg[key])}: biased projections are not supported")
+            bad(f"{key} = {brief(cfg[key])}: biased projections are not supported")
 
     dim = get_int("hidden_size")
     n_heads = get_int("num_attention_heads")
@@ -133,17 +121,17 @@ def config_from_hf(cfg: dict, source: str, rope_scale_factor: Optional[float] = 
     if cfg.get("rope_parameters") is not None:
         rope, where = cfg["rope_parameters"], "rope_parameters."
         if not isinstance(rope, dict):
-            bad(f"rope_parameters must be an object, got {_brief(rope)}")
+            bad(f"rope_parameters must be an object, got {brief(rope)}")
         theta = get_float(rope, "rope_theta", cfg.get("rope_theta", 10000.0), where)
     else:
         rope, where = cfg.get("rope_scaling"), "rope_scaling."
         if rope is not None and not isinstance(rope, dict):
-            bad(f"rope_scaling must be an object or null, got {_brief(rope)}")
+            bad(f"rope_scaling must be an object or null, got {brief(rope)}")
         rope = rope or {}
         theta = get_float(cfg, "rope_theta", 10000.0)
     kind = rope.get("rope_type", rope.get("type", "default"))
     if kind not in ("default", "llama3"):
-        bad(f"{where}rope_type {_brief(kind)} is not supported (llama_cx supports default and llama3 rope)")
+        bad(f"{where}rope_type {brief(kind)} is not supported (llama_cx supports default and llama3 rope)")
     scaled = kind == "llama3"
     extra = {}
     if scaled:
@@ -152,7 +140,7 @@ def config_from_hf(cfg: dict, source: str, rope_scale_factor: Optional[float] = 
         high = get_float(rope, "high_freq_factor", None, where)
         orig = rope.get("original_max_position_embeddings")
         if isinstance(orig, bool) or not isinstance(orig, int) or not 0 < orig < 2**31:
-            bad(f"{where}original_max_position_embeddings must be a positive integer, got {_brief(orig)}")
+            bad(f"{where}original_max_position_embeddings must be a positive integer, got {brief(orig)}")
         extra = dict(rope_scale_factor=float(rope_scale_factor) if rope_scale_factor is not None else factor,
                      rope_low_freq_factor=low, rope_high_freq_factor=high, rope_original_context=orig)
     try:
@@ -167,11 +155,6 @@ def config_from_hf(cfg: dict, source: str, rope_scale_factor: Optional[float] = 
         bad(str(e).replace("invalid model config: ", ""))
 
 
-def _brief(v, limit: int = 60) -> str:
-    r = repr(v)
-    return r if len(r) <= limit else r[: limit - 3] + "..."
-
-
 # ---- the directory ---------------------------------------------------------------------------------------------
 
 
@@ -184,13 +167,13 @@ def _open_weights(path: str) -> Tuple[str, Dict[str, SafetensorsFile], List[Safe
         if os.path.isfile(index):
             by_tensor, files = open_index(index)
             return directory, by_tensor, files, f"{len(files)} safetensors shards ({INDEX_NAME})"
-        path = single  # load_hf checked that one of the two is there
+        path = single  # load checked that one of the two is there
     directory = os.path.dirname(os.path.abspath(path))
     st = open_safetensors(path)
     return directory, {n: st for n in st.entries}, [st], f"one safetensors file ({os.path.basename(path)})"
 
 
-def load_hf(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
+def load(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
     """Load an HF Llama directory (or one .safetensors file with config.json beside it) as a Checkpoint."""
     path = os.fspath(path)
     directory = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
@@ -204,7 +187,7 @@ def load_hf(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
     config = config_from_hf(raw_cfg, config_path, rope_scale_factor)
     tie = raw_cfg.get("tie_word_embeddings", False)
     if not isinstance(tie, bool):
-        raise FormatError(f"{config_path}: tie_word_embeddings must be true or false, got {_brief(tie)}")
+        raise FormatError(f"{config_path}: tie_word_embeddings must be true or false, got {brief(tie)}")
 
     directory, by_tensor, files, layout = _open_weights(path)
     where = files[0].path if len(files) == 1 else os.path.join(directory, INDEX_NAME)
@@ -221,7 +204,7 @@ def load_hf(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
             if _INV_FREQ_RE.fullmatch(h):
                 ignored.append(h)
                 continue
-            fail(f"unexpected tensor {_show(h)} for a {ARCHITECTURE} (unsupported variant?)")
+            fail(f"unexpected tensor {show(h)} for a {ARCHITECTURE} (unsupported variant?)")
         names[m] = h
     if ignored:
         notes.append(f"ignored {len(ignored)} rotary_emb.inv_freq buffers (RoPE is recomputed from config.json)")
@@ -241,7 +224,7 @@ def load_hf(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
     shapes = expected_shapes(config, tied)
     for m, h in names.items():
         if m not in shapes:
-            fail(f"unexpected tensor {_show(h)} (config.json says num_hidden_layers={config.n_layers})")
+            fail(f"unexpected tensor {show(h)} (config.json says num_hidden_layers={config.n_layers})")
     missing = [m for m in shapes if m not in names]
     if missing:
         fail(f"missing tensor {hf_name(missing[0])} ({len(missing)} missing in all)")
@@ -259,16 +242,15 @@ def load_hf(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
                  f"({mib:.1f} MiB of memory beside the mapped files)")
 
     dtypes = sorted({t.dtype for t in tensors.values()})
-    tokenizer, tok_info = _tokenizer(directory, notes)
     metadata = {
         "dtype": "+".join(dtypes), "tied_embeddings": tied, "n_params": sum(t.numel for t in tensors.values()),
-        "config_path": config_path, "layout": layout,
-        **tok_info,
+        "config_path": config_path,
     }
     return Checkpoint(
-        path=where, format="hf", config=config, tensors=tensors, tokenizer=tokenizer, metadata=metadata,
-        notes=notes, file_size=sum(f.size for f in files), keepalive=[f.mm for f in files] + [copy],
-        mapped=files[0].mm if len(files) == 1 else None,
+        path=where, format="hf", config=config, tensors=tensors,
+        files=[MappedFile(f.path, f.size, f.mm) for f in files], buffers=[copy],
+        tokenizer=_tokenizer(directory, notes), metadata=metadata, notes=notes,
+        description=f"Hugging Face: config.json + {layout}", tokenizer_missing="tokenizer.json is missing or unreadable",
     )
 
 
@@ -305,24 +287,11 @@ def _unpermute_qk(tensors: Dict[str, Tensor], c: ModelConfig, where: str):
     return buf
 
 
-def _tokenizer(directory: str, notes: List[str]):
-    """(Tokenizer or None, metadata for info) from tokenizer.json + tokenizer_config.json, if present."""
-    if not os.path.isfile(os.path.join(directory, "tokenizer.json")):
+def _tokenizer(directory: str, notes: List[str]) -> Optional[TokenizerSpec]:
+    """tokenizer.json (with tokenizer_config.json, generation_config.json beside it), when present; one that cannot
+    be read leaves a note (llama_cx.tokenizers.from_spec), the weights still run on token ids."""
+    path = os.path.join(directory, "tokenizer.json")
+    if not os.path.isfile(path):
         notes.append("no tokenizer.json: token ids only")
-        return None, {"tokenizer_format": "none"}
-    from ..tokenizers.hf_json import load_hf_tokenizer
-
-    try:
-        tok = load_hf_tokenizer(directory)
-    except LlamaCxError as e:  # the weights are still usable with token ids
-        notes.append(f"no tokenizer: {e}")
-        return None, {"tokenizer_format": "none"}
-    info = {"tokenizer_format": "tokenizer.json (byte-level BPE)"}
-    if tok.chat_template is not None:
-        info["tokenizer.chat_template"] = tok.chat_template
-        from ..chat_format import chat_format_for
-
-        if chat_format_for(tok, tok.chat_template) is None:
-            notes.append("chat template not recognised (llama_cx knows Llama 3 and ChatML templates): chat is off, "
-                         "text completion only")
-    return tok, info
+        return None
+    return TokenizerSpec("hf_json", path, path=directory, required=False)

@@ -18,26 +18,17 @@ zero-copy views of shard 0, after checking every shard holds the same bytes.
 from __future__ import annotations
 
 import os
-import re
 from typing import Dict, List, Optional, Tuple
 
-from .._unpickle import TensorRef
-from ..checkpoint import _IGNORED, _LAYER_RE, Checkpoint, _contiguous_copy, _fmt, _TorchFile, expected_shapes
 from ..config import ModelConfig
-from ..errors import FormatError, LlamaCxError
+from ..errors import FormatError, LlamaCxError, show
 from ..tensor import Tensor, contiguous_strides, weight_buffer
+from ._meta_pth import IGNORED, LAYER_RE, SHARD_RE, TOKENIZER_MISSING, TorchFile, contiguous_copy, fmt
+from ._unpickle import TensorRef
+from .checkpoint import Checkpoint, MappedFile, TokenizerSpec, expected_shapes
 
-SHARD_RE = re.compile(r"^consolidated\.(\d+)\.pth$")
 _DIM0 = ("attention.wq", "attention.wk", "attention.wv", "feed_forward.w1", "feed_forward.w3")
 _DIM1 = ("attention.wo", "feed_forward.w2")
-
-
-def _show(name: str, limit: int = 80) -> str:
-    """A name from the pickle, for a one-line message: as is when short and printable, else repr, cut short."""
-    if name.isprintable() and 0 < len(name) <= limit:
-        return name
-    r = repr(name)
-    return r if len(r) <= limit else r[: limit - 5] + "...'"
 
 
 def shard_names(directory: str) -> List[str]:
@@ -65,7 +56,7 @@ def _split_dim(name: str, shard_shape: Tuple[int, ...], n: int, config: ModelCon
         if len(shard_shape) == 2 and shard_shape[1] * n == config.dim:
             return 1  # Llama 2: ParallelEmbedding (split along the embedding dimension)
         return 0  # wrong either way: the shape check names it
-    m = _LAYER_RE.match(name)
+    m = LAYER_RE.match(name)
     rest = name[m.end():-len(".weight")] if m and name.endswith(".weight") else ""
     if rest in _DIM0:
         return 0
@@ -74,7 +65,7 @@ def _split_dim(name: str, shard_shape: Tuple[int, ...], n: int, config: ModelCon
     return None
 
 
-def load_meta_shards(directory: str, shards: List[str], rope_scale_factor: Optional[float] = None) -> Checkpoint:
+def load(directory: str, shards: List[str], rope_scale_factor: Optional[float] = None) -> Checkpoint:
     """A Checkpoint from params.json + consolidated.00.pth ... consolidated.NN.pth, split tensors joined."""
     params_path = os.path.join(directory, "params.json")
     if not os.path.isfile(params_path):
@@ -82,31 +73,31 @@ def load_meta_shards(directory: str, shards: List[str], rope_scale_factor: Optio
                           f"consolidated.00.pth ..., tokenizer.model)")
     config = ModelConfig.from_params_file(params_path, rope_scale_factor=rope_scale_factor)
     n = len(shards)
-    files = [_TorchFile(os.path.join(directory, s)) for s in shards]
+    files = [TorchFile(os.path.join(directory, s)) for s in shards]
     notes: List[str] = []
     refs: List[Dict[str, object]] = []
     for tf in files:
         r = {}
         for name, value in tf.state_dict.items():
-            if name in _IGNORED:
+            if name in IGNORED:
                 continue
             if not isinstance(value, TensorRef):
                 notes.append(f"ignored non-tensor entry {name!r} in {os.path.basename(tf.path)}")
             else:
                 r[name] = value
         refs.append(r)
-    for name in _IGNORED:
+    for name in IGNORED:
         if name in files[0].state_dict:
-            notes.append(_IGNORED[name])
+            notes.append(IGNORED[name])
     names = list(refs[0])
     for k in range(1, n):
         if set(refs[k]) != set(names):
             odd = sorted(set(refs[k]) ^ set(names))[0]
             has, lacks = (shards[0], shards[k]) if odd in refs[0] else (shards[k], shards[0])
-            raise FormatError(f"{directory}: tensor {_show(odd)} is in {has} but not in {lacks}")
+            raise FormatError(f"{directory}: tensor {show(odd)} is in {has} but not in {lacks}")
 
     # Bound the work by what the files hold before sizing anything from params.json's n_layers.
-    layers = {int(m.group(1)) for m in map(_LAYER_RE.match, names) if m}
+    layers = {int(m.group(1)) for m in map(LAYER_RE.match, names) if m}
     if config.n_layers > len(layers):
         first = min(set(range(len(layers) + 1)) - layers)
         raise FormatError(f"{files[0].path}: missing tensor layers.{first}.attention.wq.weight (params.json says "
@@ -120,7 +111,7 @@ def load_meta_shards(directory: str, shards: List[str], rope_scale_factor: Optio
     missing = [x for x in shapes if x not in names]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise FormatError(f"{files[0].path}: missing tensor {missing[0]} (expected shape {_fmt(shapes[missing[0]])}){more}")
+        raise FormatError(f"{files[0].path}: missing tensor {missing[0]} (expected shape {fmt(shapes[missing[0]])}){more}")
 
     # Every shard's piece of a tensor has the same shape; joined, it has the shape params.json implies.
     dims: Dict[str, Optional[int]] = {}
@@ -128,13 +119,13 @@ def load_meta_shards(directory: str, shards: List[str], rope_scale_factor: Optio
         shape0 = refs[0][name].shape
         for k in range(1, n):
             if refs[k][name].shape != shape0:
-                raise FormatError(f"{files[k].path}: tensor {name} has shape {_fmt(refs[k][name].shape)} but "
-                                  f"{shards[0]} has {_fmt(shape0)} (shards of a model-parallel checkpoint match)")
+                raise FormatError(f"{files[k].path}: tensor {name} has shape {fmt(refs[k][name].shape)} but "
+                                  f"{shards[0]} has {fmt(shape0)} (shards of a model-parallel checkpoint match)")
         d = _split_dim(name, shape0, n, config)
         joined = shape0 if d is None or len(shape0) != 2 else tuple(s * n if i == d else s for i, s in enumerate(shape0))
         if joined != want:
             how = "replicated" if d is None else f"{n} shards joined along dim {d}"
-            raise FormatError(f"{files[0].path}: tensor {name} is {_fmt(joined)} ({how}), expected {_fmt(want)} "
+            raise FormatError(f"{files[0].path}: tensor {name} is {fmt(joined)} ({how}), expected {fmt(want)} "
                               f"from params.json")
         dims[name] = d
 
@@ -149,7 +140,7 @@ def load_meta_shards(directory: str, shards: List[str], rope_scale_factor: Optio
             elif t.dtype != dtype:
                 raise FormatError(f"{tf.path}: mixed dtypes: {first} is {dtype} but {name} is {t.dtype}")
             if not t.is_contiguous:
-                t = _contiguous_copy(t)
+                t = contiguous_copy(t)
             pieces[name].append(t)
 
     total = sum(sum(t.nbytes for t in pieces[x]) for x in shapes if dims[x] is not None)
@@ -175,10 +166,13 @@ def load_meta_shards(directory: str, shards: List[str], rope_scale_factor: Optio
     tok = os.path.join(directory, "tokenizer.model")
     return Checkpoint(
         path=files[0].path, format="meta", config=config, tensors=tensors,
-        tokenizer_path=tok if os.path.isfile(tok) else None,
+        files=[MappedFile(tf.path, tf.size, tf.mm) for tf in files], buffers=[buf],
+        tokenizer=TokenizerSpec("tiktoken", tok, path=tok) if os.path.isfile(tok) else None,
         metadata={"dtype": dtype, "tied_embeddings": tied, "n_params": sum(t.numel for t in tensors.values()),
-                  "params_path": params_path, "layout": f"{n} model-parallel shards ({shards[0]} ... {shards[-1]})"},
-        notes=notes, file_size=sum(tf.size for tf in files), keepalive=[tf.mm for tf in files] + [buf], mapped=None,
+                  "params_path": params_path},
+        notes=notes,
+        description=f"params.json + {n} model-parallel shards ({shards[0]} ... {shards[-1]}), read without torch",
+        tokenizer_missing=TOKENIZER_MISSING,
     )
 
 

@@ -5,6 +5,8 @@ Layout of a .safetensors file (https://github.com/huggingface/safetensors, "Form
     | data section: every tensor's bytes, row-major, little-endian
 The JSON maps each tensor name to {"dtype": "BF16", "shape": [rows, cols], "data_offsets": [begin, end]},
 offsets relative to the start of the data section; an optional "__metadata__" maps strings to strings.
+Every dtype name of the format is a row of llama_cx/dtypes.py (its size checks every entry); F32 / F16 / BF16 are
+the ones that load.
 
 Each file is mmapped once. The header length is bounded and checked against the file size before it is read;
 every entry's offsets are checked against the data section, against its shape and dtype, and against the other
@@ -19,29 +21,17 @@ import struct
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from ..errors import FormatError
+from .. import dtypes
+from .._json import read_json
+from ..errors import FormatError, show
 from ..tensor import Tensor, contiguous_strides, map_model_file
 
-# safetensors dtype -> llama_cx dtype, for the ones the kernels read (f16 is widened by the model at load)
-_DTYPES = {"F32": "f32", "F16": "f16", "BF16": "bf16"}
-# bytes per element of every dtype the format defines, so the other entries are still checked for size
-_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "U64": 8, "I32": 4, "U32": 4, "I16": 2, "U16": 2,
-             "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1}
 # The reference implementation refuses headers over 100 MB (safetensors/src/tensor.rs MAX_HEADER_SIZE); a
 # Llama 3 70B shard's header is ~60 KB.
 MAX_HEADER_BYTES = 100_000_000
 MAX_INDEX_BYTES = 64 << 20
 _MAX_DIMS = 8
 _U64 = struct.Struct("<Q")
-
-
-def _show(s, limit: int = 80) -> str:
-    """A file-provided name for a one-line message: as is when short and printable, else repr, cut short."""
-    s = str(s)
-    if s.isprintable() and 0 < len(s) <= limit:
-        return s
-    r = repr(s)
-    return r if len(r) <= limit else r[: limit - 5] + "...'"
 
 
 def _fmt(shape) -> str:
@@ -74,11 +64,12 @@ class SafetensorsFile:
     def tensor(self, name: str, as_name: Optional[str] = None) -> Tensor:
         e = self.entries.get(name)
         if e is None:
-            self.fail(f"no tensor {_show(name)}")
-        dtype = _DTYPES.get(e.dtype)
-        if dtype is None:
-            self.fail(f"tensor {_show(name)} has dtype {e.dtype}; only F32, F16 and BF16 are supported")
-        return Tensor(dtype, e.shape, contiguous_strides(e.shape), self.data_start + e.begin, self.mm, as_name or name)
+            self.fail(f"no tensor {show(name)}")
+        dt = dtypes.BY_SAFETENSORS[e.dtype]  # the header check let only the table's types through
+        if not dtypes.readable(dt):
+            self.fail(f"tensor {show(name)} has dtype {e.dtype}; only "
+                      f"{dtypes.readable_list(lambda d: d.safetensors)} are supported")
+        return Tensor(dt.name, e.shape, contiguous_strides(e.shape), self.data_start + e.begin, self.mm, as_name or name)
 
 
 def open_safetensors(path) -> SafetensorsFile:
@@ -136,18 +127,19 @@ def _parse_header(raw: bytes, data_size: int, fail) -> Tuple[Dict[str, _Entry], 
 
     entries: Dict[str, _Entry] = {}
     for name, info in header.items():
-        what = f"tensor {_show(name)}"
+        what = f"tensor {show(name)}"
         if not isinstance(info, dict):
             fail(f"{what}: header entry is not an object")
         dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-        if not isinstance(dtype, str) or dtype not in _ITEMSIZE:
-            fail(f"{what} has unknown dtype {_show(dtype, 24)}")
+        dt = dtypes.BY_SAFETENSORS.get(dtype) if isinstance(dtype, str) else None
+        if dt is None:
+            fail(f"{what} has unknown dtype {show(dtype, 24)}")
         if (not isinstance(shape, list) or len(shape) > _MAX_DIMS
                 or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**62 for d in shape)):
-            fail(f"{what}: shape {_show(shape, 60)} is not a list of at most {_MAX_DIMS} non-negative integers")
+            fail(f"{what}: shape {show(shape, 60)} is not a list of at most {_MAX_DIMS} non-negative integers")
         if (not isinstance(offsets, list) or len(offsets) != 2
                 or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
-            fail(f"{what}: data_offsets {_show(offsets, 60)} is not a pair of integers")
+            fail(f"{what}: data_offsets {show(offsets, 60)} is not a pair of integers")
         begin, end = offsets
         if begin < 0 or end < begin:
             fail(f"{what}: data_offsets [{begin}, {end}] are not 0 <= begin <= end")
@@ -157,8 +149,8 @@ def _parse_header(raw: bytes, data_size: int, fail) -> Tuple[Dict[str, _Entry], 
         numel = 1
         for d in shape:
             numel *= d
-        if numel * _ITEMSIZE[dtype] != end - begin:
-            fail(f"{what}: shape {_fmt(shape)} of {dtype} needs {numel * _ITEMSIZE[dtype]} bytes but its "
+        if dt.nbytes(numel) != end - begin:
+            fail(f"{what}: shape {_fmt(shape)} of {dtype} needs {dt.nbytes(numel)} bytes but its "
                  f"data_offsets [{begin}, {end}] hold {end - begin}")
         entries[name] = _Entry(name, dtype, tuple(shape), begin, end)
 
@@ -167,32 +159,11 @@ def _parse_header(raw: bytes, data_size: int, fail) -> Tuple[Dict[str, _Entry], 
     spans = sorted((e.begin, e.end, e.name) for e in entries.values() if e.end > e.begin)
     for (b0, e0, n0), (b1, e1, n1) in zip(spans, spans[1:]):
         if b1 < e0:
-            fail(f"tensors {_show(n0, 40)} [{b0}, {e0}] and {_show(n1, 40)} [{b1}, {e1}] overlap")
+            fail(f"tensors {show(n0, 40)} [{b0}, {e0}] and {show(n1, 40)} [{b1}, {e1}] overlap")
     return entries, metadata
 
 
 # ---- sharded checkpoints: model.safetensors.index.json --------------------------------------------------------
-
-
-def read_json(path: str, limit: int, what: str):
-    """A small JSON file (config, index, tokenizer config) with its size bounded; one-line errors."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(limit + 1)
-    except FileNotFoundError:
-        raise FormatError(f"{path}: file not found") from None
-    except OSError as e:
-        raise FormatError(f"{path}: cannot read ({e.strerror or e})") from None
-    if len(raw) > limit:
-        raise FormatError(f"{path}: {what} is over {limit >> 20} MiB; refusing to parse it")
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise FormatError(f"{path}: not UTF-8 (byte {e.start})") from None
-    except ValueError as e:
-        raise FormatError(f"{path}: not valid JSON ({e})") from None
-    except RecursionError:
-        raise FormatError(f"{path}: JSON nested too deeply") from None
 
 
 def open_index(index_path: str) -> Tuple[Dict[str, SafetensorsFile], List[SafetensorsFile]]:
@@ -209,13 +180,13 @@ def open_index(index_path: str) -> Tuple[Dict[str, SafetensorsFile], List[Safete
     for name, shard in wmap.items():
         if shard not in files:
             if os.path.basename(shard) != shard or shard in ("", ".", ".."):
-                raise FormatError(f"{index_path}: shard name {_show(shard)} is not a file name in this directory")
+                raise FormatError(f"{index_path}: shard name {show(shard)} is not a file name in this directory")
             p = os.path.join(directory, shard)
             if not os.path.isfile(p):
-                raise FormatError(f"{index_path}: missing shard {_show(shard)} (it holds {_show(name)})")
+                raise FormatError(f"{index_path}: missing shard {show(shard)} (it holds {show(name)})")
             files[shard] = open_safetensors(p)
         st = files[shard]
         if name not in st.entries:
-            raise FormatError(f"{st.path}: no tensor {_show(name)}, which {os.path.basename(index_path)} puts in it")
+            raise FormatError(f"{st.path}: no tensor {show(name)}, which {os.path.basename(index_path)} puts in it")
         by_tensor[name] = st
     return by_tensor, list(files.values())

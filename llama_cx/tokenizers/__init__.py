@@ -1,1 +1,33 @@
-"""Tokenizer file formats beyond Meta tiktoken and GGUF metadata (see llama_cx/tokenizer.py for the shared BPE)."""
+"""Tokenizers: byte-level BPE over three vocabulary formats, and the chat formats built on them.
+
+    tokenizer.py        the Tokenizer (text <-> ids; _bpe.pyx is its compiled core, _bpe_py.py the Python twin)
+    tiktoken_format.py  Meta's Llama 3 tokenizer.model
+    gpt2_bpe.py         GGUF byte-level BPE ("gpt2") vocabularies
+    hf_json.py          Hugging Face tokenizer.json (+ tokenizer_config.json, generation_config.json)
+    chat_format.py      Llama 3 and ChatML conversations as token ids
+"""
+from __future__ import annotations
+
+from ..errors import LlamaCxError
+from .hf_json import load_hf_tokenizer
+from .tokenizer import StreamDecoder, Tokenizer
+
+__all__ = ["Tokenizer", "StreamDecoder", "from_spec"]
+
+
+def from_spec(spec) -> "tuple[Tokenizer | None, str | None]":
+    """(tokenizer, note) for a checkpoint's TokenizerSpec (llama_cx.formats.checkpoint): the one place a model's
+    tokenizer is built. A spec that is not `required` and cannot be built gives (None, the reason) instead."""
+    try:
+        if spec.kind == "tiktoken":
+            return Tokenizer.from_file(spec.path), None
+        if spec.kind == "gguf":
+            return Tokenizer.from_gguf_metadata(spec.metadata, source=spec.source), None
+        if spec.kind == "hf_json":
+            return load_hf_tokenizer(spec.path), None
+        raise LlamaCxError(f"{spec.source}: tokenizer kind {spec.kind!r} is not supported")
+    except LlamaCxError as e:
+        if spec.required:
+            raise
+        msg = str(e)
+        return None, "no tokenizer: " + (msg[len(spec.source) + 2:] if msg.startswith(spec.source + ": ") else msg)

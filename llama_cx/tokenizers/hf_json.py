@@ -1,10 +1,10 @@
-"""Hugging Face tokenizer.json (byte-level BPE) -> llama_cx.tokenizer.Tokenizer, the same object a GGUF "gpt2"
+"""Hugging Face tokenizer.json (byte-level BPE) -> llama_cx.tokenizers.Tokenizer, the same object a GGUF "gpt2"
 vocabulary gives: the same pre-tokenizer scanners and merge loop, only read from another file.
 
 What is read, and from where:
 - tokenizer.json `model` (type BPE): `vocab` (byte-level token string -> id), `merges` (rank = index; either
   "a b" strings or [a, b] pairs, as tokenizers >= 0.20 writes them), `ignore_merges`;
-- tokenizer.json `pre_tokenizer`: recognised as one of the scanners in llama_cx/_pretokenize.py (the Llama 3
+- tokenizer.json `pre_tokenizer`: recognised as one of the scanners in _pretokenize.py (the Llama 3
   Split regex + ByteLevel, GPT-2's ByteLevel regex, SmolLM2's Digits + ByteLevel); anything else is refused
   with one line, since a different split silently gives different ids;
 - tokenizer.json `added_tokens`: special tokens (never produced from text unless allowed, as everywhere in
@@ -20,19 +20,16 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Optional, Tuple
 
-from ..errors import FormatError
-from ..formats.safetensors import read_json
-from ..tokenizer import _END_OF_GENERATION, LLAMA3_PATTERN, Tokenizer, _gguf_token_bytes
+from .._json import read_json
+from ..errors import FormatError, brief
+from .gpt2_bpe import _END_OF_GENERATION, _gguf_token_bytes
+from .tiktoken_format import LLAMA3_PATTERN
+from .tokenizer import Tokenizer
 
 _MAX_TOKENIZER_BYTES = 64 << 20  # Llama 3's tokenizer.json is 9 MB
 _MAX_SMALL_JSON = 4 << 20
 _GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 _SUPPORTED_PRE = ("Split(Llama 3 regex) + ByteLevel", "ByteLevel (GPT-2 regex)", "Digits(individual) + ByteLevel")
-
-
-def _show(v, limit: int = 60) -> str:
-    r = repr(v)
-    return r if len(r) <= limit else r[: limit - 4] + "...'"
 
 
 def load_hf_tokenizer(directory: str) -> Tokenizer:
@@ -61,18 +58,18 @@ def from_tokenizer_json(tj: dict, source: str, tokenizer_config: Optional[dict] 
         fail("not a JSON object")
     model = tj.get("model")
     if not isinstance(model, dict) or model.get("type", "BPE") != "BPE" or "merges" not in model:
-        fail(f"model type {_show(model.get('type') if isinstance(model, dict) else model)} is not supported "
+        fail(f"model type {brief(model.get('type') if isinstance(model, dict) else model)} is not supported "
              f"(llama_cx reads byte-level BPE)")
     if tj.get("normalizer") is not None:
-        fail(f"normalizer {_show(tj['normalizer'].get('type') if isinstance(tj['normalizer'], dict) else tj['normalizer'])} "
+        fail(f"normalizer {brief(tj['normalizer'].get('type') if isinstance(tj['normalizer'], dict) else tj['normalizer'])} "
              f"is not supported (byte-level BPE vocabularies have none)")
     if model.get("byte_fallback"):
         fail("byte_fallback BPE (SentencePiece-style) is not supported here; llama_cx reads byte-level BPE")
     for key in ("continuing_subword_prefix", "end_of_word_suffix"):
         if model.get(key):
-            fail(f"model.{key} {_show(model[key])} is not supported")
+            fail(f"model.{key} {brief(model[key])} is not supported")
     if model.get("dropout") not in (None, 0, 0.0):
-        fail(f"model.dropout {_show(model['dropout'])} is not supported")
+        fail(f"model.dropout {brief(model['dropout'])} is not supported")
     pattern = _pre_tokenizer(tj.get("pre_tokenizer"), fail)
 
     vocab = model.get("vocab")
@@ -95,7 +92,7 @@ def from_tokenizer_json(tj: dict, source: str, tokenizer_config: Optional[dict] 
     special_ids = set(special.values())
     for text, i in vocab.items():
         if not _is_id(i):
-            fail(f"model.vocab[{_show(text)}] = {_show(i)} is not a token id")
+            fail(f"model.vocab[{brief(text)}] = {brief(i)} is not a token id")
         if i in seen:
             fail(f"model.vocab gives id {i} to two tokens")
         seen.add(i)
@@ -116,7 +113,7 @@ def from_tokenizer_json(tj: dict, source: str, tokenizer_config: Optional[dict] 
             return None
         i = special.get(name, by_text.get(name))
         if i is None:
-            fail(f"{what} {_show(name)} (tokenizer_config.json) is not a token of the vocabulary")
+            fail(f"{what} {brief(name)} (tokenizer_config.json) is not a token of the vocabulary")
         return i
 
     bos_first = _post_processor_bos(tj.get("post_processor"))
@@ -128,7 +125,7 @@ def from_tokenizer_json(tj: dict, source: str, tokenizer_config: Optional[dict] 
     gen_eos = gen_eos if isinstance(gen_eos, list) else [] if gen_eos is None else [gen_eos]
     for i in gen_eos:
         if not _is_id(i) or i >= n:
-            fail(f"generation_config.json eos_token_id {_show(i)} is not a token id (vocabulary of {n})")
+            fail(f"generation_config.json eos_token_id {brief(i)} is not a token id (vocabulary of {n})")
     if eos is None and gen_eos:
         eos = gen_eos[0]
     stop = ([eos] if eos is not None else []) + gen_eos + [special[t] for t in _END_OF_GENERATION if t in special]
@@ -170,17 +167,17 @@ def _merges(raw, vocab: Dict[str, int], token_bytes, fail) -> List[Tuple[int, in
 def _bad_merge(k: int, m, vocab, token_bytes, fail):
     parts = m.split(" ") if isinstance(m, str) else m if isinstance(m, list) else ()
     if len(parts) != 2 or not all(isinstance(p, str) and p in vocab for p in parts):
-        fail(f"model.merges[{k}] = {_show(m)} is not two tokens of the vocabulary")
+        fail(f"model.merges[{k}] = {brief(m)} is not two tokens of the vocabulary")
     if parts[0] + parts[1] not in vocab:
-        fail(f"model.merges[{k}] = {_show(m)} joins to a string that is not a token")
-    fail(f"model.merges[{k}] = {_show(m)} merges a special token")
+        fail(f"model.merges[{k}] = {brief(m)} joins to a string that is not a token")
+    fail(f"model.merges[{k}] = {brief(m)} merges a special token")
 
 
 def _pre_tokenizer(pre, fail) -> str:
     """The _pretokenize scanner equivalent to a tokenizer.json pre_tokenizer, or a one-line refusal."""
     steps = pre.get("pretokenizers") if isinstance(pre, dict) and pre.get("type") == "Sequence" else [pre]
     if not isinstance(steps, list) or not steps or not all(isinstance(s, dict) for s in steps):
-        fail(f"pre_tokenizer {_show(pre)} is not supported")
+        fail(f"pre_tokenizer {brief(pre)} is not supported")
     kinds = [s.get("type") for s in steps]
     last = steps[-1]
     if kinds[-1] != "ByteLevel" or last.get("add_prefix_space", False):
@@ -199,7 +196,7 @@ def _pre_tokenizer(pre, fail) -> str:
                 return "llama3"
             if pat == _GPT2_PATTERN:
                 return "gpt2"
-        fail(f"pre_tokenizer Split with pattern {_show(pat, 50)} ({split.get('behavior')}) is not supported "
+        fail(f"pre_tokenizer Split with pattern {brief(pat, 50)} ({split.get('behavior')}) is not supported "
              f"(supported: {'; '.join(_SUPPORTED_PRE)})")
     fail(f"pre_tokenizer {_describe(steps)} is not supported (supported: {'; '.join(_SUPPORTED_PRE)})")
 

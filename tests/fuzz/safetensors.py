@@ -13,7 +13,7 @@ import struct
 
 from hypothesis import strategies as st
 
-from llama_cx.checkpoint import load_checkpoint
+from llama_cx.formats import open_checkpoint
 
 from ._corpus import TINY, scratch_dir, write_atomic
 from ._engine import BOUNDARY, Input, Seed, mutations
@@ -96,5 +96,5 @@ def inputs(seed_list):
 def execute(data: bytes):
     path = os.path.join(_dir(), "model.safetensors")
     write_atomic(path, data)
-    ck = load_checkpoint(path)
+    ck = open_checkpoint(path)
     run_model(ck)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from typing import List, Optional, Sequence, Tuple, Union
 
-from .errors import TokenizerError
+from ..errors import TokenizerError
 
 Message = Union[dict, object]
 
