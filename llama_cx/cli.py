@@ -532,10 +532,7 @@ def cmd_demo(args) -> int:
 def _model_name(model) -> str:
     md = model.checkpoint.metadata
     name = md.get("general.name") if isinstance(md.get("general.name"), str) else None
-    if name:
-        return name
-    path = model.checkpoint.path
-    return os.path.basename(os.path.dirname(path)) if model.checkpoint.format == "meta" else os.path.basename(path)
+    return name or model.checkpoint.name
 
 
 def _size(n: float) -> str:
@@ -575,12 +572,7 @@ def _info_lines(model, tensors=False) -> List[str]:
 
     rows.append(f"Model: {_model_name(model)}")
     row("path", ck.path)
-    fmt = ck.format
-    if fmt == "gguf":
-        fmt += f" (GGUF v{md.get('gguf_version', '?')}" + (f", {md['file_type']})" if md.get("file_type") else ")")
-    else:
-        fmt += " (params.json + consolidated .pth, read without torch)"
-    row("format", fmt)
+    row("format", f"{ck.format} ({ck.description})" if ck.description else ck.format)
     row("file size", _size(ck.file_size))
     row("architecture", md.get("general.architecture", "llama"))
     n_params = sum(t.numel for t in ck.tensors.values())

@@ -60,11 +60,18 @@ DTYPES = (
     _row("q5_k", 256, 176, ggml_id=13), _row("q6_k", 256, 210, ggml_id=14), _row("q8_k", 256, 292, ggml_id=15),
     _row("iq2_xxs", 256, 66, ggml_id=16), _row("iq2_xs", 256, 74, ggml_id=17), _row("iq3_xxs", 256, 98, ggml_id=18),
     _row("iq1_s", 256, 50, ggml_id=19), _row("iq4_nl", 32, 18, ggml_id=20), _row("iq3_s", 256, 110, ggml_id=21),
-    _row("iq2_s", 256, 82, ggml_id=22), _row("iq4_xs", 256, 136, ggml_id=23), _row("i8", 1, 1, ggml_id=24),
-    _row("i16", 1, 2, ggml_id=25), _row("i32", 1, 4, ggml_id=26), _row("i64", 1, 8, ggml_id=27),
-    _row("f64", 1, 8, ggml_id=28), _row("iq1_m", 256, 56, ggml_id=29), _row("tq1_0", 256, 54, ggml_id=34),
-    _row("tq2_0", 256, 66, ggml_id=35), _row("mxfp4", 32, 17, ggml_id=39), _row("nvfp4", 64, 36, ggml_id=40),
-    _row("q1_0", 128, 18, ggml_id=41),
+    _row("iq2_s", 256, 82, ggml_id=22), _row("iq4_xs", 256, 136, ggml_id=23),
+    _row("i8", 1, 1, ggml_id=24, safetensors="I8"), _row("i16", 1, 2, ggml_id=25, safetensors="I16"),
+    _row("i32", 1, 4, ggml_id=26, safetensors="I32"), _row("i64", 1, 8, ggml_id=27, safetensors="I64"),
+    _row("f64", 1, 8, ggml_id=28, safetensors="F64"), _row("iq1_m", 256, 56, ggml_id=29),
+    _row("tq1_0", 256, 54, ggml_id=34), _row("tq2_0", 256, 66, ggml_id=35), _row("mxfp4", 32, 17, ggml_id=39),
+    _row("nvfp4", 64, 36, ggml_id=40), _row("q1_0", 128, 18, ggml_id=41),
+    # safetensors types llama_cx names (header checks, error messages) but does not read: the format's dtype enum
+    # (huggingface/safetensors safetensors/src/tensor.rs `Dtype`), one byte or more per element
+    _row("u8", 1, 1, safetensors="U8"), _row("u16", 1, 2, safetensors="U16"), _row("u32", 1, 4, safetensors="U32"),
+    _row("u64", 1, 8, safetensors="U64"), _row("bool", 1, 1, safetensors="BOOL"),
+    _row("f8_e4m3", 1, 1, safetensors="F8_E4M3"), _row("f8_e5m2", 1, 1, safetensors="F8_E5M2"),
+    _row("f8_e8m0", 1, 1, safetensors="F8_E8M0"),
 )
 
 BY_NAME: Dict[str, DType] = {d.name: d for d in DTYPES}

@@ -36,3 +36,13 @@ def brief(value, limit: int = 60) -> str:
     if len(r) <= limit:
         return r
     return r[: limit - 4] + "..." + r[-1] if r[-1] in "'\"" else r[: limit - 3] + "..."
+
+
+def show(name, limit: int = 80) -> str:
+    """A file-provided name (a tensor, a shard) for a one-line message: as it is when short and printable, else
+    its repr, cut to `limit` characters."""
+    s = str(name)
+    if s.isprintable() and 0 < len(s) <= limit:
+        return s
+    r = repr(s)
+    return r if len(r) <= limit else r[: limit - 5] + "...'"

@@ -86,7 +86,11 @@ class Model:
         if self.tokenizer is not None:
             from .tokenizers.chat_format import chat_format_for
 
+            template = checkpoint.metadata.get("tokenizer.chat_template") or self.tokenizer.chat_template
             self.chat_format = chat_format_for(self.tokenizer, checkpoint.metadata.get("tokenizer.chat_template"))
+            if self.chat_format is None and template:
+                self.notes.append("chat template not recognised (llama_cx knows Llama 3 and ChatML templates): chat is "
+                                  "off, text completion only")
         self._c = self._build_c_model()
 
     def _build_c_model(self):
@@ -157,7 +161,7 @@ class Model:
     def require_tokenizer(self):
         if self.tokenizer is None:
             raise TokenizerMissingError(
-                f"{self.checkpoint.path}: no tokenizer (tokenizer.model is missing); only token ids can be used")
+                f"{self.checkpoint.path}: no tokenizer ({self.checkpoint.tokenizer_missing}); only token ids can be used")
         return self.tokenizer
 
     def __repr__(self) -> str:

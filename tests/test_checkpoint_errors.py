@@ -117,10 +117,12 @@ def test_directory_without_params_or_weights(tmp_path, ckpt):
 
 
 def test_multi_shard(ckpt):
+    """A second copy of a whole checkpoint is not a model-parallel shard (tests/test_meta_shards.py has real ones)."""
     d, pth = ckpt
     shutil.copy(pth, d / "consolidated.01.pth")
-    assert error(d) == f"{d}: multi-shard checkpoints are not supported yet (2 shards: consolidated.00.pth, consolidated.01.pth)"
-    assert error(pth) == f"{pth}: multi-shard checkpoints are not supported yet (2 shards beside it)"
+    want = f"{pth}: tensor tok_embeddings.weight is (600, 64) (2 shards joined along dim 0), expected (300, 64) from params.json"
+    assert error(d) == want
+    assert error(pth) == want
 
 
 # ---- not a torch zip ------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # hypothesis examples per target: together about 40 s on one busy CI core (seed generation included)
 BUDGET = {"zip": 1000, "unpickle": 1000, "pth": 600, "params_json": 800, "tiktoken": 300, "gguf": 800, "tokenizer": 400,
-          "spm": 600}
+          "spm": 600, "safetensors": 600}
 
 
 def test_every_target_has_a_budget():

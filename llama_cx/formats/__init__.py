@@ -1,10 +1,12 @@
 """Checkpoint formats, side by side; `open_checkpoint` looks at what it was given and calls exactly one loader.
 
-    meta.py        a Meta directory: params.json + consolidated.00.pth (_zipfile.py, _unpickle.py read the .pth)
+    meta.py        a Meta directory: params.json + consolidated.00.pth (_meta_pth.py with _zipfile.py and
+                   _unpickle.py read a .pth); meta_shards.py joins several model-parallel consolidated.NN.pth
     gguf.py        the GGUF container;  gguf_llama.py  its `llama` architecture
+    safetensors.py the safetensors container;  hf.py  a Hugging Face Llama directory (config.json + safetensors)
     checkpoint.py  the record every loader returns (Checkpoint) and Meta's tensor names, the common schema
 
-Loaders never import each other; each returns a Checkpoint with Meta tensor names.
+Loaders never import each other (meta.py's own shard helper aside); each returns a Checkpoint with Meta tensor names.
 """
 from __future__ import annotations
 
@@ -22,26 +24,33 @@ _ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
 
 def sniff(path: str) -> str:
     """What `path` is: 'meta' (a directory with params.json, or a zip/.pth file), 'gguf', 'hf' (a directory with
-    config.json), 'safetensors'; anything else is a one-line FormatError naming what it looked like."""
+    config.json or safetensors files), 'safetensors' (a file); anything else is a one-line FormatError naming what
+    it looked like."""
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, "params.json")):
             return "meta"
-        if os.path.isfile(os.path.join(path, "config.json")):
-            return "hf"
+        try:
+            names = os.listdir(path)
+        except OSError as e:
+            raise FormatError(f"{path}: cannot list the directory ({e.strerror})") from None
+        if "config.json" in names or any(n.endswith((".safetensors", ".safetensors.index.json")) for n in names):
+            return "hf"  # its loader names what a Hugging Face directory lacks (config.json, the weights)
         return "meta"  # its loader names the files a Meta directory needs
     head = _head(path, 16)
     if head[:4] == _GGUF_MAGIC:
         return "gguf"
     if head[:4] == _ZIP_MAGIC:
         return "meta"
-    if _looks_like_safetensors(head):
+    if _looks_like_safetensors(head) or path.endswith(".safetensors"):  # the reader says what is wrong with it
         return "safetensors"
     raise FormatError(f"{path}: {_what_it_looks_like(path, head)}; llama_cx reads a Meta checkpoint directory, "
-                      f"a consolidated .pth (zip) or a GGUF file")
+                      f"a consolidated .pth (zip), a GGUF file, a Hugging Face directory or a .safetensors file")
 
 
 def open_checkpoint(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
-    """Open a Meta checkpoint directory, a consolidated.00.pth (params.json beside it), or a .gguf file."""
+    """Open a Meta checkpoint directory (one or several consolidated.NN.pth), a consolidated.00.pth (params.json
+    beside it), a .gguf file, a Hugging Face directory (config.json + safetensors) or one .safetensors file (its
+    config.json beside it)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FormatError(f"{path}: no such file or directory")
@@ -54,10 +63,9 @@ def open_checkpoint(path, rope_scale_factor: Optional[float] = None) -> Checkpoi
         from . import gguf_llama
 
         return gguf_llama.load(path, rope_scale_factor)
-    if kind == "hf":
-        raise FormatError(f"{path}: a Hugging Face model directory (config.json); Hugging Face directories are "
-                          f"not supported yet")
-    raise FormatError(f"{path}: a safetensors file; safetensors checkpoints are not supported yet")
+    from . import hf  # 'hf' or 'safetensors': a directory, or one of its files
+
+    return hf.load(path, rope_scale_factor)
 
 
 def _head(path: str, n: int) -> bytes:

@@ -26,9 +26,10 @@ class TokenizerSpec:
 
     # 'tiktoken' (Meta's Llama 3 tokenizer.model) | 'spm' (Meta's Llama 2 tokenizer.model, SentencePiece)
     # | 'gguf' (tokenizer.ggml.* metadata, byte-level BPE) | 'gguf-spm' (tokenizer.ggml.* metadata, model "llama")
+    # | 'hf_json' (Hugging Face tokenizer.json)
     kind: str
     source: str  # the file it is read from, for messages
-    path: Optional[str] = None  # kinds 'tiktoken', 'spm': the tokenizer.model file
+    path: Optional[str] = None  # 'tiktoken', 'spm': the tokenizer.model file; 'hf_json': the directory of tokenizer.json
     metadata: Optional[dict] = None  # kinds 'gguf', 'gguf-spm': the file's whole metadata
     required: bool = True  # False: a tokenizer that cannot be built leaves a note, the weights still run on ids
 
@@ -38,13 +39,14 @@ class TokenizerSpec:
 
 
 _TOKENIZER_KINDS = {"tiktoken": "tiktoken (Meta tokenizer.model)", "spm": "SentencePiece BPE (Meta tokenizer.model)",
-                    "gguf": "byte-level BPE (GGUF)", "gguf-spm": "SentencePiece BPE (GGUF 'llama' vocabulary)"}
+                    "gguf": "byte-level BPE (GGUF)", "gguf-spm": "SentencePiece BPE (GGUF 'llama' vocabulary)",
+                    "hf_json": "tokenizer.json (byte-level BPE)"}
 
 
 @dataclass
 class Checkpoint:
     path: str  # what was opened (the .pth, the .gguf, ...)
-    format: str  # 'meta' | 'gguf'
+    format: str  # 'meta' | 'gguf' | 'hf'
     config: ModelConfig
     tensors: Dict[str, Tensor]  # Meta names (output.weight absent when tied to tok_embeddings.weight)
     files: List[MappedFile]  # the model files, mapped once; tensors view them
@@ -52,6 +54,8 @@ class Checkpoint:
     metadata: dict = field(default_factory=dict)  # facts for `llama-cx info` (dtype, tied_embeddings, ...)
     notes: List[str] = field(default_factory=list)  # what the loader did that a user should know
     buffers: list = field(default_factory=list)  # memory made at load that tensors point into (dequantized weights)
+    description: str = ""  # how the model is stored, for `llama-cx info` ("GGUF v3, Q4_1", "config.json + ...")
+    tokenizer_missing: str = "no tokenizer found"  # what a checkpoint without a tokenizer lacks, for messages
 
     @property
     def file_size(self) -> int:
@@ -59,8 +63,8 @@ class Checkpoint:
 
     @property
     def name(self) -> str:
-        """A short name for the model: the file name, or the directory of a Meta checkpoint."""
-        if self.format == "meta":
+        """A short name for the model: the file name, or the directory of a Meta or Hugging Face checkpoint."""
+        if self.format in ("meta", "hf"):
             return os.path.basename(os.path.dirname(os.path.abspath(self.path)))
         return os.path.basename(self.path)
 

@@ -292,6 +292,7 @@ def load(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
         # "llama" is SentencePiece (Llama 2); the rest is byte-level BPE, which refuses what it does not know
         kind = "gguf-spm" if gf.metadata["tokenizer.ggml.model"] == "llama" else "gguf"
         tokenizer = TokenizerSpec(kind, gf.path, metadata=gf.metadata, required=False)
+    metadata = llama.summary_metadata()
     return Checkpoint(
         path=gf.path,
         format="gguf",
@@ -299,7 +300,9 @@ def load(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
         tensors=llama.tensors,
         files=[MappedFile(gf.path, gf.file_size, gf.mmap)],
         tokenizer=tokenizer,
-        metadata=llama.summary_metadata(),
+        metadata=metadata,
         notes=llama.notes,
         buffers=[llama.dequant_buffer] if llama.dequant_buffer is not None else [],
+        description=f"GGUF v{gf.version}" + (f", {metadata['file_type']}" if metadata.get("file_type") else ""),
+        tokenizer_missing="the GGUF has no usable tokenizer.ggml.* metadata",
     )

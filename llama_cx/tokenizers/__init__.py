@@ -1,15 +1,17 @@
-"""Tokenizers: byte-level BPE over two vocabulary formats, SentencePiece BPE, and the chat formats built on them.
+"""Tokenizers: byte-level BPE over three vocabulary formats, SentencePiece BPE, and the chat formats built on them.
 
     tokenizer.py        the Tokenizer (text <-> ids; _bpe.pyx is its compiled core, _bpe_py.py the Python twin)
     tiktoken_format.py  Meta's Llama 3 tokenizer.model
     gpt2_bpe.py         GGUF byte-level BPE ("gpt2") vocabularies
     spm.py              SentencePieceTokenizer: Llama 2's tokenizer.model (_protobuf.py reads it), GGUF "llama"
+    hf_json.py          Hugging Face tokenizer.json (+ tokenizer_config.json, generation_config.json)
     chat_format.py      Llama 3 and ChatML conversations as token ids, and which format fits a tokenizer
     chat_llama2.py      Llama 2's [INST] <<SYS>> conversations
 """
 from __future__ import annotations
 
 from ..errors import LlamaCxError
+from .hf_json import load_hf_tokenizer
 from .spm import SentencePieceTokenizer
 from .tokenizer import StreamDecoder, Tokenizer
 
@@ -28,6 +30,8 @@ def from_spec(spec) -> "tuple[Tokenizer | SentencePieceTokenizer | None, str | N
             return Tokenizer.from_gguf_metadata(spec.metadata, source=spec.source), None
         if spec.kind == "gguf-spm":
             return SentencePieceTokenizer.from_gguf_metadata(spec.metadata, source=spec.source), None
+        if spec.kind == "hf_json":
+            return load_hf_tokenizer(spec.path), None
         raise LlamaCxError(f"{spec.source}: tokenizer kind {spec.kind!r} is not supported")
     except LlamaCxError as e:
         if spec.required:
