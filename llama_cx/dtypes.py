@@ -2,9 +2,9 @@
 
 A tensor of `numel` elements of type `dt` takes numel // dt.block_size * dt.block_bytes bytes (float types are
 blocks of one element). What happens to a weight of each type at load:
-  - `c_id` set: a C kernel row reads it as it is (csrc/dtypes.c, the row with that id);
-  - `widen_to` set: converted once at load to that type, which a kernel row reads (f16 -> f32 exactly;
-    the GGUF block formats Q8_0 / Q4_0 / Q4_1 -> bf16 by llama_cx.formats._dequant);
+  - `widen_to` set: converted once at load to that type, which the products read (f16 -> f32 exactly, by the
+    to_f32 kernel of its C row; the GGUF block formats Q8_0 / Q4_0 / Q4_1 -> bf16 by llama_cx.formats._dequant);
+  - else `c_id` set: the products read it as it is (csrc/dtypes.c, the row with that id, has its kernels);
   - neither: refused with a one-line error naming the type.
 Adding a weight type is one row here (and one row plus its kernels in csrc/dtypes.c when C reads it).
 """
@@ -20,7 +20,7 @@ class DType:
     block_size: int  # elements per block
     block_bytes: int  # bytes per block
     ggml_id: Optional[int] = None  # ggml.h enum ggml_type (the type of a tensor in a GGUF file)
-    c_id: Optional[int] = None  # the row of csrc/dtypes.c that reads it (enum lcx_dtype); None: no kernel
+    c_id: Optional[int] = None  # its row of csrc/dtypes.c (enum lcx_dtype); None: no C kernel touches it
     widen_to: Optional[str] = None  # converted to this type at load when no kernel reads it
     torch: Optional[str] = None  # torch dtype name in a torch.save pickle
     safetensors: Optional[str] = None  # dtype string of a safetensors header
@@ -49,7 +49,7 @@ def _row(name, block_size, block_bytes, ggml_id=None, **kw) -> DType:
 # Block sizes and bytes per block: ggml.h / GGML_QUANT_SIZES. C ids: enum lcx_dtype in csrc/lcx.h.
 DTYPES = (
     _row("f32", 1, 4, ggml_id=0, c_id=0, torch="float32", safetensors="F32"),
-    _row("f16", 1, 2, ggml_id=1, widen_to="f32", torch="float16", safetensors="F16"),
+    _row("f16", 1, 2, ggml_id=1, c_id=2, widen_to="f32", torch="float16", safetensors="F16"),
     _row("bf16", 1, 2, ggml_id=30, c_id=1, torch="bfloat16", safetensors="BF16"),
     _row("q8_0", 32, 34, ggml_id=8, widen_to="bf16"),
     _row("q4_0", 32, 18, ggml_id=2, widen_to="bf16"),
@@ -85,9 +85,9 @@ def dtype(name: str) -> DType:
 
 
 def kernel_dtype(name: str) -> DType:
-    """The type a kernel reads for weights stored as `name`: itself when a C row reads it, else its widening."""
+    """The type the products read for weights stored as `name`: its widening, or itself."""
     d = BY_NAME[name]
-    return d if d.c_id is not None or d.widen_to is None else BY_NAME[d.widen_to]
+    return d if d.widen_to is None else BY_NAME[d.widen_to]
 
 
 def readable(d: DType) -> bool:

@@ -5,8 +5,9 @@
     logits = ctx.forward(prompt_ids)               # prefill in blocks, logits of the last position
     logits = ctx.forward([next_id])                # one decode step at position ctx.pos
 
-The arithmetic is one compiled call per block of tokens (csrc/lcx_forward.c); this file decides what the
-C side sees: pointers to bf16/f32 weight matrices, f32 copies of the (tiny) norm vectors, RoPE frequencies.
+The arithmetic is one compiled call per block of tokens (csrc/model/forward.c); this file decides what the
+C side sees: pointers to weight matrices of a type a kernel reads (llama_cx.dtypes), f32 copies of the (tiny)
+norm vectors, RoPE frequencies.
 """
 from __future__ import annotations
 
@@ -28,8 +29,7 @@ DEFAULT_CONTEXT = 4096
 # Prompt tokens per compiled forward call: large enough that each pass over the weights is shared by
 # many tokens (matrix-matrix products), small enough that activations stay in cache.
 PREFILL_BLOCK = 128
-_ATT_QB = 16  # LCX_ATT_QB in csrc/lcx.h: attention score rows per thread
-_DEC_KC = 512  # LCX_DEC_KC in csrc/lcx.h: keys per part of a decode step's attention
+_SIZE_MAX = 2**64 - 1  # what the C side says of a state that cannot exist
 
 _MATRICES = ("attention.wq", "attention.wk", "attention.wv", "attention.wo",
              "feed_forward.w1", "feed_forward.w2", "feed_forward.w3")
@@ -170,17 +170,6 @@ class Model:
                 f"{c.n_kv_heads}, vocab={c.vocab_size})")
 
 
-def _state_bytes(cfg: ModelConfig, n_ctx: int, batch: int, n_threads: int) -> int:
-    """Bytes of a context's run state; mirrors lcx_state_bytes in csrc/lcx_forward.c with Python integers."""
-    widest = max(cfg.dim, cfg.q_dim, cfg.hidden_dim)
-    act = batch * (cfg.dim + 2 * cfg.q_dim + 2 * cfg.hidden_dim + cfg.head_dim)
-    private = n_threads * batch * cfg.dim  # each thread's normalised x, f32 and bf16
-    kv = 2 * cfg.n_layers * n_ctx * cfg.kv_dim
-    parts = -(-n_ctx // _DEC_KC) * cfg.n_heads * (cfg.head_dim + 1) + n_threads * cfg.q_dim  # decode attention
-    return (4 * (act + private + kv + n_threads * _ATT_QB * n_ctx + parts) + 2 * private + 2 * n_threads * widest
-            + batch * (8 + 2 * widest))
-
-
 def _memory_limit() -> Optional[int]:
     """Physical memory (MemTotal), or None where /proc/meminfo is unavailable."""
     try:
@@ -212,7 +201,8 @@ class Context:
         self.n_ctx = n_ctx
         self.max_batch = max(1, min(prefill_block, n_ctx))
         n_threads = max(available_cpus(), _kernels.get_num_threads(), os.cpu_count() or 1)
-        self.state_bytes = _state_bytes(cfg, n_ctx, self.max_batch, n_threads)  # exact, before allocating
+        # exactly what lcx_state_new allocates, known before allocating (_SIZE_MAX: it cannot exist)
+        self.state_bytes = model._c.state_bytes(n_ctx, self.max_batch, n_threads) if n_ctx < 2**63 else _SIZE_MAX
         limit = _memory_limit()
         if limit is not None and self.state_bytes > limit:
             raise ContextLengthError(

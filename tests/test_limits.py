@@ -128,13 +128,23 @@ def test_empty_forward_and_bad_rewind(model):
 
 
 # ---- KV cache: size known before allocation, absurd sizes refused ------------------------------------------
-@pytest.mark.parametrize("n_ctx,batch,threads", [(1, 1, 1), (8, 8, 2), (100, 64, 7), (4096, 128, 16)])
-def test_state_bytes_mirror_matches_the_c_allocation(model, n_ctx, batch, threads):
-    """The Python estimate checked against the memory limit before allocating is exactly what the C state
-    allocates (every buffer of lcx_state_new, the per-thread ones included)."""
-    from llama_cx.model import _state_bytes
+def _state_bytes(cfg, n_ctx, batch, n_threads, act_bytes):
+    """Every buffer of lcx_state_new (csrc/model/state.c), counted again here with Python integers."""
+    widest = max(cfg.dim, cfg.q_dim, cfg.hidden_dim)
+    act = batch * (cfg.dim + 2 * cfg.q_dim + 2 * cfg.hidden_dim + cfg.head_dim)
+    private = n_threads * batch * cfg.dim  # each thread's normalised x, f32 and act_type
+    kv = 2 * cfg.n_layers * n_ctx * cfg.kv_dim
+    qb, kc = llama_cx._kernels.ATT_QB, llama_cx._kernels.DEC_KC
+    parts = -(-n_ctx // kc) * cfg.n_heads * (cfg.head_dim + 1) + n_threads * cfg.q_dim  # decode attention
+    return (4 * (act + private + kv + n_threads * qb * n_ctx + parts) + act_bytes * private
+            + act_bytes * n_threads * widest + batch * (8 + act_bytes * widest))
 
-    assert _state_bytes(model.config, n_ctx, batch, threads) == model._c.state_bytes(n_ctx, batch, threads)
+
+@pytest.mark.parametrize("n_ctx,batch,threads", [(1, 1, 1), (8, 8, 2), (100, 64, 7), (4096, 128, 16)])
+def test_state_bytes_counts_every_buffer(model, n_ctx, batch, threads):
+    """The size checked against the memory limit before allocating (the C formula, asked by Context) is every
+    buffer of the C state, the per-thread ones and the bf16 copies of a bf16 model's activations included."""
+    assert model._c.state_bytes(n_ctx, batch, threads) == _state_bytes(model.config, n_ctx, batch, threads, 2)
 
 
 def test_state_bytes_counts_the_kv_cache(model):

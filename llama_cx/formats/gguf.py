@@ -125,8 +125,8 @@ def check_supported(path: str, ti: GGUFTensorInfo):
 
 def is_view(dt: dtypes.DType) -> bool:
     """Whether tensors of this type are loaded as views of the file: float types (f16 is widened later, by the
-    model) and block types a kernel reads; the other block types are dequantized to bf16 at load."""
-    return dt.c_id is not None or dt.block_size == 1
+    model) and block types the products read; the other block types are dequantized to bf16 here, at load."""
+    return dt.block_size == 1 or (dt.c_id is not None and dt.widen_to is None)
 
 
 def dequantize_into(mm, ti: GGUFTensorInfo, buf: bytearray, at: int):
@@ -380,9 +380,10 @@ class GGUFFile:
         if is_view(info.dtype):
             return Tensor(info.dtype.name, info.shape, contiguous_strides(info.shape), info.data_offset, self._mm,
                           name or info.name)
-        buf = bytearray(2 * info.numel)
+        out = dtypes.BY_NAME[info.dtype.widen_to]  # bf16: what _dequant writes
+        buf = bytearray(out.nbytes(info.numel))
         dequantize_into(self._mm, info, buf, 0)
-        return Tensor("bf16", info.shape, contiguous_strides(info.shape), 0, buf, name or info.name)
+        return Tensor(out.name, info.shape, contiguous_strides(info.shape), 0, buf, name or info.name)
 
     def tensor_bytes(self, info: GGUFTensorInfo) -> memoryview:
         """The raw bytes of one tensor, zero-copy (release the view before calling close())."""

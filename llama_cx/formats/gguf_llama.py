@@ -16,6 +16,7 @@ import struct
 from collections import Counter
 from typing import Dict, List, Optional, Tuple
 
+from .. import dtypes
 from ..config import ROPE_HIGH_FREQ_FACTOR, ROPE_LOW_FREQ_FACTOR, ROPE_ORIGINAL_CONTEXT, ModelConfig
 from ..errors import FormatError
 from ..tensor import Tensor, contiguous_strides, weight_buffer
@@ -243,12 +244,13 @@ class _LlamaGGUF:
                 tensors[name] = self.gf.tensor(ti, name)
         self.dequant_buffer = None
         if quant:
-            buf = weight_buffer(2 * sum(ti.numel for _, ti in quant))  # every dequantized weight, bf16, one allocation
+            out = {n: dtypes.BY_NAME[ti.dtype.widen_to] for n, ti in quant}  # bf16: what _dequant writes
+            buf = weight_buffer(sum(out[n].nbytes(ti.numel) for n, ti in quant))  # every dequantized weight, one allocation
             at = 0
             for name, ti in quant:
                 dequantize_into(self.gf.mmap, ti, buf, at)
-                tensors[name] = Tensor("bf16", ti.shape, contiguous_strides(ti.shape), at, buf, name)
-                at += 2 * ti.numel
+                tensors[name] = Tensor(out[name].name, ti.shape, contiguous_strides(ti.shape), at, buf, name)
+                at += out[name].nbytes(ti.numel)
             self.dequant_buffer = buf
             counts = Counter(ti.type_name for _, ti in quant)
             what = ", ".join(f"{n} {t}" for t, n in sorted(counts.items(), key=lambda kv: -kv[1]))
