@@ -1,7 +1,7 @@
 /* The Llama 3 transformer, read top to bottom: one token at a time, one thread, the scalar kernels.
  *
  * This is the learner's read (in the style of llama2.c's run.c), the engine behind `llama-cx trace`, and the
- * oracle the fast forward (csrc/lcx_forward.c) is held against, stage by stage. Each token goes through
+ * oracle the fast forward (csrc/model/forward.c) is held against, stage by stage. Each token goes through
  *   embed -> for each layer: RMSNorm, q/k/v, RoPE, causal GQA attention over the KV cache, wo, residual,
  *   RMSNorm, SwiGLU feed-forward, residual -> RMSNorm -> logits,
  * exactly the order of Meta's llama_models/llama3/model.py (Transformer.forward, TransformerBlock.forward).
@@ -14,16 +14,17 @@
 #include "model/reference.h"
 
 static const lcx_kernels *const G = &lcx_kernels_generic; /* the scalar kernels, whatever ISA the fast path uses */
+#define dot_f32 (lcx_dtypes[LCX_DT_F32].gemm[LCX_ISA_GENERIC]) /* the scalar f32 row product */
 
-/* dst (cols,) f32 <- row `row` of W (rows, cols). The one place that knows weight dtypes (bf16 widened exactly,
- * f32 copied): when the dtype table lands this becomes its "row to f32" entry. */
+/* dst (cols,) f32 <- row `row` of W (rows, cols), converted by its dtype's to_f32 (lcx_dtypes): exact for the
+ * float types, the block dequantization for quantized ones. */
 static void ref_row(const lcx_mat *W, int64_t cols, int64_t row, float *dst) { lcx_row_to_f32(W, cols, row, dst); }
 
 /* y (d,) = W (d, n) @ x (n,), a row of W at a time widened into wrow (n,) and dotted in index order */
 static void ref_matvec(const lcx_mat *W, const float *x, float *y, int64_t d, int64_t n, float *wrow) {
     for (int64_t r = 0; r < d; r++) {
         ref_row(W, n, r, wrow);
-        G->gemm_f32(wrow, (size_t)n, x, (size_t)n, y + r, 1, 1, 1, (size_t)n, 0); /* y[r] = wrow . x */
+        dot_f32(wrow, (size_t)n, x, (size_t)n, y + r, 1, 1, 1, (size_t)n, 0); /* y[r] = wrow . x */
     }
 }
 
