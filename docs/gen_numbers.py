@@ -79,7 +79,7 @@ def checkpoint(f):
 
 
 def tokenizer(f):
-    from llama_cx import _pretokenize
+    from llama_cx.tokenizers import _pretokenize
 
     pieces = _pretokenize.split(PROMPT, f.tok.pattern)
     rows = [(i, f"{t}", f.piece(t)) for i, t in enumerate(f.ids)]
@@ -222,7 +222,7 @@ def kernels(f):
 
 
 def quantization(f):
-    from llama_cx.gguf import GGUFFile
+    from llama_cx.formats.gguf import GGUFFile
 
     if not f.path.endswith(".gguf"):
         return "(not a GGUF model)"
@@ -253,7 +253,7 @@ def quantization(f):
 
 
 def _meta_name(gguf_name):
-    from llama_cx.gguf import meta_name
+    from llama_cx.formats.gguf_llama import meta_name
 
     return meta_name(gguf_name)
 
