@@ -126,6 +126,8 @@ def _load_meta(directory: str, pth: str, rope_scale_factor) -> Checkpoint:
             "params_path": params_path,
         },
         notes=notes,
+        format_description="params.json + consolidated .pth, read without torch",
+        display_name=os.path.basename(os.path.abspath(directory)),
     )
 
 
