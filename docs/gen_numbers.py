@@ -67,7 +67,7 @@ def _g(x, d=4):
 
 # ---- one function per marker -------------------------------------------------------------------------------------
 def checkpoint(f):
-    from llama_cx.cli import _info_lines
+    from llama_cx.cli.info import _info_lines
 
     lines = [ln for ln in _info_lines(f.model) if not ln.lstrip().startswith(("path", "note"))]
     ck = f.model.checkpoint
@@ -259,7 +259,7 @@ def _meta_name(gguf_name):
 
 
 def tracing(f):
-    from llama_cx.cli_trace import trace_table
+    from llama_cx.cli.trace import trace_table
 
     lines = trace_table(f.model, f.tr, 3)
     keep = lines[:3] + [ln for ln in lines[3:] if ln.split()[0] in ("embed", "norm", "output")

@@ -1,4 +1,8 @@
-"""The exceptions a user of llama_cx can see. Every message is one line that names the file and the problem."""
+"""The exceptions a user of llama_cx can see. Every message is one line that names the file and the problem.
+
+`fail` raises one; `brief` and `brief_name` show a file- or user-provided value inside one."""
+import reprlib
+from typing import NoReturn, Optional, Type
 
 
 class LlamaCxError(Exception):
@@ -30,19 +34,27 @@ class TokenizerError(LlamaCxError, ValueError):
     an unknown special token name or chat role."""
 
 
+def fail(where: Optional[str], msg: str, error: Type[LlamaCxError] = FormatError) -> NoReturn:
+    """Raise `error` with the one-line message "where: msg" (just msg when where is None)."""
+    raise error(msg if where is None else f"{where}: {msg}")
+
+
+# repr bounded in depth and width: a file-provided value may be a million-level nested list, or contain itself
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 3, 400, 400, 400
+
+
 def brief(value, limit: int = 60) -> str:
-    """repr of a file- or user-provided value for a one-line message, cut to `limit` characters."""
-    r = repr(value)
+    """A file- or user-provided value for a one-line message: its repr (bounded), cut to `limit` characters."""
+    r = _REPR.repr(value)
     if len(r) <= limit:
         return r
     return r[: limit - 4] + "..." + r[-1] if r[-1] in "'\"" else r[: limit - 3] + "..."
 
 
-def show(name, limit: int = 80) -> str:
-    """A file-provided name (a tensor, a shard) for a one-line message: as it is when short and printable, else
-    its repr, cut to `limit` characters."""
-    s = str(name)
-    if s.isprintable() and 0 < len(s) <= limit:
+def brief_name(s, limit: int = 80) -> str:
+    """A file-provided name (tensor, key, module) for a one-line message: as it is when short, printable and
+    without spaces, else brief(s)."""
+    if isinstance(s, str) and s.isprintable() and " " not in s and 0 < len(s) <= limit:
         return s
-    r = repr(s)
-    return r if len(r) <= limit else r[: limit - 5] + "...'"
+    return brief(s, limit)

@@ -25,7 +25,6 @@ from .formats import Checkpoint, open_checkpoint
 from .runtime import available_cpus, set_num_threads
 from .tensor import copy_to_weight_buffer
 
-DEFAULT_CONTEXT = 4096
 # Prompt tokens per compiled forward call: large enough that each pass over the weights is shared by
 # many tokens (matrix-matrix products), small enough that activations stay in cache.
 PREFILL_BLOCK = 128
@@ -134,7 +133,8 @@ class Model:
 
     # ---- contexts ------------------------------------------------------------------------------
     def new_context(self, n_ctx: Optional[int] = None) -> "Context":
-        """A fresh context (KV cache + activations) of n_ctx positions (default min(max_seq_len, 4096))."""
+        """A fresh context (KV cache + activations) of n_ctx positions (default config.default_context:
+        min(max_seq_len, llama_cx.defaults.CONTEXT))."""
         return Context(self, n_ctx)
 
     def logits(self, token_ids: Sequence[int]):
@@ -191,12 +191,7 @@ class Context:
 
     def __init__(self, model: Model, n_ctx: Optional[int] = None, prefill_block: int = PREFILL_BLOCK):
         cfg = model.config
-        if n_ctx is None:
-            n_ctx = min(cfg.max_seq_len, DEFAULT_CONTEXT)
-        if not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or n_ctx < 1:
-            raise ContextLengthError(f"context length must be a positive integer, got {n_ctx!r}")
-        if n_ctx > cfg.max_seq_len:
-            raise ContextLengthError(f"context length {n_ctx} exceeds the model's maximum {cfg.max_seq_len}")
+        n_ctx = cfg.default_context if n_ctx is None else cfg.check_context(n_ctx)
         self.model = model
         self.n_ctx = n_ctx
         self.max_batch = max(1, min(prefill_block, n_ctx))
@@ -268,7 +263,7 @@ def load(path: str, n_threads: Optional[int] = None, rope_scale_factor: Optional
 
     huge_pages=True reads the mapped weights from the file into anonymous memory backed by transparent huge
     pages (Linux): load reads the whole file and the weights take their size again in RAM, but every token
-    reads them with fewer TLB misses (1.02-1.26x decode in benchmarks/RESULTS.md, run D)."""
+    reads them with fewer TLB misses (1.02-1.26x decode, measured in benchmarks/RESULTS.md)."""
     if n_threads is not None:
         set_num_threads(n_threads)
     ck = open_checkpoint(os.fspath(path), rope_scale_factor=rope_scale_factor)

@@ -425,7 +425,7 @@ def test_chat_template_from_jinja_file_and_unknown_template(llama3_tokenizer_dir
 
 
 def test_hf_directory_with_tokenizer_in_info(tmp_path, llama3_tokenizer_dir):
-    from llama_cx.cli import _info_lines
+    from llama_cx.cli.info import _info_lines
 
     d = _save(tmp_path, "withtok", vocab_size=128256, hidden_size=32, num_attention_heads=2, n_kv=1,
               intermediate_size=64, num_hidden_layers=1)

@@ -153,7 +153,7 @@ def test_llama2_gguf_matches_meta(tmp_path, llama2, llama_spm_vocab_dir):
 
 
 def test_llama2_info_names_the_tokenizer_and_chat_format(llama2):
-    from llama_cx.cli import _info_lines
+    from llama_cx.cli.info import _info_lines
 
     text = "\n".join(_info_lines(llama2["mha"][1]))
     assert "SentencePiece BPE (Meta tokenizer.model), 32000 tokens, adds bos" in text

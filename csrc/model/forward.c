@@ -52,7 +52,9 @@ static void lcx_product_kv(const lcx_model *m, const lcx_mat *W, const float *A,
     }
 }
 
-/* element i of a buffer of the model's act_type */
+/* element i of a buffer of the model's act_type. Today's act types are element types (bf16); a block type
+ * (the 8-bit activation blocks of a quantized row) also needs every conversion below to start on a block:
+ * lcx_round_part's 64-element split and the per-head / per-row starts are multiples of 32, not of 256. */
 static unsigned char *lcx_act_at(const lcx_model *m, unsigned char *buf, size_t i) {
     return buf + lcx_act_bytes(m, i);
 }

@@ -23,12 +23,11 @@ STACK_GLOBAL, ...) are accepted too, so `torch.save(..., pickle_protocol=4)` fil
 """
 from __future__ import annotations
 
-import reprlib
 import struct
 from dataclasses import dataclass
 from typing import Tuple
 
-from ..errors import FormatError, UnsafePickleError
+from ..errors import UnsafePickleError, brief, brief_name, fail
 
 # Legacy typed storage classes torch pickles (torch.storage._dtype_to_storage_type_map) -> (dtype, itemsize).
 STORAGE_DTYPES = {
@@ -62,21 +61,6 @@ _MAX_LONG_BYTES = 64  # no tensor needs an integer wider than this; refuse befor
 # dict key of 200k nested TUPLE1s (one byte each) would overflow the C stack (found by fuzzing). torch's
 # pickles nest tuples 3 deep (persistent id inside the _rebuild_tensor arguments).
 _MAX_TUPLE_DEPTH = 32
-
-# repr of a pickle-provided value for an error message: bounded in depth and length (a value may be a
-# million-level nested list, or a list that contains itself)
-_REPR = reprlib.Repr()
-_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 40, 40
-
-
-def _brief(v) -> str:
-    return _REPR.repr(v)
-
-
-def _name(s: str) -> str:
-    """A pickle-provided module/class name for a one-line message: as is when short and printable."""
-    return s if s.isprintable() and len(s) <= 100 else _brief(s)
-
 
 @dataclass(frozen=True)
 class _Global:
@@ -132,6 +116,7 @@ class _Interpreter:
         self.data = data
         self.pos = 0
         self.source = source
+        self.malformed = f"{source}: malformed pickle"  # where fail() says the problem is
         self.stack: list = []
         self.marks: list = []
         self.memo: dict = {}
@@ -139,15 +124,12 @@ class _Interpreter:
         self.tuples: list = []  # keeps those tuples alive, so their ids stay theirs
 
     # ---- helpers ------------------------------------------------------------------------------------
-    def fail(self, msg):
-        raise FormatError(f"{self.source}: malformed pickle: {msg}")
-
     def unsafe(self, msg):
         raise UnsafePickleError(f"{self.source}: refused unsafe pickle: {msg}; nothing from it was executed")
 
     def read(self, n: int) -> bytes:
         if n < 0 or self.pos + n > len(self.data):
-            self.fail(f"truncated at byte {self.pos} (wants {n} more bytes)")
+            fail(self.malformed, f"truncated at byte {self.pos} (wants {n} more bytes)")
         b = self.data[self.pos : self.pos + n]
         self.pos += n
         return b
@@ -155,25 +137,25 @@ class _Interpreter:
     def read_line(self) -> str:
         end = self.data.find(b"\n", self.pos, self.pos + 4096)
         if end < 0:
-            self.fail(f"unterminated text argument at byte {self.pos}")
+            fail(self.malformed, f"unterminated text argument at byte {self.pos}")
         line = self.data[self.pos : end]
         self.pos = end + 1
         try:
             return line.decode("utf-8")
         except UnicodeDecodeError:
-            self.fail(f"non-UTF-8 text argument at byte {self.pos}")
+            fail(self.malformed, f"non-UTF-8 text argument at byte {self.pos}")
 
     def u(self, fmt: str):
         return struct.unpack(fmt, self.read(struct.calcsize(fmt)))[0]
 
     def pop(self):
         if not self.stack or self.stack[-1] is _MARK:
-            self.fail(f"stack underflow at byte {self.pos}")
+            fail(self.malformed, f"stack underflow at byte {self.pos}")
         return self.stack.pop()
 
     def pop_mark(self) -> list:
         if not self.marks:
-            self.fail(f"no MARK to pop at byte {self.pos}")
+            fail(self.malformed, f"no MARK to pop at byte {self.pos}")
         start = self.marks.pop()
         items = self.stack[start + 1 :]
         del self.stack[start:]
@@ -185,14 +167,14 @@ class _Interpreter:
 
     def top(self):
         if not self.stack or self.stack[-1] is _MARK:
-            self.fail(f"empty stack at byte {self.pos}")
+            fail(self.malformed, f"empty stack at byte {self.pos}")
         return self.stack[-1]
 
     def text(self, b: bytes) -> str:
         try:
             return b.decode("utf-8", "surrogatepass")
         except UnicodeDecodeError:
-            self.fail(f"invalid UTF-8 string at byte {self.pos}")
+            fail(self.malformed, f"invalid UTF-8 string at byte {self.pos}")
 
     def tuple(self, items) -> tuple:
         """A tuple of `items`, refused if that nests tuples deeper than _MAX_TUPLE_DEPTH."""
@@ -200,19 +182,19 @@ class _Interpreter:
         if t:
             depth = 1 + max(self.tuple_depth.get(id(x), 0) if type(x) is tuple else 0 for x in t)
             if depth > _MAX_TUPLE_DEPTH:
-                self.fail(f"tuples nested deeper than {_MAX_TUPLE_DEPTH} levels at byte {self.pos}")
+                fail(self.malformed, f"tuples nested deeper than {_MAX_TUPLE_DEPTH} levels at byte {self.pos}")
             self.tuple_depth[id(t)] = depth
             self.tuples.append(t)
         return t
 
     def memo_get(self, i: int):
         if i not in self.memo:
-            self.fail(f"memo key {i} used before it was set (byte {self.pos})")
+            fail(self.malformed, f"memo key {i} used before it was set (byte {self.pos})")
         return self.memo[i]
 
     def global_(self, module: str, name: str) -> _Global:
         if (module, name) not in ALLOWED_GLOBALS:
-            self.unsafe(f"it asks for global {_name(module)}.{_name(name)}, which is not in the allowlist of tensor-rebuilding names")
+            self.unsafe(f"it asks for global {brief_name(module)}.{brief_name(name)}, which is not in the allowlist of tensor-rebuilding names")
         return _Global(module, name)
 
     # ---- REDUCE / BUILD / BINPERSID: the only places objects are "made" -------------------------------
@@ -220,7 +202,7 @@ class _Interpreter:
         if not isinstance(func, _Global):
             self.unsafe(f"REDUCE on a {type(func).__name__}, not an allowlisted global")
         if not isinstance(args, tuple):
-            self.fail(f"REDUCE arguments for {func} are a {type(args).__name__}, not a tuple")
+            fail(self.malformed, f"REDUCE arguments for {func} are a {type(args).__name__}, not a tuple")
         if (func.module, func.name) == ("collections", "OrderedDict"):
             if args == ():
                 return _OrderedDict()
@@ -228,16 +210,16 @@ class _Interpreter:
                 d = _OrderedDict()
                 for item in args[0]:
                     if not (isinstance(item, (list, tuple)) and len(item) == 2):
-                        self.fail("OrderedDict items are not (key, value) pairs")
+                        fail(self.malformed, "OrderedDict items are not (key, value) pairs")
                     self.setitem(d, item[0], item[1])
                 return d
-            self.fail("unexpected OrderedDict arguments")
+            fail(self.malformed, "unexpected OrderedDict arguments")
         if func.module == "torch._utils" and func.name in _REBUILD_TENSOR:
             return self.rebuild_tensor(func, args)
         if func.module == "torch._utils" and func.name in _REBUILD_PARAMETER:
             # _rebuild_parameter(data, requires_grad, backward_hooks[, state]): the Parameter is its tensor.
             if len(args) not in (3, 4) or not isinstance(args[0], TensorRef):
-                self.fail(f"unexpected arguments to {func}")
+                fail(self.malformed, f"unexpected arguments to {func}")
             return args[0]
         self.unsafe(f"it calls {func}, which is allowlisted only as a type tag, not as a callable")
 
@@ -246,20 +228,20 @@ class _Interpreter:
         # v3: (+ requires_grad, backward_hooks, dtype) with an UntypedStorage.
         n = {"_rebuild_tensor": (4,), "_rebuild_tensor_v2": (6, 7), "_rebuild_tensor_v3": (7,)}[func.name]
         if len(args) not in n:
-            self.fail(f"{func} called with {len(args)} arguments")
+            fail(self.malformed, f"{func} called with {len(args)} arguments")
         storage, offset, size, stride = args[:4]
         if not isinstance(storage, StorageRef):
-            self.fail(f"{func} called on a {type(storage).__name__}, not a storage")
+            fail(self.malformed, f"{func} called on a {type(storage).__name__}, not a storage")
         ok_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0  # noqa: E731
         if not ok_int(offset):
-            self.fail(f"tensor storage offset {_brief(offset)} is not a non-negative integer")
+            fail(self.malformed, f"tensor storage offset {brief(offset)} is not a non-negative integer")
         if not (isinstance(size, tuple) and isinstance(stride, tuple) and len(size) == len(stride)
                 and all(map(ok_int, size)) and all(map(ok_int, stride))):
-            self.fail("tensor size/stride are not equal-length tuples of non-negative integers")
+            fail(self.malformed, "tensor size/stride are not equal-length tuples of non-negative integers")
         if func.name == "_rebuild_tensor_v3":
             dtype = args[6]
             if not (isinstance(dtype, _Global) and dtype.name in _V3_DTYPES):
-                self.fail(f"{func} called with dtype {_brief(dtype)}")
+                fail(self.malformed, f"{func} called with dtype {brief(dtype)}")
             dtype = dtype.name
         else:
             dtype = storage.dtype
@@ -270,10 +252,10 @@ class _Interpreter:
             self.unsafe("a persistent id that is not a torch ('storage', type, key, location, numel) tuple")
         _, stype, key, location, numel = pid
         if not (isinstance(stype, _Global) and stype.module == "torch" and stype.name in STORAGE_DTYPES):
-            self.unsafe(f"a persistent id with storage type {_brief(stype)}")
+            self.unsafe(f"a persistent id with storage type {brief(stype)}")
         if not (isinstance(key, str) and isinstance(location, str)
                 and isinstance(numel, int) and not isinstance(numel, bool) and numel >= 0):
-            self.fail("persistent id fields are not (str key, str location, int numel)")
+            fail(self.malformed, "persistent id fields are not (str key, str location, int numel)")
         return StorageRef(key, stype.name, location, numel)
 
     def build(self, inst, state):
@@ -286,25 +268,25 @@ class _Interpreter:
 
     def setitem(self, d, k, v):
         if not isinstance(d, dict):
-            self.fail(f"SETITEM on a {type(d).__name__}")
+            fail(self.malformed, f"SETITEM on a {type(d).__name__}")
         try:
             d[k] = v
         except TypeError:
-            self.fail(f"unhashable dict key of type {type(k).__name__}")
+            fail(self.malformed, f"unhashable dict key of type {type(k).__name__}")
 
     # ---- the interpreter loop -----------------------------------------------------------------------
     def run(self):
         data, stack = self.data, self.stack
         while True:
             if self.pos >= len(data):
-                self.fail("ends without a STOP opcode")
+                fail(self.malformed, "ends without a STOP opcode")
             at = self.pos
             op = data[at : at + 1]
             self.pos += 1
             if op == b"\x80":  # PROTO
                 proto = self.read(1)[0]
                 if proto > 5:
-                    self.fail(f"unsupported pickle protocol {proto}")
+                    fail(self.malformed, f"unsupported pickle protocol {proto}")
             elif op == b"\x95":  # FRAME (protocol 4): just a length prefix
                 self.read(8)
             elif op == b".":  # STOP
@@ -335,7 +317,7 @@ class _Interpreter:
             elif op in (b"\x8a", b"\x8b"):  # LONG1, LONG4
                 n = self.read(1)[0] if op == b"\x8a" else self.u("<i")
                 if n < 0 or n > _MAX_LONG_BYTES:
-                    self.fail(f"integer of {n} bytes at byte {at}")
+                    fail(self.malformed, f"integer of {n} bytes at byte {at}")
                 stack.append(int.from_bytes(self.read(n), "little", signed=True))
             elif op == b"G":  # BINFLOAT
                 stack.append(self.u(">d"))
@@ -371,20 +353,20 @@ class _Interpreter:
                 v = self.pop()
                 lst = self.top()
                 if not isinstance(lst, list):
-                    self.fail(f"APPEND to a {type(lst).__name__}")
+                    fail(self.malformed, f"APPEND to a {type(lst).__name__}")
                 lst.append(v)
             elif op == b"e":  # APPENDS
                 items = self.pop_mark()
                 lst = self.top()
                 if not isinstance(lst, list):
-                    self.fail(f"APPENDS to a {type(lst).__name__}")
+                    fail(self.malformed, f"APPENDS to a {type(lst).__name__}")
                 lst.extend(items)
             elif op == b"}":
                 stack.append({})
             elif op == b"d":  # DICT
                 items = self.pop_mark()
                 if len(items) % 2:
-                    self.fail("DICT with an odd number of items")
+                    fail(self.malformed, "DICT with an odd number of items")
                 d = {}
                 for k, v in zip(items[::2], items[1::2]):
                     self.setitem(d, k, v)
@@ -396,7 +378,7 @@ class _Interpreter:
             elif op == b"u":  # SETITEMS
                 items = self.pop_mark()
                 if len(items) % 2:
-                    self.fail("SETITEMS with an odd number of items")
+                    fail(self.malformed, "SETITEMS with an odd number of items")
                 d = self.top()
                 for k, v in zip(items[::2], items[1::2]):
                     self.setitem(d, k, v)
@@ -418,7 +400,7 @@ class _Interpreter:
                 name = self.pop()
                 module = self.pop()
                 if not (isinstance(module, str) and isinstance(name, str)):
-                    self.fail("STACK_GLOBAL operands are not strings")
+                    fail(self.malformed, "STACK_GLOBAL operands are not strings")
                 stack.append(self.global_(module, name))
             elif op == b"Q":  # BINPERSID
                 stack.append(self.persistent_load(self.pop()))
@@ -431,7 +413,7 @@ class _Interpreter:
                 self.build(self.top(), state)
             elif op == b"i":  # INST 'module\nname\n': instantiate a class from its name
                 module, name = self.read_line(), self.read_line()
-                self.unsafe(f"opcode INST instantiates {_name(module)}.{_name(name)}")
+                self.unsafe(f"opcode INST instantiates {brief_name(module)}.{brief_name(name)}")
             elif op in (b"o", b"\x81", b"\x92"):  # OBJ, NEWOBJ, NEWOBJ_EX: call a class from the stack
                 what = next((str(x) for x in reversed(stack) if isinstance(x, _Global)), "an object")
                 self.unsafe(f"opcode {_OPNAMES.get(op, op)} would instantiate {what}")

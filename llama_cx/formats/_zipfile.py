@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass
 from typing import Dict, Tuple
 
-from ..errors import FormatError
+from ..errors import FormatError, fail
 
 _EOCD = struct.Struct("<4sHHHHIIH")  # sig, disk, cd disk, entries here, entries total, cd size, cd offset, comment
 _ZIP64_LOCATOR = struct.Struct("<4sIQI")  # sig, disk with zip64 eocd, zip64 eocd offset, total disks
@@ -47,29 +47,25 @@ class ZipMember:
     size: int  # bytes of data (STORED: compressed size == uncompressed size)
 
 
-def _fail(path, msg):
-    raise FormatError(f"{path}: {msg}")
-
-
 def _read(f, pos: int, n: int, path) -> bytes:
     f.seek(pos)
     b = f.read(n)
     if len(b) != n:
-        _fail(path, f"file truncated: wanted {n} bytes at offset {pos}")
+        fail(path, f"file truncated: wanted {n} bytes at offset {pos}")
     return b
 
 
 def _find_eocd(f, size: int, path) -> Tuple[int, bytes]:
     """(position, bytes) of the end-of-central-directory record: the last 'PK\\5\\6' whose comment ends the file."""
     if size < _EOCD.size:
-        _fail(path, f"not a zip archive (only {size} bytes)")
+        fail(path, f"not a zip archive (only {size} bytes)")
     lo = max(0, size - _EOCD.size - _MAX_COMMENT)
     tail = _read(f, lo, size - lo, path)
     pos = len(tail) - _EOCD.size
     while True:
         pos = tail.rfind(_SIG_EOCD, 0, pos + 4)
         if pos < 0:
-            _fail(path, "not a zip archive, or truncated (no end-of-central-directory record)")
+            fail(path, "not a zip archive, or truncated (no end-of-central-directory record)")
         (comment_len,) = struct.unpack_from("<H", tail, pos + 20)
         if pos + _EOCD.size + comment_len == len(tail):
             return lo + pos, tail[pos : pos + _EOCD.size]
@@ -87,12 +83,12 @@ def read_zip_directory(f, size: int, path) -> Dict[str, ZipMember]:
     if locator[:4] == _SIG_ZIP64_LOCATOR:
         _sig, z_disk, z_off, n_disks = _ZIP64_LOCATOR.unpack(locator)
         if z_disk != 0 or n_disks != 1:
-            _fail(path, f"multi-disk zip archives are not supported ({n_disks} disks)")
+            fail(path, f"multi-disk zip archives are not supported ({n_disks} disks)")
         if z_off + _ZIP64_EOCD.size > loc_pos:
-            _fail(path, f"corrupt zip: ZIP64 end-of-central-directory offset {z_off} is past its locator at {loc_pos}")
+            fail(path, f"corrupt zip: ZIP64 end-of-central-directory offset {z_off} is past its locator at {loc_pos}")
         record = _read(f, z_off, _ZIP64_EOCD.size, path)
         if record[:4] != _SIG_ZIP64_EOCD:
-            _fail(path, f"corrupt zip: no ZIP64 end-of-central-directory record at offset {z_off}")
+            fail(path, f"corrupt zip: no ZIP64 end-of-central-directory record at offset {z_off}")
         (_sig, _rec, _made, _need, disk64, cd_disk64, n_here64, n_total64, cd_size64, cd_offset64) = _ZIP64_EOCD.unpack(record)
         # The 32-bit fields are either the 0xFFFF.. sentinel or must agree with the 64-bit ones.
         for name, small, big, sentinel in (
@@ -101,20 +97,20 @@ def read_zip_directory(f, size: int, path) -> Dict[str, ZipMember]:
             ("central directory offset", cd_offset, cd_offset64, _U32_MAX),
         ):
             if small != sentinel and small != big:
-                _fail(path, f"corrupt zip: {name} is {small} in the end-of-central-directory record but {big} in the ZIP64 one")
+                fail(path, f"corrupt zip: {name} is {small} in the end-of-central-directory record but {big} in the ZIP64 one")
         disk, cd_disk, n_here, n_total, cd_size, cd_offset = disk64, cd_disk64, n_here64, n_total64, cd_size64, cd_offset64
         end_of_cd_area = z_off
     elif _U32_MAX in (cd_size, cd_offset) or _U16_MAX in (n_here, n_total):
-        _fail(path, "corrupt zip: ZIP64 values announced but no ZIP64 end-of-central-directory locator")
+        fail(path, "corrupt zip: ZIP64 values announced but no ZIP64 end-of-central-directory locator")
 
     if disk != 0 or cd_disk != 0:
-        _fail(path, "multi-disk zip archives are not supported")
+        fail(path, "multi-disk zip archives are not supported")
     if n_here != n_total:
-        _fail(path, f"corrupt zip: {n_here} entries on this disk but {n_total} in total")
+        fail(path, f"corrupt zip: {n_here} entries on this disk but {n_total} in total")
     if cd_offset + cd_size > end_of_cd_area:
-        _fail(path, f"corrupt zip: central directory ({cd_size} bytes at offset {cd_offset}) runs past its end record at {end_of_cd_area} (file truncated or spliced?)")
+        fail(path, f"corrupt zip: central directory ({cd_size} bytes at offset {cd_offset}) runs past its end record at {end_of_cd_area} (file truncated or spliced?)")
     if n_total * _CENTRAL.size > cd_size:
-        _fail(path, f"corrupt zip: {n_total} entries cannot fit in a {cd_size}-byte central directory")
+        fail(path, f"corrupt zip: {n_total} entries cannot fit in a {cd_size}-byte central directory")
 
     members: Dict[str, ZipMember] = {}
     cd = _read(f, cd_offset, cd_size, path)  # positions below are relative to the central directory
@@ -122,10 +118,10 @@ def read_zip_directory(f, size: int, path) -> Dict[str, ZipMember]:
     for i in range(n_total):
         member, pos = _read_central_entry(f, cd, pos, cd_offset, path, i)
         if member.name in members:
-            _fail(path, f"corrupt zip: member {member.name!r} appears twice")
+            fail(path, f"corrupt zip: member {member.name!r} appears twice")
         members[member.name] = member
     if pos != cd_end:
-        _fail(path, f"corrupt zip: central directory holds {cd_end - pos} bytes after its {n_total} entries")
+        fail(path, f"corrupt zip: central directory holds {cd_end - pos} bytes after its {n_total} entries")
     return members
 
 
@@ -136,15 +132,15 @@ def _read_central_entry(f, cd: bytes, pos: int, data_end: int, path, index: int)
     """
     cd_end = len(cd)
     if pos + _CENTRAL.size > cd_end:
-        _fail(path, f"corrupt zip: central directory entry {index} runs past the directory end")
+        fail(path, f"corrupt zip: central directory entry {index} runs past the directory end")
     (sig, _made, _need, flags, method, _time, _date, _crc, csize, usize, name_len, extra_len, comment_len,
      disk_start, _iattr, _eattr, local_off) = _CENTRAL.unpack_from(cd, pos)
     if sig != _SIG_CENTRAL:
-        _fail(path, f"corrupt zip: bad signature for central directory entry {index} at offset {data_end + pos}")
+        fail(path, f"corrupt zip: bad signature for central directory entry {index} at offset {data_end + pos}")
     name_pos = pos + _CENTRAL.size
     next_pos = name_pos + name_len + extra_len + comment_len
     if next_pos > cd_end:
-        _fail(path, f"corrupt zip: name/extra/comment of central directory entry {index} run past the directory end")
+        fail(path, f"corrupt zip: name/extra/comment of central directory entry {index} run past the directory end")
     raw_name = cd[name_pos : name_pos + name_len]
     try:
         name = raw_name.decode("utf-8")
@@ -155,30 +151,30 @@ def _read_central_entry(f, cd: bytes, pos: int, data_end: int, path, index: int)
     if _U32_MAX in (usize, csize, local_off) or disk_start == _U16_MAX:
         usize, csize, local_off, disk_start = _zip64_extra(extra, usize, csize, local_off, disk_start, path, name)
     if disk_start != 0:
-        _fail(path, f"multi-disk zip archives are not supported (member {name!r} starts on disk {disk_start})")
+        fail(path, f"multi-disk zip archives are not supported (member {name!r} starts on disk {disk_start})")
     if flags & 0x1:
-        _fail(path, f"zip member {name!r} is encrypted")
+        fail(path, f"zip member {name!r} is encrypted")
     if method != _STORED:
-        _fail(path, f"zip member {name!r} is compressed (method {method}); torch.save writes uncompressed (STORED) members")
+        fail(path, f"zip member {name!r} is compressed (method {method}); torch.save writes uncompressed (STORED) members")
     # Checked before anything is sized from these numbers: a zip-bomb-like declaration is refused here.
     if usize != csize:
-        _fail(path, f"corrupt zip: STORED member {name!r} declares {usize} bytes uncompressed but {csize} stored")
+        fail(path, f"corrupt zip: STORED member {name!r} declares {usize} bytes uncompressed but {csize} stored")
     if csize > data_end:
-        _fail(path, f"corrupt zip: member {name!r} declares {csize} bytes, more than the {data_end} bytes before the central directory")
+        fail(path, f"corrupt zip: member {name!r} declares {csize} bytes, more than the {data_end} bytes before the central directory")
 
     # The local header's name and extra lengths decide where the data starts (torch pads the local extra
     # field to align data; the central extra field differs).
     if local_off + _LOCAL.size + name_len > data_end:
-        _fail(path, f"corrupt zip: local header of member {name!r} at offset {local_off} lies past the data area ({data_end} bytes)")
+        fail(path, f"corrupt zip: local header of member {name!r} at offset {local_off} lies past the data area ({data_end} bytes)")
     local = _read(f, local_off, _LOCAL.size + name_len, path)
     lsig, *_rest, lname_len, lextra_len = _LOCAL.unpack_from(local)
     if lsig != _SIG_LOCAL:
-        _fail(path, f"corrupt zip: no local header for member {name!r} at offset {local_off}")
+        fail(path, f"corrupt zip: no local header for member {name!r} at offset {local_off}")
     if lname_len != name_len or local[_LOCAL.size :] != raw_name:
-        _fail(path, f"corrupt zip: local header at offset {local_off} does not name member {name!r}")
+        fail(path, f"corrupt zip: local header at offset {local_off} does not name member {name!r}")
     data_off = local_off + _LOCAL.size + lname_len + lextra_len
     if data_off + csize > data_end:
-        _fail(path, f"corrupt zip: data of member {name!r} ({csize} bytes at offset {data_off}) runs past the data area ({data_end} bytes; truncated?)")
+        fail(path, f"corrupt zip: data of member {name!r} ({csize} bytes at offset {data_off}) runs past the data area ({data_end} bytes; truncated?)")
     return ZipMember(name, data_off, csize), next_pos
 
 
@@ -197,7 +193,7 @@ def _zip64_extra(extra: bytes, usize, csize, local_off, disk_start, path, name):
                 nonlocal off
                 n = struct.calcsize(fmt)
                 if off + n > len(body):
-                    _fail(path, f"corrupt zip: ZIP64 extra field of member {name!r} is too short")
+                    fail(path, f"corrupt zip: ZIP64 extra field of member {name!r} is too short")
                 (v,) = struct.unpack_from(fmt, body, off)
                 off += n
                 return v
@@ -213,4 +209,4 @@ def _zip64_extra(extra: bytes, usize, csize, local_off, disk_start, path, name):
                 disk_start = take("<I")
             return usize, csize, local_off, disk_start
         pos += 4 + length
-    _fail(path, f"corrupt zip: member {name!r} needs a ZIP64 extra field but has none")
+    fail(path, f"corrupt zip: member {name!r} needs a ZIP64 extra field but has none")

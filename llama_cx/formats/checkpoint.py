@@ -54,7 +54,8 @@ class Checkpoint:
     metadata: dict = field(default_factory=dict)  # facts for `llama-cx info` (dtype, tied_embeddings, ...)
     notes: List[str] = field(default_factory=list)  # what the loader did that a user should know
     buffers: list = field(default_factory=list)  # memory made at load that tensors point into (dequantized weights)
-    description: str = ""  # how the model is stored, for `llama-cx info` ("GGUF v3, Q4_1", "config.json + ...")
+    format_description: str = ""  # the format in words, for `llama-cx info` ("GGUF v3, MOSTLY_Q4_1")
+    display_name: str = ""  # the model's name as the loader sees it (GGUF general.name, a Meta directory's name)
     tokenizer_missing: str = "no tokenizer found"  # what a checkpoint without a tokenizer lacks, for messages
 
     @property
@@ -63,10 +64,8 @@ class Checkpoint:
 
     @property
     def name(self) -> str:
-        """A short name for the model: the file name, or the directory of a Meta or Hugging Face checkpoint."""
-        if self.format in ("meta", "hf"):
-            return os.path.basename(os.path.dirname(os.path.abspath(self.path)))
-        return os.path.basename(self.path)
+        """A short name for the model: what its loader calls it, else the file's name."""
+        return self.display_name or os.path.basename(self.path)
 
 
 def expected_shapes(config: ModelConfig, tied: bool) -> Dict[str, Tuple[int, ...]]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
 from .. import dtypes
-from ..errors import FormatError
+from ..errors import FormatError, brief_name, fail
 from ..tensor import Tensor, contiguous_strides, map_model_file
 
 GGUF_MAGIC = b"GGUF"
@@ -68,20 +68,6 @@ _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 
 
-def _show(s: str, limit: int = 80) -> str:
-    """A file-provided name for a one-line error message: as is when short and printable, else escaped."""
-    if s.isprintable() and " " not in s and 0 < len(s) <= limit:
-        return s
-    r = repr(s)
-    return r if len(r) <= limit else r[: limit - 5] + "...'"
-
-
-def _brief(v, limit: int = 60) -> str:
-    """repr of a file-provided value, cut short for an error message."""
-    r = repr(v)
-    return r if len(r) <= limit else r[: limit - 3] + "..."
-
-
 def _decode(raw: bytes) -> str:
     # GGUF strings are UTF-8; a few real vocabularies hold token pieces that are not. Keep those bytes
     # recoverable (.encode("utf-8", "surrogateescape")) rather than refusing the whole model.
@@ -118,7 +104,7 @@ class GGUFTensorInfo:
 def check_supported(path: str, ti: GGUFTensorInfo):
     if not dtypes.readable(ti.dtype):
         raise FormatError(
-            f"{path}: tensor {_show(ti.name)} has type {ti.type_name}, which is not supported "
+            f"{path}: tensor {brief_name(ti.name)} has type {ti.type_name}, which is not supported "
             f"(llama_cx reads {dtypes.readable_list(lambda d: d.ggml_id is not None and d.ggml_name)})"
         )
 
@@ -144,12 +130,9 @@ class _Parser:
     def __init__(self, buf, size: int, path: str):
         self.buf, self.size, self.path, self.pos = buf, size, path, 0
 
-    def fail(self, msg: str):
-        raise FormatError(f"{self.path}: {msg}")
-
     def need(self, n: int, what: str):
         if n > self.size - self.pos:
-            self.fail(f"truncated file: {what} at byte {self.pos} needs {n} bytes, {self.size - self.pos} remain")
+            fail(self.path, f"truncated file: {what} at byte {self.pos} needs {n} bytes, {self.size - self.pos} remain")
 
     def u32(self, what: str) -> int:
         self.need(4, what)
@@ -166,7 +149,7 @@ class _Parser:
     def raw_string(self, what: str) -> bytes:
         n = self.u64(f"length of {what}")
         if n > self.size - self.pos:
-            self.fail(f"{what}: string length {n} runs past the end of the file ({self.size - self.pos} bytes remain)")
+            fail(self.path, f"{what}: string length {n} runs past the end of the file ({self.size - self.pos} bytes remain)")
         raw = self.buf[self.pos : self.pos + n]
         self.pos += n
         return raw
@@ -180,25 +163,25 @@ class _Parser:
             self.pos += size
             if vtype == _BOOL:
                 if v > 1:
-                    self.fail(f"{what}: bool value {v} (must be 0 or 1)")
+                    fail(self.path, f"{what}: bool value {v} (must be 0 or 1)")
                 v = bool(v)
             return v, name
         if vtype == _STRING:
             return _decode(self.raw_string(what)), "string"
         if vtype == _ARRAY:
             if depth >= _MAX_ARRAY_NESTING:
-                self.fail(f"{what}: arrays nested deeper than {_MAX_ARRAY_NESTING} levels")
+                fail(self.path, f"{what}: arrays nested deeper than {_MAX_ARRAY_NESTING} levels")
             etype = self.u32(f"element type of {what}")
             count = self.u64(f"element count of {what}")
             if etype not in _TYPE_NAMES:
-                self.fail(f"{what}: unknown array element type {etype}")
+                fail(self.path, f"{what}: unknown array element type {etype}")
             if count > (self.size - self.pos) // _MIN_ELEMENT_SIZE[etype]:
-                self.fail(
+                fail(self.path,
                     f"{what}: array of {count} {_TYPE_NAMES[etype]} values runs past the end of the file "
                     f"({self.size - self.pos} bytes remain)"
                 )
             return self.array(etype, count, what, depth), f"array[{_TYPE_NAMES[etype]}]"
-        self.fail(f"{what}: unknown value type {vtype}")
+        fail(self.path, f"{what}: unknown value type {vtype}")
 
     def array(self, etype: int, count: int, what: str, depth: int) -> list:
         if etype in _SCALARS:
@@ -208,7 +191,7 @@ class _Parser:
             self.pos += count * size
             if etype == _BOOL:
                 if any(v > 1 for v in values):
-                    self.fail(f"{what}: bool array holds a value other than 0 or 1")
+                    fail(self.path, f"{what}: bool array holds a value other than 0 or 1")
                 values = [v == 1 for v in values]
             return values
         if etype == _STRING:
@@ -222,8 +205,8 @@ class _Parser:
                 n = unpack(buf, pos)[0]
                 pos += 8
                 if n > size - pos:
-                    self.fail(f"{what}[{i}]: string length {n} runs past the end of the file "
-                              f"({size - pos} bytes remain)")
+                    fail(self.path, f"{what}[{i}]: string length {n} runs past the end of the file "
+                                    f"({size - pos} bytes remain)")
                 raws.append(buf[pos : pos + n])
                 pos += n
             self.pos = pos
@@ -250,15 +233,15 @@ class GGUFFile:
             with open(self.path, "rb") as f:
                 self.file_size = os.fstat(f.fileno()).st_size
                 if self.file_size < 24:
-                    self._fail(f"too small to be a GGUF file ({self.file_size} bytes)")
+                    fail(self.path, f"too small to be a GGUF file ({self.file_size} bytes)")
                 # the mapping keeps its own reference to the file: closing `f` is fine
                 self._mm = map_model_file(f.fileno())
         except FileNotFoundError:
-            self._fail("file not found")
+            fail(self.path, "file not found")
         except IsADirectoryError:
-            self._fail("is a directory, not a GGUF file")
+            fail(self.path, "is a directory, not a GGUF file")
         except OSError as e:
-            self._fail(f"cannot read ({e.strerror or e})")
+            fail(self.path, f"cannot read ({e.strerror or e})")
         try:
             self._parse()
         except BaseException:
@@ -269,21 +252,18 @@ class GGUFFile:
     def mmap(self) -> mmap.mmap:
         return self._mm
 
-    def _fail(self, msg: str):
-        raise FormatError(f"{self.path}: {msg}")
-
     def _parse(self):
         p = _Parser(self._mm, self.file_size, self.path)
         magic = self._mm[:4]
         if magic != GGUF_MAGIC:
-            self._fail(f"not a GGUF file (starts with {magic!r}, expected {GGUF_MAGIC!r})")
+            fail(self.path, f"not a GGUF file (starts with {magic!r}, expected {GGUF_MAGIC!r})")
         p.pos = 4
         version = p.u32("version")
         swapped = int.from_bytes(version.to_bytes(4, "little"), "big")
         if version not in SUPPORTED_VERSIONS and version & 0xFFFF == 0 and 1 <= swapped <= 3:
-            self._fail(f"big-endian GGUF (version {swapped}) is not supported; convert it to little-endian")
+            fail(self.path, f"big-endian GGUF (version {swapped}) is not supported; convert it to little-endian")
         if version not in SUPPORTED_VERSIONS:
-            self._fail(f"GGUF version {version} is not supported (llama_cx reads versions 2 and 3)")
+            fail(self.path, f"GGUF version {version} is not supported (llama_cx reads versions 2 and 3)")
         self.version = version
         n_tensors = p.u64("tensor count")
         n_kv = p.u64("metadata count")
@@ -291,7 +271,7 @@ class GGUFFile:
         if n_kv > room // _MIN_KV_SIZE or n_tensors > room // _MIN_TENSOR_INFO_SIZE or (
             n_kv * _MIN_KV_SIZE + n_tensors * _MIN_TENSOR_INFO_SIZE > room
         ):
-            self._fail(
+            fail(self.path,
                 f"header claims {n_tensors} tensors and {n_kv} metadata entries, more than the "
                 f"{self.file_size}-byte file can hold"
             )
@@ -301,11 +281,11 @@ class GGUFFile:
             try:
                 key = raw.decode("utf-8")
             except UnicodeDecodeError:
-                self._fail(f"metadata entry {i}: key {raw[:40]!r} is not UTF-8")
+                fail(self.path, f"metadata entry {i}: key {raw[:40]!r} is not UTF-8")
             if key in self.metadata:
-                self._fail(f"duplicate metadata key {_show(key)}")
-            vtype = p.u32(f"value type of {_show(key)}")
-            value, tname = p.value(vtype, f"metadata {_show(key)}")
+                fail(self.path, f"duplicate metadata key {brief_name(key)}")
+            vtype = p.u32(f"value type of {brief_name(key)}")
+            value, tname = p.value(vtype, f"metadata {brief_name(key)}")
             self.metadata[key] = value
             self.metadata_types[key] = tname
 
@@ -313,7 +293,7 @@ class GGUFFile:
         if "general.alignment" in self.metadata:
             a = self.metadata["general.alignment"]
             if isinstance(a, bool) or not isinstance(a, int) or a <= 0 or a & (a - 1):
-                self._fail(f"general.alignment is {a!r}, it must be a power of two")
+                fail(self.path, f"general.alignment is {a!r}, it must be a power of two")
             self.alignment = a
 
         raw_infos = []
@@ -322,45 +302,45 @@ class GGUFFile:
             try:
                 name = raw.decode("utf-8")
             except UnicodeDecodeError:
-                self._fail(f"tensor {i}: name {raw[:40]!r} is not UTF-8")
-            n_dims = p.u32(f"n_dims of tensor {_show(name)}")
+                fail(self.path, f"tensor {i}: name {raw[:40]!r} is not UTF-8")
+            n_dims = p.u32(f"n_dims of tensor {brief_name(name)}")
             if not 1 <= n_dims <= MAX_DIMS:
-                self._fail(f"tensor {_show(name)} has {n_dims} dimensions (GGUF allows 1 to {MAX_DIMS})")
-            p.need(8 * n_dims, f"dims of tensor {_show(name)}")
+                fail(self.path, f"tensor {brief_name(name)} has {n_dims} dimensions (GGUF allows 1 to {MAX_DIMS})")
+            p.need(8 * n_dims, f"dims of tensor {brief_name(name)}")
             dims = struct.unpack_from(f"<{n_dims}Q", self._mm, p.pos)
             p.pos += 8 * n_dims
-            gtype = p.u32(f"type of tensor {_show(name)}")
-            offset = p.u64(f"offset of tensor {_show(name)}")
+            gtype = p.u32(f"type of tensor {brief_name(name)}")
+            offset = p.u64(f"offset of tensor {brief_name(name)}")
             raw_infos.append((name, dims, gtype, offset))
 
         # tensor data starts at the next multiple of the alignment
         self.data_offset = -(-p.pos // self.alignment) * self.alignment
         data_size = self.file_size - self.data_offset
         if raw_infos and data_size < 0:
-            self._fail(f"truncated file: the tensor data section would start at byte {self.data_offset}")
+            fail(self.path, f"truncated file: the tensor data section would start at byte {self.data_offset}")
 
         seen = set()
         for name, dims, gtype, offset in raw_infos:
             if name in seen:
-                self._fail(f"duplicate tensor name {_show(name)}")
+                fail(self.path, f"duplicate tensor name {brief_name(name)}")
             seen.add(name)
             if gtype not in dtypes.BY_GGML_ID:
-                self._fail(f"tensor {_show(name)} has unknown ggml type {gtype}")
+                fail(self.path, f"tensor {brief_name(name)} has unknown ggml type {gtype}")
             dt = dtypes.BY_GGML_ID[gtype]
             tname, block = dt.ggml_name, dt.block_size
             numel = math.prod(dims)
             if numel >= 1 << 63:
-                self._fail(f"tensor {_show(name)}: dims {list(dims)} overflow (more than 2^63 elements)")
+                fail(self.path, f"tensor {brief_name(name)}: dims {list(dims)} overflow (more than 2^63 elements)")
             if dims[0] % block:
-                self._fail(
-                    f"tensor {_show(name)}: row length {dims[0]} is not a multiple of the {tname} block size {block}"
+                fail(self.path,
+                    f"tensor {brief_name(name)}: row length {dims[0]} is not a multiple of the {tname} block size {block}"
                 )
             nbytes = dt.nbytes(numel)
             if offset % self.alignment:
-                self._fail(f"tensor {_show(name)}: offset {offset} is not a multiple of the alignment {self.alignment}")
+                fail(self.path, f"tensor {brief_name(name)}: offset {offset} is not a multiple of the alignment {self.alignment}")
             if offset > data_size or nbytes > data_size - offset:
-                self._fail(
-                    f"tensor {_show(name)} ({nbytes} bytes at offset {offset}) runs past the end of the file "
+                fail(self.path,
+                    f"tensor {brief_name(name)} ({nbytes} bytes at offset {offset}) runs past the end of the file "
                     f"(the data section holds {max(data_size, 0)} bytes)"
                 )
             self.tensor_infos.append(
@@ -370,7 +350,7 @@ class GGUFFile:
         prev = None
         for ti in sorted(self.tensor_infos, key=lambda t: t.offset):
             if prev is not None and ti.offset < prev.offset + prev.nbytes:
-                self._fail(f"tensors {_show(prev.name)} and {_show(ti.name)} overlap in the data section")
+                fail(self.path, f"tensors {brief_name(prev.name)} and {brief_name(ti.name)} overlap in the data section")
             prev = ti
 
     def tensor(self, info: GGUFTensorInfo, name: str = "") -> Tensor:

@@ -18,10 +18,10 @@ from typing import Dict, List, Optional, Tuple
 
 from .. import dtypes
 from ..config import ROPE_HIGH_FREQ_FACTOR, ROPE_LOW_FREQ_FACTOR, ROPE_ORIGINAL_CONTEXT, ModelConfig
-from ..errors import FormatError
+from ..errors import FormatError, brief, brief_name, fail
 from ..tensor import Tensor, contiguous_strides, weight_buffer
 from .checkpoint import Checkpoint, MappedFile, TokenizerSpec, expected_shapes
-from .gguf import FILE_TYPES, GGUFFile, GGUFTensorInfo, _brief, _show, check_supported, dequantize_into, is_view
+from .gguf import FILE_TYPES, GGUFFile, GGUFTensorInfo, check_supported, dequantize_into, is_view
 
 
 _BLOCK_TENSORS = {
@@ -97,30 +97,27 @@ class _LlamaGGUF:
         self.notes: List[str] = []
         arch = self.md.get("general.architecture")
         if arch is None:
-            self.fail("missing general.architecture")
+            fail(self.path, "missing general.architecture")
         if arch != "llama":
-            self.fail(f"architecture {_show(str(arch))} is not supported (llama_cx runs 'llama' models)")
+            fail(self.path, f"architecture {brief_name(str(arch))} is not supported (llama_cx runs 'llama' models)")
         self.infos = {ti.name: ti for ti in gf.tensor_infos}
         self.config = self._config(rope_scale_factor)
         self.tensors = self._tensors()
 
-    def fail(self, msg: str):
-        raise FormatError(f"{self.path}: {msg}")
-
     def _int(self, key: str, default=None) -> int:
         v = self.md.get(key, default)
         if v is None:
-            self.fail(f"missing metadata {key}")
+            fail(self.path, f"missing metadata {key}")
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            self.fail(f"metadata {key} must be a positive integer, got {_brief(v)}")
+            fail(self.path, f"metadata {key} must be a positive integer, got {brief(v)}")
         return v
 
     def _float(self, key: str, default=None) -> float:
         v = self.md.get(key, default)
         if v is None:
-            self.fail(f"missing metadata {key}")
+            fail(self.path, f"missing metadata {key}")
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            self.fail(f"metadata {key} must be a positive number, got {_brief(v)}")
+            fail(self.path, f"metadata {key} must be a positive number, got {brief(v)}")
         return float(v)
 
     def _config(self, rope_scale_factor: Optional[float]) -> ModelConfig:
@@ -133,15 +130,15 @@ class _LlamaGGUF:
         head_dim = self._int("llama.attention.key_length") if "llama.attention.key_length" in self.md else 0
         hd = head_dim or dim // n_heads
         if self._int("llama.attention.value_length", hd) != hd:
-            self.fail("llama.attention.value_length differs from the key length (not a Llama layout)")
+            fail(self.path, "llama.attention.value_length differs from the key length (not a Llama layout)")
         n_rot = self._int("llama.rope.dimension_count", hd)
         if n_rot != hd:
-            self.fail(
+            fail(self.path,
                 f"llama.rope.dimension_count is {n_rot}, but partial rotary embeddings are not supported (head_dim {hd})"
             )
         emb = self.infos.get("token_embd.weight")
         if emb is None or len(emb.dims) != 2:
-            self.fail("missing tensor token_embd.weight (or it is not 2-D)")
+            fail(self.path, "missing tensor token_embd.weight (or it is not 2-D)")
         vocab = emb.dims[1]
         tokens = self.md.get("tokenizer.ggml.tokens")
         for key, n in (
@@ -149,7 +146,7 @@ class _LlamaGGUF:
             ("tokenizer.ggml.tokens", len(tokens) if isinstance(tokens, list) else None),
         ):
             if n is not None and n != vocab:
-                self.fail(f"{key} gives a vocabulary of {_brief(n)} tokens but token_embd.weight has {vocab} rows")
+                fail(self.path, f"{key} gives a vocabulary of {brief(n)} tokens but token_embd.weight has {vocab} rows")
 
         theta = self._float("llama.rope.freq_base", 10000.0)  # llama.cpp's default when the key is absent
         original_ctx = self._int("llama.rope.scaling.original_context_length", ROPE_ORIGINAL_CONTEXT)
@@ -159,7 +156,7 @@ class _LlamaGGUF:
         if scaling == "linear" and lin_factor == 1.0:
             scaling = "none"
         if scaling not in ("none", "llama3"):
-            self.fail(f"rope scaling type {_show(str(scaling))} is not supported (only Llama 3.1 scaling)")
+            fail(self.path, f"rope scaling type {brief_name(str(scaling))} is not supported (only Llama 3.1 scaling)")
         if scaling == "llama3":  # not written by llama.cpp today, but unambiguous if a file says so
             use_scaled, factor = True, self._float("llama.rope.scaling.factor")
         if _ROPE_FREQS in self.infos:
@@ -175,13 +172,13 @@ class _LlamaGGUF:
                 rope_original_context=original_ctx, max_seq_len=max_seq, head_dim=head_dim,
             )
         except FormatError as e:
-            self.fail(str(e).replace("invalid model config: ", ""))
+            fail(self.path, str(e).replace("invalid model config: ", ""))
 
     def _rope_freqs(self, head_dim: int, theta: float, original_ctx: int) -> Tuple[bool, Optional[float]]:
         """Map llama.cpp's rope_freqs.weight back to Meta's use_scaled_rope + factor (or refuse it)."""
         ti = self.infos[_ROPE_FREQS]
         if ti.dims != (head_dim // 2,) or ti.type_name not in ("F32", "F16", "BF16"):
-            self.fail(f"{_ROPE_FREQS} is {ti.type_name} {list(ti.dims)}, expected F32 [{head_dim // 2}]")
+            fail(self.path, f"{_ROPE_FREQS} is {ti.type_name} {list(ti.dims)}, expected F32 [{head_dim // 2}]")
         with self.gf.tensor_bytes(ti) as raw:
             if ti.type_name == "F32":
                 got = list(struct.unpack(f"<{ti.dims[0]}f", raw))
@@ -197,7 +194,7 @@ class _LlamaGGUF:
         valid = math.isfinite(factor) and factor > 1
         want = _llama_rope_factors(head_dim, theta, factor, original_ctx) if valid else []
         if not valid or any(not math.isclose(g, w, rel_tol=1e-3) for g, w in zip(got, want)):
-            self.fail(
+            fail(self.path,
                 f"{_ROPE_FREQS} holds per-dimension rope factors that do not match Llama 3.1 rope scaling "
                 f"(theta {theta:g}, original context {original_ctx}); custom rope factors are not supported"
             )
@@ -212,7 +209,7 @@ class _LlamaGGUF:
         blocks = {int(m.group(1)) for m in (_BLOCK_RE.fullmatch(ti.name) for ti in self.gf.tensor_infos) if m}
         if c.n_layers > len(blocks):
             first = min(set(range(len(blocks) + 1)) - blocks)
-            self.fail(
+            fail(self.path,
                 f"missing tensor blk.{first}.attn_q.weight (llama.block_count is {c.n_layers} but the file holds "
                 f"tensors of {len(blocks)} blocks)"
             )
@@ -224,18 +221,18 @@ class _LlamaGGUF:
                 continue
             name = meta_name(ti.name)
             if name not in expected:
-                self.fail(
-                    f"unexpected tensor {_show(ti.name)} for a {c.n_layers}-layer llama model (unsupported variant?)"
+                fail(self.path,
+                    f"unexpected tensor {brief_name(ti.name)} for a {c.n_layers}-layer llama model (unsupported variant?)"
                 )
             want = expected[name]
             if ti.shape != want:
-                self.fail(f"tensor {_show(ti.name)} has shape {list(ti.shape)}, expected {list(want)}")
+                fail(self.path, f"tensor {brief_name(ti.name)} has shape {list(ti.shape)}, expected {list(want)}")
             check_supported(self.path, ti)
             picked.append((name, ti))
         have = {name for name, _ in picked}
         missing = [n for n in expected if n not in have]
         if missing:
-            self.fail(f"missing tensor {gguf_name(missing[0])} ({len(missing)} missing in all)")
+            fail(self.path, f"missing tensor {gguf_name(missing[0])} ({len(missing)} missing in all)")
 
         tensors: Dict[str, Tensor] = {}
         quant = [(n, ti) for n, ti in picked if not is_view(ti.dtype)]
@@ -289,12 +286,13 @@ def load(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
     except BaseException:
         gf.close()
         raise
+    md = llama.summary_metadata()
+    name = md.get("general.name")
     tokenizer = None
     if "tokenizer.ggml.model" in gf.metadata:  # the weights are still usable with token ids without it
         # "llama" is SentencePiece (Llama 2); the rest is byte-level BPE, which refuses what it does not know
         kind = "gguf-spm" if gf.metadata["tokenizer.ggml.model"] == "llama" else "gguf"
         tokenizer = TokenizerSpec(kind, gf.path, metadata=gf.metadata, required=False)
-    metadata = llama.summary_metadata()
     return Checkpoint(
         path=gf.path,
         format="gguf",
@@ -302,9 +300,10 @@ def load(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
         tensors=llama.tensors,
         files=[MappedFile(gf.path, gf.file_size, gf.mmap)],
         tokenizer=tokenizer,
-        metadata=metadata,
+        metadata=md,
         notes=llama.notes,
         buffers=[llama.dequant_buffer] if llama.dequant_buffer is not None else [],
-        description=f"GGUF v{gf.version}" + (f", {metadata['file_type']}" if metadata.get("file_type") else ""),
+        format_description=f"GGUF v{gf.version}" + (f", {md['file_type']}" if md.get("file_type") else ""),
         tokenizer_missing="the GGUF has no usable tokenizer.ggml.* metadata",
+        display_name=name if isinstance(name, str) and name else "",
     )

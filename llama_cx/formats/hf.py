@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Tuple
 
 from .._json import read_json
 from ..config import ModelConfig
-from ..errors import FormatError, LlamaCxError, brief, show
+from ..errors import FormatError, LlamaCxError, brief, brief_name
 from ..tensor import Tensor, contiguous_strides, weight_buffer
 from .checkpoint import Checkpoint, MappedFile, TokenizerSpec, expected_shapes
 from .safetensors import SafetensorsFile, open_index, open_safetensors
@@ -204,7 +204,7 @@ def load(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
             if _INV_FREQ_RE.fullmatch(h):
                 ignored.append(h)
                 continue
-            fail(f"unexpected tensor {show(h)} for a {ARCHITECTURE} (unsupported variant?)")
+            fail(f"unexpected tensor {brief_name(h)} for a {ARCHITECTURE} (unsupported variant?)")
         names[m] = h
     if ignored:
         notes.append(f"ignored {len(ignored)} rotary_emb.inv_freq buffers (RoPE is recomputed from config.json)")
@@ -224,7 +224,7 @@ def load(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
     shapes = expected_shapes(config, tied)
     for m, h in names.items():
         if m not in shapes:
-            fail(f"unexpected tensor {show(h)} (config.json says num_hidden_layers={config.n_layers})")
+            fail(f"unexpected tensor {brief_name(h)} (config.json says num_hidden_layers={config.n_layers})")
     missing = [m for m in shapes if m not in names]
     if missing:
         fail(f"missing tensor {hf_name(missing[0])} ({len(missing)} missing in all)")
@@ -250,7 +250,8 @@ def load(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
         path=where, format="hf", config=config, tensors=tensors,
         files=[MappedFile(f.path, f.size, f.mm) for f in files], buffers=[copy],
         tokenizer=_tokenizer(directory, notes), metadata=metadata, notes=notes,
-        description=f"Hugging Face: config.json + {layout}", tokenizer_missing="tokenizer.json is missing or unreadable",
+        format_description=f"Hugging Face: config.json + {layout}", tokenizer_missing="tokenizer.json is missing or unreadable",
+        display_name=os.path.basename(os.path.abspath(directory)),
     )
 
 

@@ -111,7 +111,8 @@ def _load_meta(directory: str, pth: str, rope_scale_factor) -> Checkpoint:
             "params_path": params_path,
         },
         notes=notes,
-        description=DESCRIPTION,
+        format_description=DESCRIPTION,
+        display_name=os.path.basename(os.path.abspath(directory)),
         tokenizer_missing=TOKENIZER_MISSING,
     )
 

@@ -21,7 +21,7 @@ import os
 from typing import Dict, List, Optional, Tuple
 
 from ..config import ModelConfig
-from ..errors import FormatError, LlamaCxError, show
+from ..errors import FormatError, LlamaCxError, brief_name
 from ..tensor import Tensor, contiguous_strides, weight_buffer
 from ._meta_pth import (IGNORED, LAYER_RE, SHARD_RE, TOKENIZER_MISSING, TorchFile, contiguous_copy, fmt, params_config,
                         tokenizer_spec)
@@ -95,7 +95,7 @@ def load(directory: str, shards: List[str], rope_scale_factor: Optional[float] =
         if set(refs[k]) != set(names):
             odd = sorted(set(refs[k]) ^ set(names))[0]
             has, lacks = (shards[0], shards[k]) if odd in refs[0] else (shards[k], shards[0])
-            raise FormatError(f"{directory}: tensor {show(odd)} is in {has} but not in {lacks}")
+            raise FormatError(f"{directory}: tensor {brief_name(odd)} is in {has} but not in {lacks}")
 
     # Bound the work by what the files hold before sizing anything from params.json's n_layers.
     layers = {int(m.group(1)) for m in map(LAYER_RE.match, names) if m}
@@ -171,8 +171,9 @@ def load(directory: str, shards: List[str], rope_scale_factor: Optional[float] =
         metadata={"dtype": dtype, "tied_embeddings": tied, "n_params": sum(t.numel for t in tensors.values()),
                   "params_path": params_path},
         notes=notes,
-        description=f"params.json + {n} model-parallel shards ({shards[0]} ... {shards[-1]}), read without torch",
+        format_description=f"params.json + {n} model-parallel shards ({shards[0]} ... {shards[-1]}), read without torch",
         tokenizer_missing=TOKENIZER_MISSING,
+        display_name=os.path.basename(os.path.abspath(directory)),
     )
 
 

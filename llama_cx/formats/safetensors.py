@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Tuple
 
 from .. import dtypes
 from .._json import read_json
-from ..errors import FormatError, show
+from ..errors import FormatError, brief_name
 from ..tensor import Tensor, contiguous_strides, map_model_file
 
 # The reference implementation refuses headers over 100 MB (safetensors/src/tensor.rs MAX_HEADER_SIZE); a
@@ -64,10 +64,10 @@ class SafetensorsFile:
     def tensor(self, name: str, as_name: Optional[str] = None) -> Tensor:
         e = self.entries.get(name)
         if e is None:
-            self.fail(f"no tensor {show(name)}")
+            self.fail(f"no tensor {brief_name(name)}")
         dt = dtypes.BY_SAFETENSORS[e.dtype]  # the header check let only the table's types through
         if not dtypes.readable(dt):
-            self.fail(f"tensor {show(name)} has dtype {e.dtype}; only "
+            self.fail(f"tensor {brief_name(name)} has dtype {e.dtype}; only "
                       f"{dtypes.readable_list(lambda d: d.safetensors)} are supported")
         return Tensor(dt.name, e.shape, contiguous_strides(e.shape), self.data_start + e.begin, self.mm, as_name or name)
 
@@ -127,19 +127,19 @@ def _parse_header(raw: bytes, data_size: int, fail) -> Tuple[Dict[str, _Entry], 
 
     entries: Dict[str, _Entry] = {}
     for name, info in header.items():
-        what = f"tensor {show(name)}"
+        what = f"tensor {brief_name(name)}"
         if not isinstance(info, dict):
             fail(f"{what}: header entry is not an object")
         dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
         dt = dtypes.BY_SAFETENSORS.get(dtype) if isinstance(dtype, str) else None
         if dt is None:
-            fail(f"{what} has unknown dtype {show(dtype, 24)}")
+            fail(f"{what} has unknown dtype {brief_name(dtype, 24)}")
         if (not isinstance(shape, list) or len(shape) > _MAX_DIMS
                 or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**62 for d in shape)):
-            fail(f"{what}: shape {show(shape, 60)} is not a list of at most {_MAX_DIMS} non-negative integers")
+            fail(f"{what}: shape {brief_name(shape, 60)} is not a list of at most {_MAX_DIMS} non-negative integers")
         if (not isinstance(offsets, list) or len(offsets) != 2
                 or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
-            fail(f"{what}: data_offsets {show(offsets, 60)} is not a pair of integers")
+            fail(f"{what}: data_offsets {brief_name(offsets, 60)} is not a pair of integers")
         begin, end = offsets
         if begin < 0 or end < begin:
             fail(f"{what}: data_offsets [{begin}, {end}] are not 0 <= begin <= end")
@@ -159,7 +159,7 @@ def _parse_header(raw: bytes, data_size: int, fail) -> Tuple[Dict[str, _Entry], 
     spans = sorted((e.begin, e.end, e.name) for e in entries.values() if e.end > e.begin)
     for (b0, e0, n0), (b1, e1, n1) in zip(spans, spans[1:]):
         if b1 < e0:
-            fail(f"tensors {show(n0, 40)} [{b0}, {e0}] and {show(n1, 40)} [{b1}, {e1}] overlap")
+            fail(f"tensors {brief_name(n0, 40)} [{b0}, {e0}] and {brief_name(n1, 40)} [{b1}, {e1}] overlap")
     return entries, metadata
 
 
@@ -180,13 +180,13 @@ def open_index(index_path: str) -> Tuple[Dict[str, SafetensorsFile], List[Safete
     for name, shard in wmap.items():
         if shard not in files:
             if os.path.basename(shard) != shard or shard in ("", ".", ".."):
-                raise FormatError(f"{index_path}: shard name {show(shard)} is not a file name in this directory")
+                raise FormatError(f"{index_path}: shard name {brief_name(shard)} is not a file name in this directory")
             p = os.path.join(directory, shard)
             if not os.path.isfile(p):
-                raise FormatError(f"{index_path}: missing shard {show(shard)} (it holds {show(name)})")
+                raise FormatError(f"{index_path}: missing shard {brief_name(shard)} (it holds {brief_name(name)})")
             files[shard] = open_safetensors(p)
         st = files[shard]
         if name not in st.entries:
-            raise FormatError(f"{st.path}: no tensor {show(name)}, which {os.path.basename(index_path)} puts in it")
+            raise FormatError(f"{st.path}: no tensor {brief_name(name)}, which {os.path.basename(index_path)} puts in it")
         by_tensor[name] = st
     return by_tensor, list(files.values())

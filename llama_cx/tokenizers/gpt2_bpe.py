@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
-from ..errors import FormatError, brief
+from ..errors import brief, fail
 
 # tokenizer.ggml.pre -> (our pattern, ignore_merges), after llama.cpp's llama-vocab.cpp (LLAMA_VOCAB_PRE_TYPE_*)
 _GGUF_PRE = {
@@ -44,26 +44,23 @@ def gguf_vocab(meta: dict, source: str) -> dict:
     (already decoded) of the file `source`."""
     source = str(source)
 
-    def fail(msg):
-        raise FormatError(f"{source}: {msg}")
-
     model = meta.get("tokenizer.ggml.model")
     if model != "gpt2":
-        fail(f"tokenizer.ggml.model is {brief(model)}; only byte-level BPE ('gpt2') and SentencePiece ('llama') "
-             f"vocabularies are supported")
+        fail(source, f"tokenizer.ggml.model is {brief(model)}; only byte-level BPE ('gpt2') and SentencePiece ('llama') "
+                     f"vocabularies are supported")
     pre = meta.get("tokenizer.ggml.pre", "gpt2")  # absent: plain GPT-2, as Hugging Face's GGUF loader does
     if not isinstance(pre, str) or pre not in _GGUF_PRE:
-        fail(f"pre-tokenizer tokenizer.ggml.pre = {brief(pre)} is not supported "
-             f"(supported: {', '.join(sorted(_GGUF_PRE))})")
+        fail(source, f"pre-tokenizer tokenizer.ggml.pre = {brief(pre)} is not supported "
+                     f"(supported: {', '.join(sorted(_GGUF_PRE))})")
     pattern, ignore_merges = _GGUF_PRE[pre]
 
     tokens = meta.get("tokenizer.ggml.tokens")
     if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
-        fail("tokenizer.ggml.tokens is missing or not a list of strings")
+        fail(source, "tokenizer.ggml.tokens is missing or not a list of strings")
     n = len(tokens)
     types = meta.get("tokenizer.ggml.token_type", [_NORMAL] * n)
     if not isinstance(types, list) or len(types) != n or not all(isinstance(t, int) for t in types):
-        fail(f"tokenizer.ggml.token_type must be {n} integers, one per token")
+        fail(source, f"tokenizer.ggml.token_type must be {n} integers, one per token")
 
     token_bytes: List[Optional[bytes]] = []
     special: Dict[str, int] = {}
@@ -76,7 +73,7 @@ def gguf_vocab(meta: dict, source: str) -> dict:
 
     raw_merges = meta.get("tokenizer.ggml.merges")
     if not isinstance(raw_merges, list) or not all(isinstance(m, str) for m in raw_merges):
-        fail("tokenizer.ggml.merges is missing or not a list of strings")
+        fail(source, "tokenizer.ggml.merges is missing or not a list of strings")
     index: Dict[str, int] = {}
     for i, t in enumerate(tokens):
         if token_bytes[i] is not None:
@@ -89,10 +86,10 @@ def gguf_vocab(meta: dict, source: str) -> dict:
     for k, m in enumerate(raw_merges):
         parts = m.split(" ")
         if len(parts) != 2 or parts[0] not in index or parts[1] not in index:
-            fail(f"tokenizer.ggml.merges[{k}] = {brief(m)} is not two tokens of the vocabulary")
+            fail(source, f"tokenizer.ggml.merges[{k}] = {brief(m)} is not two tokens of the vocabulary")
         a, b = index[parts[0]], index[parts[1]]
         if token_bytes[a] + token_bytes[b] not in by_bytes:
-            fail(f"tokenizer.ggml.merges[{k}] = {brief(m)} joins to a string that is not a token")
+            fail(source, f"tokenizer.ggml.merges[{k}] = {brief(m)} joins to a string that is not a token")
         merges.append((a, b))
 
     def token_id(key):
@@ -100,7 +97,7 @@ def gguf_vocab(meta: dict, source: str) -> dict:
         if v is None:
             return None
         if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < n:
-            fail(f"{key} = {brief(v)} is not a token id (vocabulary of {n})")
+            fail(source, f"{key} = {brief(v)} is not a token id (vocabulary of {n})")
         return v
 
     bos, eos, pad = (token_id(f"tokenizer.ggml.{k}_token_id") for k in ("bos", "eos", "padding"))

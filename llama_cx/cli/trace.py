@@ -13,9 +13,9 @@ import math
 import sys
 from typing import List
 
-from .trace import (FAST_STAGES, LAYER_STAGES, STAGES, Trace, array_name, diff, load_npz, logit_lens, norm2,
+from ..trace import (FAST_STAGES, LAYER_STAGES, STAGES, Trace, array_name, diff, load_npz, logit_lens, norm2,
                     parse_layers, parse_stages, row, save_npz, stage_names, top_k, trace)
-from .errors import InvalidArgumentError
+from ..errors import InvalidArgumentError
 
 PROG = "llama-cx"
 _SHORT = {"attention_norm": "attn_norm", "attention": "attention", "ffn_norm": "ffn_norm",
@@ -88,10 +88,10 @@ def _ids(args, model) -> List[int]:
             return [int(s) for s in args.ids.replace(" ", "").split(",") if s]
         except ValueError:
             raise InvalidArgumentError(f"--ids: expected comma-separated integers, got {args.ids!r}") from None
-    from .cli import _read_prompt
+    from .common import read_prompt
 
     tok = model.require_tokenizer()
-    return tok.encode(_read_prompt(args.prompt), bos=bool(tok.add_bos))
+    return tok.encode(read_prompt(args.prompt), bos=bool(tok.add_bos))
 
 
 def _piece(model, i: int, width: int = 12) -> str:
@@ -158,10 +158,10 @@ def _say(line: str) -> None:
 
 
 def cmd_trace(args) -> int:
-    from .cli import _load, _model_path
-    from .model import load
+    from ..model import load
+    from .common import load_model, model_path
 
-    model = _load(args)
+    model = load_model(args)
     ids = _ids(args, model)
     # every argument checked before the (slow) forward pass and its progress line
     keep = parse_stages(args.stages)
@@ -187,9 +187,9 @@ def cmd_trace(args) -> int:
         other = load(args.against, huge_pages=args.huge_pages)
         if other.config.vocab_size != model.config.vocab_size or other.config.dim != model.config.dim:
             raise InvalidArgumentError(f"{args.against}: dim/vocab {other.config.dim}/{other.config.vocab_size} differ "
-                                       f"from {_model_path(args, True)}'s {model.config.dim}/{model.config.vocab_size}")
+                                       f"from {model_path(args, True)}'s {model.config.dim}/{model.config.vocab_size}")
         tb = _trace_for_cli(other, ids, args)
-        _say(f"\n{_model_path(args, True)} against {args.against} (relative error ||a-b||/||b||):")
+        _say(f"\n{model_path(args, True)} against {args.against} (relative error ||a-b||/||b||):")
         _print_diff(tr, tb, args.tol)
     return 0
 

@@ -1,0 +1,15 @@
+"""Defaults shared by every entry point (library calls, ChatSession, the CLI): each defined here once.
+
+Pure Python with no imports, so the CLI can show them in --help without loading the compiled core.
+"""
+
+CONTEXT = 4096  # positions of a context when none is asked for, capped by the model's max_seq_len
+MAX_TOKENS = 256  # tokens a generation makes at most
+
+# sampling (llama_cx.sampling.SamplingParams)
+TEMPERATURE = 0.6  # Meta's default for Llama 3 chat; 0 = greedy
+TOP_K = 0  # 0 = off
+TOP_P = 0.9  # Meta's default; 1 = off
+MIN_P = 0.0  # 0 = off
+REPEAT_PENALTY = 1.0  # 1 = off
+REPEAT_LAST_N = 64  # how many recent tokens the penalty looks at
