@@ -140,7 +140,7 @@ def test_logits_and_greedy_match_transformers(tmp_path, case):
     assert ck.format == "hf"
     assert ck.metadata["dtype"] == kw.get("dtype", "f32")
     assert ours.tied_embeddings == kw.get("tied", False)
-    assert ("shards" in ck.description) == sharded
+    assert ("shards" in ck.format_description) == sharded
     assert (c.n_heads, c.n_kv_heads, c.head_dim) == (4, kw.get("n_kv", 2), kw.get("head_dim", 16))
     rope = kw.get("rope")
     assert c.use_scaled_rope == (rope is not None)

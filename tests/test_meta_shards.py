@@ -74,7 +74,7 @@ def test_sharded_logits_equal_unsplit(tmp_path, n, llama2):
     assert np.array_equal(la, lb)
     note = [x for x in b.notes if "model-parallel shards joined" in x]
     assert note and f"{n} model-parallel" in note[0] and ("dim 1 (Llama 2)" if llama2 else "dim 0 (Llama 3)") in note[0]
-    assert b.checkpoint.description.startswith(f"params.json + {n} model-parallel shards")
+    assert b.checkpoint.format_description.startswith(f"params.json + {n} model-parallel shards")
     if llama2:
         assert any("rope.freqs" in x for x in b.notes)
     # a shard path opens the whole set, as a single .pth opens its directory
