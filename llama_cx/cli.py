@@ -5,6 +5,7 @@
     llama-cx chat MODEL                  interactive chat (/reset, /system TEXT, /stats, /exit)
     llama-cx info MODEL [--tensors]      what the checkpoint holds
     llama-cx demo [-p PROMPT]            chat with the demo model (SmolLM2-135M-Instruct, fetched once)
+    llama-cx serve MODEL [--port 8000]   OpenAI-compatible HTTP server (llama_cx/server/cli.py)
 
 MODEL is a Meta checkpoint directory, a .pth or a .gguf file; $LLAMA_CX_MODEL is the default, and
 chat/generate/demo fall back to the demo model. A user mistake is one line on stderr,
@@ -22,7 +23,7 @@ from typing import List, Optional
 from ._version import __version__
 from .errors import LlamaCxError
 
-COMMANDS = ("generate", "chat", "info", "demo")
+COMMANDS = ("generate", "chat", "info", "demo", "serve")
 PROG = "llama-cx"
 
 
@@ -104,7 +105,7 @@ def _build_parsers():
 
     top = _Parser(prog=PROG, parents=[common, sampling],
                   description="CPU inference for Meta Llama models. Without a command: an interactive menu.",
-                  epilog="commands: generate, chat, info, demo  (llama-cx COMMAND --help)")
+                  epilog="commands: generate, chat, info, demo, serve  (llama-cx COMMAND --help)")
     top.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     model_arg(top, demo_fallback=False)
     top.set_defaults(func=cmd_menu, command=None)
@@ -137,6 +138,8 @@ def _build_parsers():
     p.add_argument("--system", metavar="S", help="system prompt")
     p.add_argument("-q", "--quiet", action="store_true", help="no stats on stderr (with -p)")
     p.set_defaults(func=cmd_demo, model=None)
+    from .server.cli import add_parser as add_serve_parser  # the serve command lives with the server
+    add_serve_parser(subs, _Parser, [common])
     for name, p in subs.items():
         p.set_defaults(command=name)
     return top, subs
