@@ -15,6 +15,14 @@ Replicas: the server keeps nothing between requests but its slots' KV caches (a 
 correct answer), so N replicas behind any HTTP load balancer serve N times the users; /health (200 / 503) and
 /metrics are per replica.
 """
-from .app import create_app
-
 __all__ = ["create_app"]
+
+
+def __getattr__(name):
+    # Imported on first use, so that `llama-cx --help` and the serve command's own "pip install" hint work
+    # without starlette installed.
+    if name == "create_app":
+        from .app import create_app
+
+        return create_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
