@@ -127,8 +127,9 @@ class Llama:
         self._ctx = None
 
     # ---- completions ----------------------------------------------------------------------------------------
-    def __call__(self, prompt: Union[str, List[int]], **kwargs):
-        return self.create_completion(prompt, **kwargs)
+    def __call__(self, prompt: Union[str, List[int]], *args, **kwargs):
+        """create_completion (the same arguments, in llama-cpp-python's order)."""
+        return self.create_completion(prompt, *args, **kwargs)
 
     def create_completion(self, prompt: Union[str, List[int]], suffix: Optional[str] = None,
                           max_tokens: Optional[int] = 16, temperature: float = 0.8, top_p: float = 0.95,

@@ -430,3 +430,37 @@ def test_serve_without_the_extra_says_what_to_install(smollm2_gguf_path):
     r = subprocess.run([sys.executable, "-c", code], cwd=_repo_root(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 1
     assert r.stderr.strip() == 'llama-cx: error: the server needs starlette and uvicorn: pip install "llama_cx[server]"'
+
+
+def test_more_requests_than_slots_wait_their_turn(keyed, model):
+    """A 1-slot server: concurrent requests queue and each still gets its own greedy answer."""
+    c = openai.OpenAI(base_url=keyed.url + "/v1", api_key="s3cret", max_retries=0, timeout=120)
+    prompts = ["The capital of France is", "def add(a, b):", "1, 2, 3,"]
+    got = [None] * 3
+
+    def one(i):
+        got[i] = c.completions.create(model="smollm2", prompt=prompts[i], max_tokens=6, temperature=0).choices[0].text
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert got == [_greedy(model, p, 6)[0] for p in prompts]
+
+
+def test_replicas_share_no_state(live, keyed, model):
+    """Two replicas (here: two apps on two ports): a conversation whose turns alternate between them gets the
+    same replies as one replica, since each request carries the whole conversation."""
+    a = openai.OpenAI(base_url=live.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+    b = openai.OpenAI(base_url=keyed.url + "/v1", api_key="s3cret", max_retries=0, timeout=120)
+
+    def talk(clients):
+        msgs = []
+        for client, text in zip(clients, ["Hi, I am Ann.", "What is my name?"]):
+            msgs.append({"role": "user", "content": text})
+            r = client.chat.completions.create(model="smollm2", messages=msgs, max_tokens=12, temperature=0)
+            msgs.append({"role": "assistant", "content": r.choices[0].message.content})
+        return msgs
+
+    assert talk([a, b]) == talk([a, a]) == talk([b, b])

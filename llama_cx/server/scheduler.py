@@ -27,7 +27,9 @@ import time
 from typing import Callable, Deque, List, Optional, Sequence, Tuple
 
 from .. import _openai
+from ..errors import ContextLengthError
 from ..generate import _common_prefix, _held_back
+from ..model import _memory_limit
 from ..sampling import Sampler, SamplingParams
 
 Event = tuple  # ("text", str) | ("done", finish_reason, usage dict) | ("error", message)
@@ -110,7 +112,13 @@ class Scheduler:
         self.model = model
         self.tokenizer = model.require_tokenizer()
         self.n_ctx = n_ctx
-        self.slots = [_Slot(i, model.new_context(n_ctx)) for i in range(n_slots)]
+        first = model.new_context(n_ctx)  # checks n_ctx, and one context against the machine's memory
+        limit = _memory_limit()
+        if limit is not None and first.state_bytes * n_slots > limit:
+            raise ContextLengthError(
+                f"{n_slots} slots of {n_ctx} tokens need {first.state_bytes * n_slots / 2**30:.1f} GiB (KV caches + "
+                f"activations), more than this machine's {limit / 2**30:.1f} GiB; use fewer slots or a smaller context")
+        self.slots = [_Slot(0, first)] + [_Slot(i, model.new_context(n_ctx)) for i in range(1, n_slots)]
         self.metrics = metrics
         self._queue: Deque[Job] = collections.deque()
         self._cv = threading.Condition()
