@@ -464,3 +464,11 @@ def test_replicas_share_no_state(live, keyed, model):
         return msgs
 
     assert talk([a, b]) == talk([a, a]) == talk([b, b])
+
+
+def test_openai_defaults(client, model):
+    """Completions default to 16 tokens (as OpenAI's); top_p 0 keeps only the best token (greedy)."""
+    r = client.completions.create(model="smollm2", prompt="1, 2, 3, 4,", top_p=0, seed=5)
+    assert r.usage.completion_tokens <= 16
+    text, n = _greedy(model, "1, 2, 3, 4,", 16)
+    assert r.choices[0].text == text and r.usage.completion_tokens == n

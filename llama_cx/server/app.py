@@ -10,8 +10,8 @@ Every request is checked here, before it reaches the scheduler: a bad one gets a
 {"error": {"message", "type", "param", "code"}} and costs the model nothing. With an API key, /v1/* need
 `Authorization: Bearer KEY`; /health and /metrics stay open for orchestrators and Prometheus.
 
-Sampling defaults are OpenAI's (temperature 1, top_p 1, no top-k / min-p / repeat penalty), since clients of
-an OpenAI endpoint expect them; llama.cpp's extensions top_k, min_p, repeat_penalty and seed are accepted too.
+Sampling defaults are OpenAI's (temperature 1, top_p 1, no top-k / min-p / repeat penalty; max_tokens 16 for
+completions, the rest of the context for chat), since clients of an OpenAI endpoint expect them; llama.cpp's extensions top_k, min_p, repeat_penalty and seed are accepted too.
 OpenAI options this engine does not implement (n > 1, logprobs, tools, penalties other than repeat_penalty, ...)
 get a 400 naming the option when set to anything but their "off" value, never a silently different answer.
 """
@@ -96,7 +96,8 @@ def _sampling(body: dict) -> SamplingParams:
     try:
         return SamplingParams(
             temperature=_field(body, "temperature", "number", 1.0, 0, 2),
-            top_p=_field(body, "top_p", "number", 1.0, 0, 1) or 1.0,  # OpenAI allows 0; ours needs > 0: 0 ~ greedy
+            # OpenAI allows top_p 0 (only the best token); ours needs > 0, and any tiny value keeps just the best
+            top_p=max(_field(body, "top_p", "number", 1.0, 0, 1), 1e-9),
             top_k=_field(body, "top_k", "integer", 0, 0),
             min_p=_field(body, "min_p", "number", 0.0, 0, 1),
             repeat_penalty=_field(body, "repeat_penalty", "number", 1.0),
@@ -176,8 +177,9 @@ class _Server:
             raise ApiError(400, "the request body must be a JSON object")
         return data
 
-    def _fits(self, n_prompt: int, body: dict, *names) -> int:
-        """max_tokens resolved against the context: default = the rest of it; over it -> 400."""
+    def _fits(self, n_prompt: int, body: dict, *names, default: Optional[int] = None) -> int:
+        """max_tokens resolved against the context: default `default` (None: the rest of the context, capped
+        by it); a prompt that leaves no room, or a max_tokens over the rest -> 400."""
         if n_prompt >= self.n_ctx:
             raise ApiError(400, f"the prompt has {n_prompt} tokens but the context holds {self.n_ctx} "
                                 f"(one position is needed for the reply)", code="context_length_exceeded")
@@ -189,7 +191,8 @@ class _Server:
                     raise ApiError(400, f"{name} {max_tokens} + the prompt's {n_prompt} tokens exceed the context of "
                                         f"{self.n_ctx} tokens", param=name, code="context_length_exceeded")
                 return max_tokens
-        return self.n_ctx - n_prompt
+        room = self.n_ctx - n_prompt
+        return room if default is None else min(default, room)
 
     def _submit(self, ids, params, max_tokens, stop, stop_ids):
         loop = asyncio.get_running_loop()
@@ -241,7 +244,7 @@ class _Server:
         echo = _field(body, "echo", "boolean", False)
         stream = _field(body, "stream", "boolean", False)
         include_usage = _include_usage(body)
-        max_tokens = self._fits(len(ids), body, "max_tokens")
+        max_tokens = self._fits(len(ids), body, "max_tokens", default=16)  # OpenAI's default for completions
         job, events = self._submit(ids, params, max_tokens, stop, tok.stop_ids)
         cid, created, name = _openai.completion_id(), _openai.now(), self.model_name
         echo_text = (prompt if isinstance(prompt, str) else tok.decode(ids)) if echo else ""
