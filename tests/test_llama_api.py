@@ -188,9 +188,23 @@ def test_constructor_keywords(smollm2_gguf_path):
 
 
 # ---- against llama-cpp-python ----------------------------------------------------------------------------------------
-def test_same_script_same_shapes_as_llama_cpp_python(ours, smollm2_gguf_path):
+def test_same_script_same_shapes_as_llama_cpp_python(ours, smollm2_gguf_path, monkeypatch):
     llama_cpp = pytest.importorskip(
         "llama_cpp", reason="llama-cpp-python is not installed (pip install llama-cpp-python to compare)")
+    # llama.cpp repacks Q4_1 weights for its AMX kernel when the CPU has AMX, and that kernel segfaults on the
+    # test machine (gdb: ggml_backend_amx_mul_mat, llama-cpp-python 0.3.36); without extra buffer types it runs
+    # its ordinary CPU kernels. This changes which of its kernels run, not what the script sees.
+    import llama_cpp.llama_cpp as low
+
+    default_params = low.llama_model_default_params
+
+    def without_extra_buffers():
+        params = default_params()
+        if hasattr(params, "use_extra_bufts"):
+            params.use_extra_bufts = False
+        return params
+
+    monkeypatch.setattr(low, "llama_model_default_params", without_extra_buffers)
     theirs = common_calls(llama_cpp.Llama, smollm2_gguf_path)
     for key in ("call", "completion", "chat"):
         assert shape(ours[key]) == shape(theirs[key]), key
