@@ -47,14 +47,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_healthy(port: int, proc, timeout: float = 300.0) -> None:
+def _wait_healthy(port: int, proc, path: str, timeout: float = 300.0) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"the server exited with status {proc.returncode}")
         try:
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            c.request("GET", "/health")
+            c.request("GET", path)
             if c.getresponse().status == 200:
                 return
         except OSError:
@@ -113,23 +113,42 @@ def _llama_cx_server(model, port, args, parallel):
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+# llama-cpp-python's server, started with llama.cpp's "extra buffer types" (weight repacking for AMX) off unless
+# --peer-extra-bufts: its AMX kernel for Q4_1 segfaults on the machine these benchmarks were written on
+# (ggml_backend_amx_mul_mat, llama-cpp-python 0.3.36), and the ordinary kernels are what most CPUs run anyway.
+_PEER_BOOT = """
+import sys
+import llama_cpp.llama_cpp as low
+if not EXTRA_BUFTS:
+    default_params = low.llama_model_default_params
+    def params():
+        p = default_params()
+        p.use_extra_bufts = False
+        return p
+    low.llama_model_default_params = params
+from llama_cpp.server.__main__ import main
+sys.argv[0] = "llama_cpp.server"
+main()
+"""
+
+
 def _llama_cpp_server(model, port, args, parallel):
     try:
-        import llama_cpp.server  # noqa: F401
+        import llama_cpp.server.app  # noqa: F401
     except ImportError as e:
         raise RuntimeError(f"llama-cpp-python's server is not installed ({e}); pip install 'llama-cpp-python[server]'")
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", model, "--port", str(port), "--host", "127.0.0.1",
-           "--n_threads", str(args.threads), "--n_threads_batch", str(args.threads), "--n_ctx", str(args.ctx),
-           "--verbose", "False"]
+    boot = _PEER_BOOT.replace("EXTRA_BUFTS", str(bool(args.peer_extra_bufts)))
+    cmd = [sys.executable, "-c", boot, "--model", model, "--port", str(port), "--host", "127.0.0.1",
+           "--n_threads", str(args.threads), "--n_threads_batch", str(args.threads), "--n_ctx", str(args.ctx)]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def run_engine(name, start, model, args, clients):
+def run_engine(name, start, model, args, clients, ready_path):
     port = _free_port()
     proc = start(model, port, args, max(clients))
     rows = []
     try:
-        _wait_healthy(port, proc)
+        _wait_healthy(port, proc, ready_path)
         measure(port, 1, 4, 1)  # warm-up: page the weights in, first-call costs
         for n in clients:
             rate, p50, p99 = measure(port, n, args.max_tokens, args.rounds)
@@ -153,6 +172,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="server threads (default 2)")
     ap.add_argument("--ctx", type=int, default=512, help="context per slot (default 512)")
     ap.add_argument("--peer", action="store_true", help="also llama-cpp-python's server, when installed")
+    ap.add_argument("--peer-extra-bufts", action="store_true",
+                    help="let llama.cpp repack weights for AMX etc. (off by default: see _PEER_BOOT)")
     ap.add_argument("--out", help="write the rows as JSON here")
     args = ap.parse_args(argv)
     clients = [int(c) for c in args.clients.split(",")]
@@ -164,10 +185,10 @@ def main(argv=None) -> int:
     print(f"model {os.path.basename(model)}, {args.threads} threads, {args.max_tokens} tokens per request, "
           f"{args.rounds} rounds, load average {os.getloadavg()[0]:.1f}")
     print(f"{'server':<18} {'clients':>7} {'aggregate tok/s':>14} {'TTFT p50':>10} {'TTFT p99':>10}")
-    rows = run_engine("llama-cx serve", _llama_cx_server, model, args, clients)
+    rows = run_engine("llama-cx serve", _llama_cx_server, model, args, clients, "/health")
     if args.peer:
         try:
-            rows += run_engine("llama_cpp.server", _llama_cpp_server, model, args, clients)
+            rows += run_engine("llama_cpp.server", _llama_cpp_server, model, args, clients, "/v1/models")
         except RuntimeError as e:
             print(f"llama_cpp.server: absent: {e}")
     base = {n: r for name, n, r, _, _ in rows if name == "llama-cx serve"}
