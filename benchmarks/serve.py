@@ -13,7 +13,8 @@ Tokens are the server's own usage counts (stream_options.include_usage), so a re
 an end-of-text token is counted as what it produced.
 
 The peer is llama-cpp-python's server (`python -m llama_cpp.server`, needs `pip install
-"llama-cpp-python[server]"`), on the same GGUF, thread count and client load; it serves one request at a time.
+"llama-cpp-python[server]"`), on the same GGUF, thread count and client load; it serves one request at a time
+(started with --interrupt_requests False, so that a new request waits instead of cutting the running one short).
 Needs only the standard library on the client side (http.client).
 """
 from __future__ import annotations
@@ -139,7 +140,9 @@ def _llama_cpp_server(model, port, args, parallel):
         raise RuntimeError(f"llama-cpp-python's server is not installed ({e}); pip install 'llama-cpp-python[server]'")
     boot = _PEER_BOOT.replace("EXTRA_BUFTS", str(bool(args.peer_extra_bufts)))
     cmd = [sys.executable, "-c", boot, "--model", model, "--port", str(port), "--host", "127.0.0.1",
-           "--n_threads", str(args.threads), "--n_threads_batch", str(args.threads), "--n_ctx", str(args.ctx)]
+           "--n_threads", str(args.threads), "--n_threads_batch", str(args.threads), "--n_ctx", str(args.ctx),
+           # its default (True) makes a new request cut the running one short; queueing them is the fair comparison
+           "--interrupt_requests", "False"]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
