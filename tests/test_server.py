@@ -6,6 +6,7 @@ generate computes (same kernels, same prefill blocks; see scheduler._prefill_chu
 concurrency and prefix reuse included.
 """
 import json
+import re
 import os
 import signal
 import socket
@@ -472,3 +473,14 @@ def test_openai_defaults(client, model):
     assert r.usage.completion_tokens <= 16
     text, n = _greedy(model, "1, 2, 3, 4,", 16)
     assert r.choices[0].text == text and r.usage.completion_tokens == n
+
+
+def test_serve_on_a_busy_port_is_one_line(smollm2_gguf_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "llama_cx", "serve", smollm2_gguf_path, "--port", str(port)],
+                           cwd=_repo_root(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert re.fullmatch(rf"llama-cx: error: cannot listen on 127\.0\.0\.1:{port}: .+\n", r.stderr), r.stderr

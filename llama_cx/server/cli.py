@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 
 from ..errors import LlamaCxError
@@ -56,6 +57,16 @@ def add_parser(subs: dict, parser_class=argparse.ArgumentParser, parents=()) -> 
     return p
 
 
+def _check_address(host: str, port: int) -> None:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            s.bind(infos[0][4])
+    except OSError as e:
+        raise LlamaCxError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
 def run(args) -> int:
     try:
         import starlette  # noqa: F401
@@ -68,6 +79,7 @@ def run(args) -> int:
     path = args.model or os.environ.get("LLAMA_CX_MODEL")
     if not path:
         raise LlamaCxError("no model given: pass MODEL or set LLAMA_CX_MODEL")
+    _check_address(args.host, args.port)  # before loading the model: a busy port is a one-line error at once
     model = load(path, huge_pages=getattr(args, "huge_pages", False))
     model.require_tokenizer()
     n_ctx = args.ctx or min(model.config.max_seq_len, 4096)
