@@ -276,6 +276,7 @@ BAD = {
     "temperature out of range": ("/v1/completions", {"prompt": "hi", "temperature": 7}, 400),
     "stream not a bool": ("/v1/completions", {"prompt": "hi", "stream": "yes"}, 400),
     "stop a number": ("/v1/completions", {"prompt": "hi", "stop": 3}, 400),
+    "stop too long": ("/v1/completions", {"prompt": "hi", "stop": "x" * 1000}, 400),
     "n = 2": ("/v1/completions", {"prompt": "hi", "n": 2}, 400),
     "max_tokens beyond the context": ("/v1/completions", {"prompt": "hi", "max_tokens": N_CTX}, 400),
     "prompt longer than the context": ("/v1/completions", {"prompt": "word " * (2 * N_CTX)}, 400),

@@ -113,6 +113,8 @@ def _stop(body: dict):
         raise ApiError(400, str(e), param="stop") from None
     if len(stop) > 16:
         raise ApiError(400, f"at most 16 stop strings, got {len(stop)}", param="stop")
+    if any(len(s) > 256 for s in stop):  # each token checks every suffix of the held-back text: O(len^2)
+        raise ApiError(400, "stop strings must be at most 256 characters", param="stop")
     return stop
 
 
