@@ -485,3 +485,42 @@ def test_serve_on_a_busy_port_is_one_line(smollm2_gguf_path):
                            cwd=_repo_root(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 1
     assert re.fullmatch(rf"llama-cx: error: cannot listen on 127\.0\.0\.1:{port}: .+\n", r.stderr), r.stderr
+
+
+def test_long_prefill_is_interleaved_with_other_streams(model):
+    """While a 500-token prompt is prefilled (4 chunks of 128), a running stream keeps getting tokens: the
+    scheduler alternates one prefill chunk with one decode step of each other slot."""
+    from llama_cx.sampling import SamplingParams
+    from llama_cx.server.scheduler import Job, Scheduler
+
+    log, lock = [], threading.Lock()
+    first_a, done = threading.Event(), threading.Semaphore(0)
+
+    def recorder(name):
+        def on_event(ev):
+            with lock:
+                log.append((name, ev[0]))
+            if name == "A" and ev[0] == "text":
+                first_a.set()
+            if ev[0] in ("done", "error"):
+                done.release()
+        return on_event
+
+    tok = model.tokenizer
+    sched = Scheduler(model, 2, N_CTX)
+    sched.start()
+    try:
+        greedy = SamplingParams(temperature=0)
+        sched.submit(Job(tok.encode("1, 2, 3, 4,"), greedy, 60, [], (), recorder("A")))
+        assert first_a.wait(120)
+        long_prompt = tok.encode("The history of the printing press begins in the fifteenth century. " * 40)[:500]
+        with lock:
+            log.append(("B", "submitted"))
+        sched.submit(Job(long_prompt, greedy, 2, [], (), recorder("B")))
+        assert done.acquire(timeout=300) and done.acquire(timeout=300)
+    finally:
+        sched.stop()
+    start = log.index(("B", "submitted"))
+    b_first = next(i for i, (name, kind) in enumerate(log) if name == "B" and kind != "submitted")
+    a_between = sum(name == "A" and kind == "text" for name, kind in log[start:b_first])
+    assert a_between >= 4, log[start:b_first + 1]  # 5 expected; a prefill in one call would give 2
