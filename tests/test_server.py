@@ -524,3 +524,35 @@ def test_long_prefill_is_interleaved_with_other_streams(model):
     b_first = next(i for i, (name, kind) in enumerate(log) if name == "B" and kind != "submitted")
     a_between = sum(name == "A" and kind == "text" for name, kind in log[start:b_first])
     assert a_between >= 4, log[start:b_first + 1]  # 5 expected; a prefill in one call would give 2
+
+
+def test_prefix_reuse_takes_prefilled_rows_only(model):
+    """A chat's second prompt holds the first prompt and the first reply: the slot reuses the prompt (rows a
+    prefill wrote) and recomputes the reply (rows decode steps wrote, summed in another order), so the answer is
+    exactly a fresh generate's."""
+    from llama_cx.sampling import SamplingParams
+    from llama_cx.server.scheduler import Job, Scheduler
+
+    fmt, greedy = model.chat_format, SamplingParams(temperature=0)
+    sched = Scheduler(model, 1, N_CTX)
+    sched.start()
+
+    def run(ids, n):
+        done = threading.Event()
+        job = Job(ids, greedy, n, [], fmt.stop_ids, lambda ev: ev[0] in ("done", "error") and done.set())
+        sched.submit(job)
+        assert done.wait(300)
+        return job
+
+    try:
+        first = [{"role": "user", "content": "Name three colours."}]
+        p1 = fmt.encode_dialog(first)
+        j1 = run(p1, 8)
+        reply = [t for t in j1.tokens if t not in fmt.stop_ids]
+        p2 = p1 + reply + [fmt.end_of_turn_id] + fmt.encode_turn([{"role": "user", "content": "And three more?"}])
+        j2 = run(p2, 8)
+    finally:
+        sched.stop()
+    assert j2.cached_tokens == len(p1)  # len(p1) % 128 != 1: the whole first prompt is reusable
+    fresh = llama_cx.generate_tokens(model, p2, max_tokens=8, temperature=0, stop_ids=fmt.stop_ids)
+    assert j2.tokens == list(fresh)

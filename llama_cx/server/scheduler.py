@@ -12,12 +12,15 @@ that function with one pass over the weights for all the slots' rows (attention 
 scheduler does not change.
 
 Prefix reuse: a slot keeps its cache after its request ends. A new request goes to the free slot whose cached
-tokens share the longest prefix with its prompt (the same system prompt, the previous turn of a chat), rewinds
-that context to the shared prefix and prefills only the rest.
+tokens share the longest reusable prefix with its prompt (the same system prompt, the previous prompt of a chat),
+rewinds that context to the shared prefix and prefills only the rest. Reusable means written by a prefill: the
+K/V rows of generated tokens come from one-token decode calls, whose sums run in another order than a prefill's
+(measured: the logits after them differ in the last bits), so a previous reply is recomputed, not reused.
 
-Results do not depend on the company a request keeps: each slot's computation is the same as a lone
-`llama_cx.generate` (greedy output is identical token for token; see _prefill_chunks for the one subtlety).
-Cancelling (a client that went away) frees the slot before the next round.
+So results do not depend on the company a request keeps, nor on what a slot (or another replica) served before:
+each request computes exactly what a lone `llama_cx.generate` computes, and greedy output is identical token for
+token (see _prefill_chunks for the other half of that). Cancelling (a client that went away) frees the slot
+before the next round.
 """
 from __future__ import annotations
 
@@ -73,6 +76,7 @@ class _Slot:
         self.history: List[int] = []  # prompt + sampled ids, for the repeat penalty
         self.pending = ""             # text held back: it may be the start of a stop string
         self.last_used = 0.0
+        self.exact = 0  # leading cached tokens whose K/V rows a prefill wrote (calls of >= 2 tokens): reusable
 
 
 def _prefill_chunks(keep: int, n: int, block: int) -> List[Tuple[int, int]]:
@@ -199,14 +203,19 @@ class Scheduler:
             job = self._queue.popleft()
             if job.cancelled:
                 continue
-            slot = max(free, key=lambda s: (_common_prefix(s.ctx.tokens, job.prompt_ids), -s.last_used))
+            slot = max(free, key=lambda s: (self._reusable(s, job.prompt_ids), -s.last_used))
             self._begin(slot, job)
+
+    @staticmethod
+    def _reusable(slot: _Slot, ids: Sequence[int]) -> int:
+        return min(_common_prefix(slot.ctx.tokens, ids), slot.exact)
 
     def _begin(self, slot: _Slot, job: Job) -> None:
         ctx, ids = slot.ctx, job.prompt_ids
-        chunks = _prefill_chunks(min(_common_prefix(ctx.tokens, ids), len(ids) - 1), len(ids), ctx.max_batch)
+        chunks = _prefill_chunks(min(self._reusable(slot, ids), len(ids) - 1), len(ids), ctx.max_batch)
         keep = chunks[0][0]
-        ctx.rewind(min(keep, ctx.pos))
+        ctx.rewind(keep)
+        slot.exact = keep
         job.cached_tokens = keep
         slot.job, slot.chunks, slot.logits = job, collections.deque(chunks), None
         slot.sampler = Sampler(job.params, self.model.config.vocab_size)
@@ -246,12 +255,15 @@ class Scheduler:
         """Feed each slot its ids; keep the logits where the next token is due. One Context.forward per slot:
         the continuous-batching engine replaces this loop with one batched step."""
         for slot, ids in work:
+            start = slot.ctx.pos
             try:
                 logits = slot.ctx.forward(ids)
             except Exception as e:  # checked inputs make this a bug; the request fails, the server stays up
                 self._emit(slot.job, ("error", f"forward failed: {type(e).__name__}: {e}"))
                 self._release(slot)
                 continue
+            if len(ids) >= 2 and slot.exact == start:
+                slot.exact = start + len(ids)
             slot.logits = None if slot.chunks else logits
 
     def _sample(self, slot: _Slot) -> Optional[int]:
