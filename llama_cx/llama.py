@@ -19,7 +19,10 @@ and the returned dicts have the same keys (llama_cx._openai). What differs, on p
   and ignored, as llama-cpp-python ignores its own **kwargs; an unknown keyword gets a warning (a typo should
   not pass unnoticed).
 One context (KV cache) serves every call, and each call reuses the longest prefix it shares with the previous
-one (llama-cpp-python does the same), so a growing chat prefills only its new turn.
+one (llama-cpp-python does the same), so a growing chat prefills only its new turn. As in a ChatSession, that
+prefix may include a previous reply, whose cache rows were written by one-token decode steps; their sums run in
+another order than a prefill's, so such a call's logits can differ in the last bits from a fresh start's (the
+server, which promises history-independent answers, reuses prefilled rows only).
 """
 from __future__ import annotations
 

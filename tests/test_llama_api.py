@@ -188,6 +188,7 @@ def test_constructor_keywords(smollm2_gguf_path):
 
 
 # ---- against llama-cpp-python ----------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_same_script_same_shapes_as_llama_cpp_python(ours, smollm2_gguf_path, monkeypatch):
     llama_cpp = pytest.importorskip(
         "llama_cpp", reason="llama-cpp-python is not installed (pip install llama-cpp-python to compare)")
