@@ -32,10 +32,11 @@ import warnings
 from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 from . import _openai
-from .chat_format import ChatFormat, ChatMLFormat
 from .errors import ContextLengthError, InvalidArgumentError, LlamaCxError
 from .generate import generate
 from .model import load
+from .tokenizers.chat_format import ChatFormat, ChatMLFormat
+from .tokenizers.chat_llama2 import Llama2ChatFormat
 
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp's "pick a random seed"
 
@@ -55,7 +56,8 @@ _UNSUPPORTED = (("suffix", None), ("logprobs", None), ("typical_p", 1.0), ("freq
                 ("function_call", None), ("tools", None), ("tool_choice", None), ("response_format", None),
                 ("top_logprobs", None))
 
-_CHAT_FORMATS = {"chatml": ChatMLFormat, "llama-3": ChatFormat}
+# llama-cpp-python's chat_format names for the formats llama_cx has
+_CHAT_FORMATS = {"chatml": ChatMLFormat, "llama-2": Llama2ChatFormat, "llama-3": ChatFormat}
 
 
 def _refuse_unsupported(options: dict) -> None:
@@ -80,6 +82,7 @@ class Llama:
         self.model_path = model_path
         self._model = load(model_path, n_threads=n_threads)
         self._tok = self._model.require_tokenizer()
+        self._special_text = {i: name.encode("utf-8") for name, i in self._tok.special_tokens.items()}
         self._ctx = self._model.new_context(n_ctx or self._model.config.max_seq_len)
         # Per-call seeds come from this generator: the same Llama seed replays the same sequence of calls.
         self._seed = seed
@@ -106,12 +109,14 @@ class Llama:
 
     def detokenize(self, tokens: Sequence[int], prev_tokens: Optional[Sequence[int]] = None,
                    special: bool = False) -> bytes:
-        """The bytes of `tokens`; special tokens (BOS, <|im_end|>, ...) are dropped unless special=True,
-        as llama.cpp renders them. prev_tokens is accepted for compatibility (byte-level BPE needs no context)."""
-        ids = list(tokens)
-        if not special:
-            ids = [i for i in ids if not self._tok.is_special(i)]
-        return self._tok.decode_bytes(ids)
+        """The bytes of `tokens` as llama-cpp-python builds them: each token's piece (special tokens such as BOS
+        or <|im_end|> are empty unless special=True), then one leading space dropped when the first token is BOS
+        (SentencePiece's space prefix). So a SentencePiece reply decodes with its leading space, unlike
+        sentencepiece's own decode. prev_tokens is accepted for compatibility (llama-cpp-python ignores it too)."""
+        tok, ids = self._tok, list(tokens)
+        out = b"".join((self._special_text.get(i, b"") if special else b"") if tok.is_special(i)
+                       else tok.token_bytes(i) for i in ids)
+        return out[1:] if ids and ids[0] == tok.bos_id and out[:1] == b" " else out
 
     def n_ctx(self) -> int:
         return self._ctx.n_ctx

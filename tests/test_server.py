@@ -556,3 +556,25 @@ def test_prefix_reuse_takes_prefilled_rows_only(model):
     assert j2.cached_tokens == len(p1)  # len(p1) % 128 != 1: the whole first prompt is reusable
     fresh = llama_cx.generate_tokens(model, p2, max_tokens=8, temperature=0, stop_ids=fmt.stop_ids)
     assert j2.tokens == list(fresh)
+
+
+def test_llama2_chat_format_is_served(tiny_llama2_path):
+    """A Llama 2 model (SentencePiece tokens, [INST] chat format): chat replies, streamed and not, are a lone
+    generate's on the model's own chat format; a dialog the format refuses is a 400 naming the problem."""
+    model = llama_cx.load(tiny_llama2_path)
+    assert isinstance(model.chat_format, llama_cx.Llama2ChatFormat)
+    srv = _Live(create_app(model, model_name="llama2", n_slots=2, n_ctx=128))
+    try:
+        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+        msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a fruit."}]
+        text, n = _greedy(model, msgs, 8, chat=True)
+        r = client.chat.completions.create(model="llama2", messages=msgs, max_tokens=8, temperature=0)
+        assert r.choices[0].message.content == text
+        assert r.usage.prompt_tokens == len(model.chat_format.encode_dialog(msgs)) and r.usage.completion_tokens == n
+        chunks = client.chat.completions.create(model="llama2", messages=msgs, max_tokens=8, temperature=0,
+                                                stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in chunks) == text
+        bad = httpx.post(srv.url + "/v1/chat/completions", json={"messages": [{"role": "assistant", "content": "x"}]})
+        assert bad.status_code == 400 and "expected 'user'" in bad.json()["error"]["message"]
+    finally:
+        srv.close()

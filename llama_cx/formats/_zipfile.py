@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass
 from typing import Dict, Tuple
 
-from .errors import FormatError
+from ..errors import FormatError
 
 _EOCD = struct.Struct("<4sHHHHIIH")  # sig, disk, cd disk, entries here, entries total, cd size, cd offset, comment
 _ZIP64_LOCATOR = struct.Struct("<4sIQI")  # sig, disk with zip64 eocd, zip64 eocd offset, total disks

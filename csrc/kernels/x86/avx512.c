@@ -9,14 +9,7 @@
  *   (24 accumulators), a BLAS-style 32-row x 14-token broadcast panel with pre-packed f32 weights, and
  *   f32 weights (no widening); only FMA chains with no memory operands went higher (147 with 16
  *   chains). So the f32 prefill is compute-bound at ~95% of what any kernel with loads reached here; more
- *   needs bf16 products (vdpbf16ps, below).
- * - The bf16 ceiling: vdpbf16ps chains on bf16 data like the model's reach 220-227 GFLOP/s with 8 to 16
- *   accumulators, with or without loads beside them. tile_dp (4 x 4) runs at 184-194 with everything in
- *   L1 (n = 576), 221 on longer rows (n = 2048): 85-95% of it. Tried and dropped: a packed
- *   broadcast micro-kernel (activations packed in pairs, 8 weight rows x 48 tokens, no horizontal sums):
- *   207-212, not worth a packing pass; 4 x 6, 6 x 4, 5 x 5 and 3 x 8 tiles: 113-157 (register pressure);
- *   cutting the columns (256-2048) or the tokens (16-128) into blocks: no gain on SmolLM2, +2-4% (within
- *   the noise) on the 1B shape's pp128.
+ *   needs bf16 products (vdpbf16ps, avx512bf16.c).
  * - In the whole model the products were 61% of a bf16 pp512 (SmolLM2, 1 thread): the rest was attention's
  *   P @ V one query row at a time (12%: now the pv kernel below, 4 queries per V row), a scalar SwiGLU
  *   (11%: now vectorized) and RMSNorm done by every thread (now split, vectorized). pp512 with 2 threads
@@ -56,14 +49,14 @@
  */
 #include <math.h>
 
+#include "kernels/kernels.h"
 #include "lcx.h"
-#include "lcx_simd.h"
 
 #if LCX_X86
 #include <immintrin.h> /* before any target pragma: the intrinsics carry their own targets */
 #endif
 
-#if LCX_X86 && (defined(__GNUC__) || defined(__clang__))
+#if LCX_X86_KERNELS
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,bmi2"))), apply_to = function)
 #else
@@ -71,32 +64,7 @@
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx2,fma,bmi2")
 #endif
 
-#define LCX_TT 4 /* tokens per register tile */
-#define LCX_TR 4 /* weight rows per register tile */
-
-/* [sum(a), sum(b), sum(c), sum(d)]: four horizontal sums sharing their shuffles */
-static inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
-    __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b)); /* per 128: a02 b02 a13 b13 */
-    __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
-    __m512 s = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, 0x44), _mm512_shuffle_ps(ab, cd, 0xEE)); /* a b c d */
-    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(s), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1)));
-    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-}
-
-/* Y[0..R) (+)= the R sums of acc, R <= 4, with one shared reduction; R < 4 runs the same tree on zeros, so
- * a row's sum does not depend on the rows beside it in the tile */
-static inline __attribute__((always_inline)) void store_sums(float *y, __m512 *acc_col, const int R, int beta) {
-    __m512 z = _mm512_setzero_ps();
-    __m128 v = hsum4(acc_col[0], R > 1 ? acc_col[1] : z, R > 2 ? acc_col[2] : z, R > 3 ? acc_col[3] : z);
-    if (R == 4) {
-        if (beta) v = _mm_add_ps(v, _mm_loadu_ps(y));
-        _mm_storeu_ps(y, v);
-        return;
-    }
-    float s[4];
-    _mm_storeu_ps(s, v);
-    for (int r = 0; r < R; r++) y[r] = beta ? y[r] + s[r] : s[r];
-}
+#include "kernels/x86/avx512.h"
 
 static inline __m512 load_bf16x16(const uint16_t *p) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
@@ -147,7 +115,7 @@ LCX_DEFINE_TILE(tile_bf16, uint16_t, load_bf16x16, maskload_bf16x16)
 LCX_DEFINE_TILE(tile_f32, float, LCX_LOAD_F32, LCX_MLOAD_F32)
 
 /* Decode (t = 1): S (4, or 1 for the rows left over) rows a quarter of the range apart at once, dealt by
- * LCX_MATVEC_BODY (lcx_simd.h): each is a contiguous stream, and one load of x serves S rows (see the
+ * LCX_MATVEC_BODY (kernels/simd.h): each is a contiguous stream, and one load of x serves S rows (see the
  * notes at the top). Per row: 2 accumulators over 32 columns a step (4 over 64 was ~15% slower in the
  * harness), then the hsum4 tree, the same for S = 4 and S = 1, so a row's sum does not depend on how the
  * rows were dealt out. */
@@ -180,8 +148,9 @@ LCX_DEFINE_ROWDOTS(rowdots_f32, float, LCX_LOAD_F32, LCX_MLOAD_F32)
 
 /* Dispatch the tails of rows and tokens to tiles with constant R and T so every loop above unrolls. */
 #define LCX_DEFINE_GEMM(NAME, WT, TILE, ROWDOTS)                                                            \
-    static void NAME(const WT *W, size_t ldw, const float *X, size_t ldx, float *Y, size_t ldy, size_t rows, \
-                     size_t t, size_t n, int beta) {                                                        \
+    void NAME(const void *Wv, size_t ldw, const float *X, size_t ldx, float *Y, size_t ldy, size_t rows,     \
+              size_t t, size_t n, int beta) {                                                               \
+        const WT *W = (const WT *)Wv;                                                                       \
         if (t == 1) {                                                                                       \
             LCX_MATVEC_BODY(ROWDOTS, W, ldw, X, Y, rows, n, beta);                                          \
             return;                                                                                         \
@@ -256,7 +225,8 @@ static void lcx_pv_f32_avx512(const float *P, size_t ldp, size_t rows, const flo
     }
 }
 
-static void lcx_bf16_to_f32_avx512(const uint16_t *src, float *dst, size_t n) {
+void lcx_to_f32_bf16_avx512(const void *srcv, float *dst, size_t n) {
+    const uint16_t *src = (const uint16_t *)srcv;
     for (size_t j = 0; j < n; j += 16) {
         __mmask16 m = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1u);
         _mm512_mask_storeu_ps(dst + j, m, maskload_bf16x16(m, src + j));
@@ -335,110 +305,10 @@ static void lcx_rmsnorm_f32_avx512(const float *x, const float *w, float *out, s
     }
 }
 
-const lcx_kernels lcx_kernels_avx512 = {
-    "avx512", lcx_gemm_bf16_avx512, lcx_gemm_f32_avx512, lcx_pv_f32_avx512, lcx_bf16_to_f32_avx512,
-    lcx_softmax_f32_avx512, lcx_swiglu_f32_avx512, lcx_rmsnorm_f32_avx512,
-};
-
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
-#else  /* not x86 with GCC/clang: the path is not compiled; the runtime never selects it */
-const lcx_kernels lcx_kernels_avx512 = {"avx512", 0, 0, 0, 0, 0, 0, 0};
-#endif
-
-/* ---- AVX512-BF16: vdpbf16ps, bf16 activations (opt-in; rounds X to bf16) ---------------------------- */
-#if LCX_X86 && (defined(__GNUC__) || defined(__clang__))
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,bmi2"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,bmi2")
-#endif
-
-/* R weight rows x T tokens; W and X both bf16, 32 values (16 pairs) per step, products summed in f32 */
-static inline __attribute__((always_inline)) void tile_dp(const uint16_t *W, size_t ldw, const uint16_t *X,
-                                                          size_t ldx, float *Y, size_t ldy, size_t n, int beta,
-                                                          const int R, const int T, const uint16_t *next) {
-    __m512 acc[LCX_TR][LCX_TT];
-    for (int r = 0; r < R; r++)
-        for (int i = 0; i < T; i++) acc[r][i] = _mm512_setzero_ps();
-    size_t j = 0;
-    for (; j + 32 <= n; j += 32) {
-        __m512bh w[LCX_TR];
-        for (int r = 0; r < R; r++) w[r] = (__m512bh)_mm512_loadu_si512((const void *)(W + r * ldw + j));
-        if (next) /* the next row group, a line per row per step (see LCX_DEFINE_GEMM) */
-            for (int r = 0; r < LCX_TR; r++) _mm_prefetch((const char *)(next + r * ldw + j), _MM_HINT_T0);
-        for (int i = 0; i < T; i++) {
-            __m512bh x = (__m512bh)_mm512_loadu_si512((const void *)(X + i * ldx + j));
-            for (int r = 0; r < R; r++) acc[r][i] = _mm512_dpbf16_ps(acc[r][i], w[r], x);
-        }
-    }
-    if (j < n) {
-        __mmask32 m = (__mmask32)((1u << (n - j)) - 1u);
-        __m512bh w[LCX_TR];
-        for (int r = 0; r < R; r++) w[r] = (__m512bh)_mm512_maskz_loadu_epi16(m, W + r * ldw + j);
-        for (int i = 0; i < T; i++) {
-            __m512bh x = (__m512bh)_mm512_maskz_loadu_epi16(m, X + i * ldx + j);
-            for (int r = 0; r < R; r++) acc[r][i] = _mm512_dpbf16_ps(acc[r][i], w[r], x);
-        }
-    }
-    for (int i = 0; i < T; i++) {
-        __m512 col[LCX_TR];
-        for (int r = 0; r < R; r++) col[r] = acc[r][i];
-        store_sums(Y + i * ldy, col, R, beta);
-    }
-}
-
-/* Decode with bf16 activations: S rows a quarter apart at once, as rowdots_bf16 above (one load of x serves
- * S rows), 32 weights a step per row in one accumulator (1 FP op per 32 weights instead of 3 per 16:
- * widen, shift, FMA); the same hsum4 tree for S = 4 and S = 1. Every load masked: the same speed as
- * plain loads and a masked tail (SmolLM2, 1 thread, alternating builds), and one loop. */
-static inline __attribute__((always_inline)) void rowdots_dp(const uint16_t *w, size_t q, const uint16_t *x, size_t n,
-                                                             float *y, const int S) {
-    __m512 a[4];
-    for (int s = 0; s < S; s++) a[s] = _mm512_setzero_ps();
-    for (size_t j = 0; j < n; j += 32) {
-        __mmask32 m = n - j >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (n - j)) - 1u);
-        __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(m, x + j);
-        for (int s = 0; s < S; s++) a[s] = _mm512_dpbf16_ps(a[s], (__m512bh)_mm512_maskz_loadu_epi16(m, w + s * q + j), xv);
-    }
-    for (int s = S; s < 4; s++) a[s] = _mm512_setzero_ps();
-    float out[4];
-    _mm_storeu_ps(out, hsum4(a[0], a[1], a[2], a[3]));
-    for (int s = 0; s < S; s++) y[s] = out[s];
-}
-
-/* Y (t, ldy) = beta*Y + Xb (t, ldx) bf16 @ W[rows]ᵀ bf16 over n columns */
-void lcx_gemm_bf16bf16_avx512bf16(const uint16_t *W, size_t ldw, const uint16_t *X, size_t ldx, float *Y,
-                                  size_t ldy, size_t rows, size_t t, size_t n, int beta) {
-    if (t == 1) {
-        LCX_MATVEC_BODY(rowdots_dp, W, ldw, X, Y, rows, n, beta);
-        return;
-    }
-    size_t r = 0;
-    for (; r + LCX_TR <= rows; r += LCX_TR) {
-        const uint16_t *next = r + 2 * LCX_TR <= rows ? W + (r + LCX_TR) * ldw : 0;
-        size_t i = 0;
-        for (; i + LCX_TT <= t; i += LCX_TT, next = 0)
-            tile_dp(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, LCX_TT, next);
-        switch (t - i) {
-        case 3: tile_dp(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, 3, next); break;
-        case 2: tile_dp(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, 2, next); break;
-        case 1: tile_dp(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, LCX_TR, 1, next); break;
-        default: break;
-        }
-    }
-    for (; r < rows; r++)
-        for (size_t i = 0; i < t; i++) tile_dp(W + r * ldw, ldw, X + i * ldx, ldx, Y + i * ldy + r, ldy, n, beta, 1, 1, 0);
-}
-const lcx_gemm_bf16bf16_fn lcx_gemm_bf16bf16 = lcx_gemm_bf16bf16_avx512bf16;
-
 /* dst (n,) bf16 = round-to-nearest-even(src (n,) f32), bit for bit lcx_f32_to_bf16_scalar (NaN kept quiet;
- * denormals rounded, not flushed as vcvtneps2bf16 would), 16 at a time with integer ops. */
-static void lcx_round_bf16_avx512(const float *src, uint16_t *dst, size_t n) {
+ * denormals rounded, not flushed as vcvtneps2bf16 would), 16 at a time with integer ops (AVX-512 F + BW: no BF16 instruction). */
+void lcx_from_f32_bf16_avx512(const float *src, void *dstv, size_t n) {
+    uint16_t *dst = (uint16_t *)dstv;
     const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7fff), quiet = _mm512_set1_epi32(0x40);
     const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
     for (size_t j = 0; j < n; j += 16) {
@@ -451,13 +321,17 @@ static void lcx_round_bf16_avx512(const float *src, uint16_t *dst, size_t n) {
         _mm256_mask_storeu_epi16(dst + j, m, _mm512_cvtepi32_epi16(r));
     }
 }
-const lcx_round_bf16_fn lcx_round_bf16 = lcx_round_bf16_avx512;
+const lcx_kernels lcx_kernels_avx512 = {
+    .name = "avx512", .pv_f32 = lcx_pv_f32_avx512, .softmax_f32 = lcx_softmax_f32_avx512,
+    .swiglu_f32 = lcx_swiglu_f32_avx512, .rmsnorm_f32 = lcx_rmsnorm_f32_avx512,
+};
+
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
 #pragma GCC pop_options
 #endif
-#else
-const lcx_gemm_bf16bf16_fn lcx_gemm_bf16bf16 = 0;
-const lcx_round_bf16_fn lcx_round_bf16 = 0;
+#else  /* not x86 with GCC/clang: the path is not compiled; the runtime never selects it */
+const lcx_kernels lcx_kernels_avx512 = {.name = "avx512"};
 #endif
+

@@ -1,12 +1,13 @@
-/* Run-time choice of instruction set (CPU *and* OS support, read once) and the kernel thread count. */
+/* Run-time choice of instruction set (CPU *and* OS support, read once), the kernels it picks from the
+ * tables (lcx_kernels_<isa>, lcx_dtypes), and the kernel thread count. */
+#include "kernels/kernels.h"
 #include "lcx.h"
-#include "lcx_simd.h"
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
-#if LCX_X86 && (defined(__GNUC__) || defined(__clang__))
+#if LCX_X86_KERNELS
 #include <cpuid.h>
 
 static uint64_t lcx_xgetbv0(void) {
@@ -50,7 +51,7 @@ static int lcx_isa = -1;
 static int lcx_nthreads = 0;
 
 int lcx_isa_compiled(int isa) {
-    return isa >= 0 && isa < LCX_ISA_COUNT && lcx_tables[isa]->gemm_bf16 != 0;
+    return isa >= 0 && isa < LCX_ISA_COUNT && lcx_tables[isa]->rmsnorm_f32 != 0;
 }
 
 int lcx_isa_supported(int isa) {
@@ -78,6 +79,38 @@ int lcx_get_isa(void) {
 const lcx_kernels *lcx_table(int isa) { return lcx_isa_compiled(isa) ? lcx_tables[isa] : 0; }
 const lcx_kernels *lcx_active(void) { return lcx_tables[lcx_get_isa()]; }
 
+static unsigned lcx_cpu_features(void) {
+    static int known = 0;
+    static unsigned features = 0;
+    if (!known) {
+        features = lcx_detect_avx512bf16() ? LCX_CPU_AVX512BF16 : 0;
+        known = 1;
+    }
+    return features;
+}
+
+static const lcx_dtype_traits *lcx_dt(int dt) { return dt >= 0 && dt < LCX_DT_COUNT ? &lcx_dtypes[dt] : 0; }
+
+lcx_gemm_fn lcx_gemm_kernel(int dt) { return lcx_dt(dt) ? lcx_dtypes[dt].gemm[lcx_get_isa()] : 0; }
+
+lcx_gemm_act_fn lcx_gemm_act_kernel(int dt) {
+    const lcx_dtype_traits *d = lcx_dt(dt);
+    if (!d || (d->gemm_act_cpu & ~lcx_cpu_features())) return 0;
+    return d->gemm_act[lcx_get_isa()];
+}
+
+lcx_to_f32_fn lcx_to_f32_kernel(int dt) {
+    const lcx_dtype_traits *d = lcx_dt(dt);
+    if (!d) return 0;
+    return d->to_f32[lcx_get_isa()] ? d->to_f32[lcx_get_isa()] : d->to_f32[LCX_ISA_GENERIC];
+}
+
+lcx_from_f32_fn lcx_from_f32_kernel(int dt) {
+    const lcx_dtype_traits *d = lcx_dt(dt);
+    if (!d) return 0;
+    return d->from_f32[lcx_get_isa()] ? d->from_f32[lcx_get_isa()] : d->from_f32[LCX_ISA_GENERIC];
+}
+
 int lcx_openmp_enabled(void) {
 #ifdef _OPENMP
     return 1;
@@ -103,16 +136,23 @@ int lcx_get_num_threads(void) {
 
 static int lcx_bf16_prefill = 0, lcx_bf16_decode = 0;
 
-int lcx_avx512bf16_supported(void) { return lcx_gemm_bf16bf16 != 0 && lcx_detect_avx512bf16(); }
+/* whether some instruction set this CPU runs has the bf16-activation product of bf16 weights */
+int lcx_avx512bf16_supported(void) {
+    const lcx_dtype_traits *d = &lcx_dtypes[LCX_DT_BF16];
+    if (d->gemm_act_cpu & ~lcx_cpu_features()) return 0;
+    for (int isa = 0; isa < LCX_ISA_COUNT; isa++)
+        if (d->gemm_act[isa] && lcx_isa_supported(isa)) return 1;
+    return 0;
+}
 
 /* the bf16-activation switches: -1 (unchanged) when turning one on that this CPU/build cannot do; in
- * effect only on the AVX-512 path (a forced generic/avx2 run stays f32) */
+ * effect only where the active instruction set has the product (a forced generic/avx2 run stays f32) */
 static int lcx_bf16_switch(int *flag, int on) {
     if (on && !lcx_avx512bf16_supported()) return -1;
     *flag = on != 0;
     return 0;
 }
-static int lcx_bf16_active(int flag) { return flag && lcx_get_isa() == LCX_ISA_AVX512; }
+static int lcx_bf16_active(int flag) { return flag && lcx_gemm_act_kernel(LCX_DT_BF16) != 0; }
 
 int lcx_set_bf16_prefill(int on) { return lcx_bf16_switch(&lcx_bf16_prefill, on); }
 int lcx_get_bf16_prefill(void) { return lcx_bf16_active(lcx_bf16_prefill); }

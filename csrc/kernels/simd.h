@@ -59,5 +59,11 @@ static inline uint16_t lcx_f32_to_bf16_scalar(float f) {
 #else
 #define LCX_X86 0
 #endif
+/* the x86 kernel files are compiled (they need GCC or clang for their per-function target pragmas) */
+#if LCX_X86 && (defined(__GNUC__) || defined(__clang__))
+#define LCX_X86_KERNELS 1
+#else
+#define LCX_X86_KERNELS 0
+#endif
 
 #endif

@@ -25,16 +25,16 @@ Differences between the two constructors, each following its reference:
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import codecs
 import operator
 import os
 import re
 from typing import Collection, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+from ..errors import TokenizerError, brief
 from . import _pretokenize
-from .errors import FormatError, TokenizerError
+from .gpt2_bpe import gguf_vocab
+from .tiktoken_format import llama3_vocab
 
 try:
     from . import _bpe as _core_module
@@ -43,66 +43,7 @@ except ImportError:  # the extension is not built: the pure-Python twin gives th
 if os.environ.get("LLAMA_CX_TOKENIZER_CORE", "").strip().lower() == "python":
     _core_module = None
 
-# Meta's llama_models/llama3/tokenizer.py (llama-models 0.3.0): 256 special tokens after the base vocabulary.
-LLAMA3_NUM_RESERVED_SPECIAL_TOKENS = 256
-LLAMA3_SPECIAL_TOKENS = [
-    "<|begin_of_text|>",
-    "<|end_of_text|>",
-    "<|reserved_special_token_0|>",
-    "<|reserved_special_token_1|>",
-    "<|finetune_right_pad_id|>",
-    "<|step_id|>",
-    "<|start_header_id|>",
-    "<|end_header_id|>",
-    "<|eom_id|>",  # end of message
-    "<|eot_id|>",  # end of turn
-    "<|python_tag|>",
-    "<|image|>",
-]
-LLAMA3_SPECIAL_TOKENS += [
-    f"<|reserved_special_token_{2 + i}|>" for i in range(LLAMA3_NUM_RESERVED_SPECIAL_TOKENS - len(LLAMA3_SPECIAL_TOKENS))
-]
-LLAMA3_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-
-# tokenizer.ggml.pre -> (our pattern, ignore_merges), after llama.cpp's llama-vocab.cpp (LLAMA_VOCAB_PRE_TYPE_*)
-_GGUF_PRE = {
-    "gpt2": ("gpt2", False),
-    "smollm": ("smollm", False),  # llama.cpp: "\p{N}" then the GPT-2 regex; HF SmolLM2: Digits(individual) + ByteLevel
-    "llama-bpe": ("llama3", True),
-    "llama3": ("llama3", True),
-    "llama-v3": ("llama3", True),
-}
-# GGUF token types (llama.cpp LLAMA_TOKEN_TYPE_*): merging produces only NORMAL and BYTE tokens; the others
-# (UNKNOWN, CONTROL, USER_DEFINED, UNUSED) are special: matched in text only when allowed.
-_NORMAL, _BYTE = 1, 6
-# Special tokens that end a generation when present (llama.cpp's end-of-generation list, the ones Llama 3 and
-# ChatML models use).
-_END_OF_GENERATION = ("<|end_of_text|>", "<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|endoftext|>", "<|end|>",
-                      "<end_of_turn>")
-
 SpecialSet = Union[str, Collection[str]]  # "all" or names
-
-
-def _byte_level_alphabet() -> Dict[str, int]:
-    """GPT-2's bytes_to_unicode, inverted: the printable character that stands for each byte -> the byte."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars = {b: b for b in printable}
-    n = 0
-    for b in range(256):
-        if b not in chars:
-            chars[b] = 256 + n
-            n += 1
-    return {chr(c): b for b, c in chars.items()}
-
-
-_BYTE_OF_CHAR = _byte_level_alphabet()
-
-
-def _show(s, limit: int = 60) -> str:
-    r = repr(s)
-    return r if len(r) <= limit else r[: limit - 4] + "...'"
 
 
 class Tokenizer:
@@ -140,92 +81,13 @@ class Tokenizer:
 
     @classmethod
     def from_file(cls, path) -> "Tokenizer":
-        """Meta's Llama 3 tokenizer.model: one `base64(token bytes) rank` line per token, ranks 0..n-1; the 256
-        special tokens of Meta's llama3/tokenizer.py follow the n base tokens."""
-        path = os.fspath(path)
-        base = _read_tiktoken_file(path)
-        n = len(base)
-        special = {name: n + i for i, name in enumerate(LLAMA3_SPECIAL_TOKENS)}
-        return cls(
-            token_bytes=base + [None] * len(special), special_tokens=special, merges=None, pattern="llama3",
-            ignore_merges=True, meta_slicing=True, bos_id=special["<|begin_of_text|>"],
-            eos_id=special["<|end_of_text|>"],
-            stop_ids=[special["<|end_of_text|>"], special["<|eom_id|>"], special["<|eot_id|>"]],
-            pad_id=special["<|finetune_right_pad_id|>"], source=path, add_bos=True,
-        )
+        """Meta's Llama 3 tokenizer.model (tiktoken format; Meta's semantics, llama3/tokenizer.py)."""
+        return cls(**llama3_vocab(os.fspath(path)))
 
     @classmethod
     def from_gguf_metadata(cls, meta: dict, source: str) -> "Tokenizer":
         """A byte-level BPE ("gpt2") tokenizer from GGUF metadata (tokenizer.ggml.* keys, already decoded)."""
-        source = str(source)
-
-        def fail(msg):
-            raise FormatError(f"{source}: {msg}")
-
-        model = meta.get("tokenizer.ggml.model")
-        if model != "gpt2":
-            fail(f"tokenizer.ggml.model is {_show(model)}; only byte-level BPE ('gpt2') vocabularies are supported")
-        pre = meta.get("tokenizer.ggml.pre", "gpt2")  # absent: plain GPT-2, as Hugging Face's GGUF loader does
-        if not isinstance(pre, str) or pre not in _GGUF_PRE:
-            fail(f"pre-tokenizer tokenizer.ggml.pre = {_show(pre)} is not supported "
-                 f"(supported: {', '.join(sorted(_GGUF_PRE))})")
-        pattern, ignore_merges = _GGUF_PRE[pre]
-
-        tokens = meta.get("tokenizer.ggml.tokens")
-        if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
-            fail("tokenizer.ggml.tokens is missing or not a list of strings")
-        n = len(tokens)
-        types = meta.get("tokenizer.ggml.token_type", [_NORMAL] * n)
-        if not isinstance(types, list) or len(types) != n or not all(isinstance(t, int) for t in types):
-            fail(f"tokenizer.ggml.token_type must be {n} integers, one per token")
-
-        token_bytes: List[Optional[bytes]] = []
-        special: Dict[str, int] = {}
-        for i, (text, ttype) in enumerate(zip(tokens, types)):
-            if ttype in (_NORMAL, _BYTE):
-                token_bytes.append(_gguf_token_bytes(text))
-            else:
-                token_bytes.append(None)
-                special.setdefault(text, i)
-
-        raw_merges = meta.get("tokenizer.ggml.merges")
-        if not isinstance(raw_merges, list) or not all(isinstance(m, str) for m in raw_merges):
-            fail("tokenizer.ggml.merges is missing or not a list of strings")
-        index: Dict[str, int] = {}
-        for i, t in enumerate(tokens):
-            if token_bytes[i] is not None:
-                index.setdefault(t, i)
-        by_bytes: Dict[bytes, int] = {}
-        for i, b in enumerate(token_bytes):
-            if b is not None:
-                by_bytes.setdefault(b, i)
-        merges: List[Tuple[int, int]] = []
-        for k, m in enumerate(raw_merges):
-            parts = m.split(" ")
-            if len(parts) != 2 or parts[0] not in index or parts[1] not in index:
-                fail(f"tokenizer.ggml.merges[{k}] = {_show(m)} is not two tokens of the vocabulary")
-            a, b = index[parts[0]], index[parts[1]]
-            if token_bytes[a] + token_bytes[b] not in by_bytes:
-                fail(f"tokenizer.ggml.merges[{k}] = {_show(m)} joins to a string that is not a token")
-            merges.append((a, b))
-
-        def token_id(key):
-            v = meta.get(key)
-            if v is None:
-                return None
-            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < n:
-                fail(f"{key} = {_show(v)} is not a token id (vocabulary of {n})")
-            return v
-
-        bos, eos, pad = (token_id(f"tokenizer.ggml.{k}_token_id") for k in ("bos", "eos", "padding"))
-        stop = ([eos] if eos is not None else []) + [special[t] for t in _END_OF_GENERATION if t in special]
-        template = meta.get("tokenizer.chat_template")
-        return cls(
-            token_bytes=token_bytes, special_tokens=special, merges=merges, pattern=pattern,
-            ignore_merges=ignore_merges, meta_slicing=False, bos_id=bos, eos_id=eos, stop_ids=stop, pad_id=pad,
-            source=source, add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", False)),
-            chat_template=template if isinstance(template, str) else None,
-        )
+        return cls(**gguf_vocab(meta, str(source)))
 
     # -- encoding --------------------------------------------------------------------------------------------
 
@@ -336,7 +198,7 @@ class Tokenizer:
         try:
             i = operator.index(token_id)
         except TypeError:
-            raise TokenizerError(f"token ids must be integers, got {_show(token_id)}") from None
+            raise TokenizerError(f"token ids must be integers, got {brief(token_id)}") from None
         if not 0 <= i < len(self._bytes):
             raise TokenizerError(
                 f"token id {i} is outside the vocabulary of {self.source} (0..{len(self._bytes) - 1})")
@@ -352,7 +214,7 @@ class Tokenizer:
         try:
             return self.special_tokens[name]
         except (KeyError, TypeError):
-            raise TokenizerError(f"{_show(name)} is not a special token of {self.source}") from None
+            raise TokenizerError(f"{brief(name)} is not a special token of {self.source}") from None
 
     def is_special(self, token_id: int) -> bool:
         return token_id in self._special_ids
@@ -377,68 +239,6 @@ class StreamDecoder:
     def flush(self) -> str:
         """The text still held back (an unfinished character becomes U+FFFD); the decoder is then empty."""
         return self._decoder.decode(b"", final=True)
-
-
-# -- file formats ---------------------------------------------------------------------------------------------
-
-
-def _read_tiktoken_file(path: str) -> List[bytes]:
-    """Token bytes by rank from a tiktoken file; FormatError naming the file and line for anything malformed."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise FormatError(f"{path}: tokenizer file not found") from None
-    except OSError as e:
-        raise FormatError(f"{path}: cannot read the tokenizer file ({e.strerror or e})") from None
-    by_rank: Dict[int, bytes] = {}
-    line_of_rank: Dict[int, int] = {}
-    line_of_token: Dict[bytes, int] = {}
-    for lineno, raw in enumerate(data.split(b"\n"), 1):
-        line = raw.strip()
-        if not line:
-            continue
-        parts = line.split()
-        if len(parts) != 2:
-            raise FormatError(f"{path}:{lineno}: expected '<base64 token> <rank>', got {_show(raw.decode('latin-1'))}")
-        b64, rank_text = parts
-        try:
-            token = base64.b64decode(b64, validate=True)
-        except (binascii.Error, ValueError):
-            raise FormatError(f"{path}:{lineno}: token {_show(b64.decode('latin-1'))} is not valid base64") from None
-        if not token:
-            raise FormatError(f"{path}:{lineno}: empty token")
-        if not rank_text.isdigit():
-            raise FormatError(f"{path}:{lineno}: rank {_show(rank_text.decode('latin-1'))} is not a non-negative integer")
-        if len(rank_text) > 18:  # int() refuses > 4300 digits with a ValueError; no vocabulary has 10^18 tokens
-            raise FormatError(f"{path}:{lineno}: rank {_show(rank_text.decode('latin-1'))} is too large")
-        rank = int(rank_text)
-        if rank in by_rank:
-            raise FormatError(f"{path}:{lineno}: rank {rank} already given on line {line_of_rank[rank]}")
-        if token in line_of_token:
-            raise FormatError(f"{path}:{lineno}: token {_show(token)} already given on line {line_of_token[token]}")
-        by_rank[rank] = token
-        line_of_rank[rank] = lineno
-        line_of_token[token] = lineno
-    n = len(by_rank)
-    if n == 0:
-        raise FormatError(f"{path}: no tokens (empty tokenizer file)")
-    if max(by_rank) != n - 1:
-        rank = min(r for r in by_rank if r >= n)
-        raise FormatError(f"{path}:{line_of_rank[rank]}: rank {rank} leaves a gap; the {n} ranks must be 0..{n - 1}")
-    for b in range(256):
-        if bytes([b]) not in line_of_token:
-            raise FormatError(f"{path}: no token for the byte 0x{b:02x} (byte-level BPE needs all 256 single bytes)")
-    return [by_rank[r] for r in range(n)]
-
-
-def _gguf_token_bytes(text: str) -> bytes:
-    """Bytes of a GGUF byte-level token: GPT-2's printable stand-ins mapped back to bytes; a token written in other
-    characters is taken as its own UTF-8 (Hugging Face's GGUF loader does the same)."""
-    try:
-        return bytes([_BYTE_OF_CHAR[c] for c in text])
-    except KeyError:
-        return text.encode("utf-8", "surrogateescape")
 
 
 _PY_SPACE_TABLE = None

@@ -9,14 +9,14 @@
  */
 #include <math.h>
 
+#include "kernels/kernels.h"
 #include "lcx.h"
-#include "lcx_simd.h"
 
 #if LCX_X86
 #include <immintrin.h> /* before any target pragma: the intrinsics carry their own targets */
 #endif
 
-#if LCX_X86 && (defined(__GNUC__) || defined(__clang__))
+#if LCX_X86_KERNELS
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
 #else
@@ -95,8 +95,9 @@ LCX_DEFINE_ROWDOTS(rowdots_bf16, uint16_t, load_bf16x8, wval_bf16)
 LCX_DEFINE_ROWDOTS(rowdots_f32, float, _mm256_loadu_ps, wval_f32)
 
 #define LCX_DEFINE_GEMM(NAME, WT, TILE, ROWDOTS)                                                            \
-    static void NAME(const WT *W, size_t ldw, const float *X, size_t ldx, float *Y, size_t ldy, size_t rows, \
-                     size_t t, size_t n, int beta) {                                                        \
+    void NAME(const void *Wv, size_t ldw, const float *X, size_t ldx, float *Y, size_t ldy, size_t rows,     \
+              size_t t, size_t n, int beta) {                                                               \
+        const WT *W = (const WT *)Wv;                                                                       \
         if (t == 1) {                                                                                       \
             LCX_MATVEC_BODY(ROWDOTS, W, ldw, X, Y, rows, n, beta);                                          \
             return;                                                                                         \
@@ -163,7 +164,8 @@ static void lcx_pv_f32_avx2(const float *P, size_t ldp, size_t rows, const float
     }
 }
 
-static void lcx_bf16_to_f32_avx2(const uint16_t *src, float *dst, size_t n) {
+void lcx_to_f32_bf16_avx2(const void *srcv, float *dst, size_t n) {
+    const uint16_t *src = (const uint16_t *)srcv;
     size_t j = 0;
     for (; j + 8 <= n; j += 8) _mm256_storeu_ps(dst + j, load_bf16x8(src + j));
     for (; j < n; j++) dst[j] = lcx_bf16_to_f32_scalar(src[j]);
@@ -241,8 +243,8 @@ static void lcx_rmsnorm_f32_avx2(const float *x, const float *w, float *out, siz
 }
 
 const lcx_kernels lcx_kernels_avx2 = {
-    "avx2", lcx_gemm_bf16_avx2, lcx_gemm_f32_avx2, lcx_pv_f32_avx2, lcx_bf16_to_f32_avx2,
-    lcx_softmax_f32_avx2, lcx_swiglu_f32_avx2, lcx_rmsnorm_f32_avx2,
+    .name = "avx2", .pv_f32 = lcx_pv_f32_avx2, .softmax_f32 = lcx_softmax_f32_avx2,
+    .swiglu_f32 = lcx_swiglu_f32_avx2, .rmsnorm_f32 = lcx_rmsnorm_f32_avx2,
 };
 
 #if defined(__clang__)
@@ -251,5 +253,5 @@ const lcx_kernels lcx_kernels_avx2 = {
 #pragma GCC pop_options
 #endif
 #else
-const lcx_kernels lcx_kernels_avx2 = {"avx2", 0, 0, 0, 0, 0, 0, 0};
+const lcx_kernels lcx_kernels_avx2 = {.name = "avx2"}; /* not compiled: the runtime never selects it */
 #endif

@@ -3,12 +3,13 @@
 #include <math.h>
 #include <string.h>
 
+#include "kernels/kernels.h"
 #include "lcx.h"
-#include "lcx_simd.h"
 
 /* W (rows, ldw) bf16, X (t, ldx) f32 -> Y (t, ldy) = beta*Y + X @ W[0:rows]ᵀ over n columns */
-static void lcx_gemm_bf16_generic(const uint16_t *W, size_t ldw, const float *X, size_t ldx, float *Y,
-                                  size_t ldy, size_t rows, size_t t, size_t n, int beta) {
+void lcx_gemm_bf16_generic(const void *Wv, size_t ldw, const float *X, size_t ldx, float *Y, size_t ldy,
+                           size_t rows, size_t t, size_t n, int beta) {
+    const uint16_t *W = (const uint16_t *)Wv;
     for (size_t i = 0; i < t; i++) {
         const float *x = X + i * ldx;
         for (size_t r = 0; r < rows; r++) {
@@ -21,8 +22,9 @@ static void lcx_gemm_bf16_generic(const uint16_t *W, size_t ldw, const float *X,
 }
 
 /* W (rows, ldw) f32, X (t, ldx) f32 -> Y (t, ldy) = beta*Y + X @ W[0:rows]ᵀ over n columns */
-static void lcx_gemm_f32_generic(const float *W, size_t ldw, const float *X, size_t ldx, float *Y, size_t ldy,
-                                 size_t rows, size_t t, size_t n, int beta) {
+void lcx_gemm_f32_generic(const void *Wv, size_t ldw, const float *X, size_t ldx, float *Y, size_t ldy,
+                          size_t rows, size_t t, size_t n, int beta) {
+    const float *W = (const float *)Wv;
     for (size_t i = 0; i < t; i++) {
         const float *x = X + i * ldx;
         for (size_t r = 0; r < rows; r++) {
@@ -45,8 +47,39 @@ static void lcx_pv_f32_generic(const float *P, size_t ldp, size_t rows, const fl
         }
 }
 
-static void lcx_bf16_to_f32_generic(const uint16_t *src, float *dst, size_t n) {
-    for (size_t j = 0; j < n; j++) dst[j] = lcx_bf16_to_f32_scalar(src[j]);
+/* dst (n,) f32 = src (n,) bf16 (exact: a shift) */
+void lcx_to_f32_bf16_generic(const void *src, float *dst, size_t n) {
+    const uint16_t *s = (const uint16_t *)src;
+    for (size_t j = 0; j < n; j++) dst[j] = lcx_bf16_to_f32_scalar(s[j]);
+}
+
+/* dst (n,) f32 = src (n,) f32 */
+void lcx_to_f32_f32_generic(const void *src, float *dst, size_t n) { memcpy(dst, src, n * sizeof(float)); }
+
+/* dst (n,) f32 = src (n,) IEEE half (exact: every f16 is representable), for f16 checkpoints widened at load */
+void lcx_to_f32_f16_generic(const void *src, float *dst, size_t n) {
+    const uint16_t *s = (const uint16_t *)src;
+    for (size_t j = 0; j < n; j++) {
+        uint32_t h = s[j], sign = (h & 0x8000u) << 16, e = (h >> 10) & 0x1f, mant = h & 0x3ffu, u;
+        if (e == 0x1f) {
+            u = sign | 0x7f800000u | (mant << 13);
+        } else if (e != 0) {
+            u = sign | ((e + 112) << 23) | (mant << 13);
+        } else if (mant == 0) {
+            u = sign;
+        } else { /* subnormal: normalise */
+            int shift = 0;
+            while (!(mant & 0x400u)) { mant <<= 1; shift++; }
+            u = sign | ((uint32_t)(113 - shift) << 23) | ((mant & 0x3ffu) << 13);
+        }
+        memcpy(dst + j, &u, sizeof u);
+    }
+}
+
+/* dst (n,) bf16 = round-to-nearest-even(src (n,) f32), NaN kept quiet */
+void lcx_from_f32_bf16_generic(const float *src, void *dst, size_t n) {
+    uint16_t *d = (uint16_t *)dst;
+    for (size_t j = 0; j < n; j++) d[j] = lcx_f32_to_bf16_scalar(src[j]);
 }
 
 static float lcx_softmax_f32_generic(float *x, size_t n, float scale) {
@@ -75,6 +108,6 @@ static void lcx_rmsnorm_f32_generic(const float *x, const float *w, float *out, 
 }
 
 const lcx_kernels lcx_kernels_generic = {
-    "generic", lcx_gemm_bf16_generic, lcx_gemm_f32_generic, lcx_pv_f32_generic, lcx_bf16_to_f32_generic,
-    lcx_softmax_f32_generic, lcx_swiglu_f32_generic, lcx_rmsnorm_f32_generic,
+    .name = "generic", .pv_f32 = lcx_pv_f32_generic, .softmax_f32 = lcx_softmax_f32_generic,
+    .swiglu_f32 = lcx_swiglu_f32_generic, .rmsnorm_f32 = lcx_rmsnorm_f32_generic,
 };

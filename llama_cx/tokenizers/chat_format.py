@@ -11,8 +11,10 @@ Two formats, one interface (`encode_dialog`, `encode_turn`, `stop_ids`, `end_of_
   (SmolLM2: "You are a helpful AI assistant named SmolLM, trained by Hugging Face") comes first, as its Jinja
   template does.
 
-`chat_format_for(tokenizer, chat_template=None)` picks one from a chat template (a GGUF's
-tokenizer.chat_template) or, without one, from the tokenizer's special tokens.
+(Llama 2's `[INST] <<SYS>>` format, `Llama2ChatFormat`, has the same interface; it is in chat_llama2.py.)
+
+`chat_format_for(tokenizer, chat_template=None)` picks one of the three from a chat template (a GGUF's
+tokenizer.chat_template) or, without one, from the tokenizer's special tokens and kind.
 
 Messages are dicts {"role": ..., "content": ...} or objects with .role and .content. Content is user text: special
 token text in it is encoded as plain text (the tokenizer's default), so a user cannot close a turn by typing
@@ -25,22 +27,12 @@ equal to `encode_dialog(m + [reply] + new_messages)`.
 from __future__ import annotations
 
 import re
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple
 
-from .errors import TokenizerError
-
-Message = Union[dict, object]
-
-
-def _role_content(message: Message) -> Tuple[str, str]:
-    if isinstance(message, dict):
-        role, content = message.get("role"), message.get("content")
-    else:
-        role, content = getattr(message, "role", None), getattr(message, "content", None)
-    role = getattr(role, "value", role)  # an Enum like Meta's Role
-    if not isinstance(role, str) or not isinstance(content, str):
-        raise TokenizerError(f"a chat message needs a str role and a str content, got {message!r:.80}")
-    return role, content
+from ..errors import TokenizerError
+from ._messages import Message, role_content as _role_content
+from .chat_llama2 import Llama2ChatFormat
+from .spm import SentencePieceTokenizer
 
 
 class ChatFormat:
@@ -143,11 +135,14 @@ _DEFAULT_SYSTEM = re.compile(r"""<\|im_start\|>system(?:\n|\\n)([^'"{}]*?)<\|im_
 
 
 def chat_format_for(tokenizer, chat_template: Optional[str] = None):
-    """The chat format for a tokenizer: ChatMLFormat or ChatFormat (Llama 3), or None when neither fits.
+    """The chat format for a tokenizer: ChatMLFormat, ChatFormat (Llama 3) or Llama2ChatFormat, or None when none
+    fits.
 
     chat_template (default: tokenizer.chat_template, a GGUF's tokenizer.chat_template) decides when given: one
     that writes <|im_start|> is ChatML (with its literal default system message, if any), one that writes
-    <|start_header_id|> is Llama 3. Without a template, the tokenizer's special tokens decide.
+    <|start_header_id|> is Llama 3, one that writes [INST] and <<SYS>> is Llama 2 (for a SentencePiece
+    tokenizer). Without a template, the tokenizer's special tokens decide, and a SentencePiece tokenizer (Llama 2's
+    tokenizer.model, a GGUF "llama" vocabulary) gets Llama 2's format.
     """
     if tokenizer is None:
         return None
@@ -155,15 +150,20 @@ def chat_format_for(tokenizer, chat_template: Optional[str] = None):
     specials = tokenizer.special_tokens
     llama3_ok = all(t in specials for t in ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"))
     chatml_ok = all(t in specials for t in ("<|im_start|>", "<|im_end|>"))
+    llama2_ok = isinstance(tokenizer, SentencePieceTokenizer) and None not in (tokenizer.bos_id, tokenizer.eos_id)
     if template:
         if "<|im_start|>" in template and chatml_ok:
             m = _DEFAULT_SYSTEM.search(template)
             return ChatMLFormat(tokenizer, default_system=m.group(1) if m else None)
         if "<|start_header_id|>" in template and llama3_ok:
             return ChatFormat(tokenizer)
+        if "[INST]" in template and "<<SYS>>" in template and llama2_ok:  # Mistral's [INST] template has no <<SYS>>
+            return Llama2ChatFormat(tokenizer)
         return None
     if llama3_ok:
         return ChatFormat(tokenizer)
     if chatml_ok:
         return ChatMLFormat(tokenizer)
+    if llama2_ok:
+        return Llama2ChatFormat(tokenizer)
     return None

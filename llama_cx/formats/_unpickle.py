@@ -28,7 +28,7 @@ import struct
 from dataclasses import dataclass
 from typing import Tuple
 
-from .errors import FormatError, UnsafePickleError
+from ..errors import FormatError, UnsafePickleError
 
 # Legacy typed storage classes torch pickles (torch.storage._dtype_to_storage_type_map) -> (dtype, itemsize).
 STORAGE_DTYPES = {
