@@ -21,15 +21,11 @@ import sys
 import unicodedata
 from typing import List, Optional
 
+from ._cli_common import PROG, _info, _load, _read_prompt, _UsageError
 from ._version import __version__
 from .errors import LlamaCxError
 
 COMMANDS = ("generate", "chat", "info", "demo", "trace", "trace-diff", "serve")
-PROG = "llama-cx"
-
-
-class _UsageError(Exception):
-    pass
 
 
 class _Parser(argparse.ArgumentParser):
@@ -227,32 +223,7 @@ def _broken_pipe() -> int:
     return 1
 
 
-# ---- helpers shared by the commands ------------------------------------------------------------------------
-def _model_path(args, demo_fallback: bool) -> str:
-    path = args.model or os.environ.get("LLAMA_CX_MODEL")
-    if path:
-        return path
-    if demo_fallback:
-        from .demo import demo_model_path
-
-        return demo_model_path(progress=sys.stderr)
-    raise _UsageError("no model given: pass MODEL or set LLAMA_CX_MODEL (or try `llama-cx demo`, or --help)")
-
-
-def _load(args, demo_fallback=True, quiet=False):
-    from .model import load
-
-    path = _model_path(args, demo_fallback)
-    if not quiet and sys.stderr.isatty():
-        _info(f"loading {path}")
-    return load(path, huge_pages=args.huge_pages)
-
-
-def _info(msg: str) -> None:
-    sys.stderr.write(f"{PROG}: {msg}\n")
-    sys.stderr.flush()
-
-
+# ---- helpers shared by the commands (and in _cli_common.py) ---------------------------------------------
 def _sampling_kwargs(args) -> dict:
     """The sampling flags, checked (a bad value fails here, before the model is loaded)."""
     from .sampling import SamplingParams
@@ -396,12 +367,6 @@ def _one_shot_chat(model, system, prompt, max_tokens, n_ctx, kw):
         default = min(model.config.max_seq_len, 4096)
         n_ctx = max(1, min(default, len(model.chat_format.encode_dialog(msgs)) + max_tokens + 1))
     return ChatSession(model, system=system, n_ctx=n_ctx).send(prompt, max_tokens=max_tokens, **kw)
-
-
-def _read_prompt(p: str) -> str:
-    if p == "-":
-        return sys.stdin.read()
-    return p
 
 
 def cmd_generate(args) -> int:

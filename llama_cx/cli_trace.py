@@ -13,11 +13,11 @@ import math
 import sys
 from typing import List
 
+from ._cli_common import PROG, _load, _model_path, _read_prompt
 from .trace import (FAST_STAGES, LAYER_STAGES, STAGES, Trace, array_name, diff, load_npz, logit_lens, norm2,
                     parse_layers, parse_stages, row, save_npz, stage_names, top_k, trace)
 from .errors import InvalidArgumentError
 
-PROG = "llama-cx"
 _SHORT = {"attention_norm": "attn_norm", "attention": "attention", "ffn_norm": "ffn_norm",
           "feed_forward": "feed_fwd", "residual": "residual"}
 
@@ -88,8 +88,6 @@ def _ids(args, model) -> List[int]:
             return [int(s) for s in args.ids.replace(" ", "").split(",") if s]
         except ValueError:
             raise InvalidArgumentError(f"--ids: expected comma-separated integers, got {args.ids!r}") from None
-    from .cli import _read_prompt
-
     tok = model.require_tokenizer()
     return tok.encode(_read_prompt(args.prompt), bos=bool(tok.add_bos))
 
@@ -158,7 +156,6 @@ def _say(line: str) -> None:
 
 
 def cmd_trace(args) -> int:
-    from .cli import _load, _model_path
     from .model import load
 
     model = _load(args)
