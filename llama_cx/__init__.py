@@ -4,6 +4,7 @@ from .config import ModelConfig
 from .errors import (ContextLengthError, FormatError, InvalidArgumentError, LlamaCxError, TokenizerError,
                      TokenizerMissingError, UnsafePickleError)
 from .generate import ChatSession, Generation, GenerationStats, generate, generate_tokens
+from .llama import Llama
 from .model import Context, Model, load
 from .runtime import (cpu_info, get_bf16_decode, get_bf16_prefill, get_num_threads, set_bf16_decode, set_bf16_prefill,
                       set_num_threads)
@@ -16,8 +17,8 @@ from .trace import trace
 __all__ = [
     "__version__", "load", "Model", "Context", "ModelConfig", "Tokenizer", "SentencePieceTokenizer", "ChatFormat",
     "ChatMLFormat", "Llama2ChatFormat", "chat_format_for", "generate", "generate_tokens", "Generation",
-    "GenerationStats", "ChatSession",
-    "Sampler", "SamplingParams", "cpu_info", "set_num_threads", "get_num_threads", "set_bf16_prefill",
-    "get_bf16_prefill", "set_bf16_decode", "get_bf16_decode", "trace", "LlamaCxError", "FormatError",
+    "GenerationStats", "ChatSession", "Sampler", "SamplingParams", "Llama", "cpu_info", "set_num_threads",
+    "get_num_threads", "set_bf16_prefill", "get_bf16_prefill", "set_bf16_decode", "get_bf16_decode", "trace",
+    "LlamaCxError", "FormatError",
     "UnsafePickleError", "TokenizerError", "InvalidArgumentError", "TokenizerMissingError", "ContextLengthError",
 ]

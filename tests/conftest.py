@@ -104,3 +104,19 @@ def llama_spm_vocab_dir():
             f.write(model_proto_from_gguf(os.path.join(d, "ggml-vocab-llama-spm.gguf")).SerializeToString())
         os.replace(tmp, model)
     return d
+
+
+@pytest.fixture(scope="session")
+def tiny_llama2_path(tmp_path_factory, llama_spm_vocab_dir):
+    """A random tiny Llama 2 checkpoint directory (params.json in Llama 2's layout: vocab_size -1, no rope_theta;
+    consolidated.00.pth by torch.save) with the Llama 2 SentencePiece tokenizer.model: for the API and server
+    tests, which need a model with the [INST] chat format, not its numerics (tests/test_llama2.py checks those)."""
+    pytest.importorskip("torch")
+    from _ckpt import random_state_dict, write_checkpoint
+
+    params = {"dim": 64, "multiple_of": 32, "n_heads": 4, "n_kv_heads": 2, "n_layers": 2, "norm_eps": 1e-05,
+              "vocab_size": -1}
+    path = str(tmp_path_factory.mktemp("tiny-llama2"))
+    write_checkpoint(path, params=params, state_dict=random_state_dict(dict(params, vocab_size=32000), seed=2),
+                     tokenizer=os.path.join(llama_spm_vocab_dir, "tokenizer.model"))
+    return path

@@ -14,8 +14,9 @@ from .common import PROG, UsageError, say_error
 from .generate import cmd_chat, cmd_demo, cmd_generate
 from .info import cmd_info, cmd_menu
 from .trace import add_parsers as add_trace_parsers
+from .serve import add_parser as add_serve_parser
 
-COMMANDS = ("generate", "chat", "info", "demo", "trace", "trace-diff")
+COMMANDS = ("generate", "chat", "info", "demo", "trace", "trace-diff", "serve")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -99,7 +100,7 @@ def _build_parsers():
 
     top = _Parser(prog=PROG, parents=[common, sampling],
                   description="CPU inference for Meta Llama models. Without a command: an interactive menu.",
-                  epilog="commands: generate, chat, info, demo, trace, trace-diff  (llama-cx COMMAND --help)")
+                  epilog="commands: generate, chat, info, demo, trace, trace-diff, serve  (llama-cx COMMAND --help)")
     top.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     model_arg(top, demo_fallback=False)
     top.set_defaults(func=cmd_menu, command=None)
@@ -133,6 +134,7 @@ def _build_parsers():
     p.add_argument("-q", "--quiet", action="store_true", help="no stats on stderr (with -p)")
     p.set_defaults(func=cmd_demo, model=None)
     add_trace_parsers(subs, _Parser, common)
+    add_serve_parser(subs, _Parser, [common])
     for name, p in subs.items():
         p.set_defaults(command=name)
     return top, subs

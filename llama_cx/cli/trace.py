@@ -16,8 +16,8 @@ from typing import List
 from ..trace import (FAST_STAGES, LAYER_STAGES, STAGES, Trace, array_name, diff, load_npz, logit_lens, norm2,
                     parse_layers, parse_stages, row, save_npz, stage_names, top_k, trace)
 from ..errors import InvalidArgumentError
+from .common import PROG
 
-PROG = "llama-cx"
 _SHORT = {"attention_norm": "attn_norm", "attention": "attention", "ffn_norm": "ffn_norm",
           "feed_forward": "feed_fwd", "residual": "residual"}
 
