@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
+from ._limits import MAX_DATA_PKL, MAX_SMALL_MEMBER, check_model_path, open_regular
 from ._unpickle import TensorRef, load_pickle
 from ._zipfile import read_zip_directory
 from .config import ModelConfig
@@ -69,8 +70,7 @@ def expected_shapes(config: ModelConfig, tied: bool) -> Dict[str, Tuple[int, ...
 def load_checkpoint(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
     """Load a Meta checkpoint directory, a consolidated.00.pth (params.json beside it), or a .gguf file."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FormatError(f"{path}: no such file or directory")
+    check_model_path(path)  # a FIFO or a device would block or stream forever
     if os.path.isdir(path):
         return _load_meta_dir(path, rope_scale_factor)
     if _magic(path) == b"GGUF":
@@ -81,11 +81,11 @@ def load_checkpoint(path, rope_scale_factor: Optional[float] = None) -> Checkpoi
 
 
 def _magic(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
+    with open_regular(path, "model file") as f:
+        try:
             return f.read(4)
-    except OSError as e:
-        raise FormatError(f"{path}: cannot read ({e.strerror})") from None
+        except OSError as e:
+            raise FormatError(f"{path}: cannot read ({e.strerror})") from None
 
 
 def _load_meta_dir(directory: str, rope_scale_factor) -> Checkpoint:
@@ -169,7 +169,7 @@ def _load_meta(directory: str, pth: str, rope_scale_factor) -> Checkpoint:
         format="meta",
         config=config,
         tensors=tensors,
-        tokenizer_path=tok if os.path.isfile(tok) else None,
+        tokenizer_path=tok if os.path.lexists(tok) else None,  # not a regular file: Tokenizer.from_file says so
         metadata={
             "dtype": dtype,
             "tied_embeddings": tied,
@@ -193,7 +193,7 @@ class _TorchFile:
     def __init__(self, path: str):
         self.path = path
         try:
-            with open(path, "rb") as f:
+            with open_regular(path, "checkpoint file") as f:
                 self.size = os.fstat(f.fileno()).st_size
                 head = f.read(4)
                 if self.size == 0:
@@ -207,9 +207,10 @@ class _TorchFile:
                     raise FormatError(f"{path}: not a torch.save checkpoint ({len(pkls)} */data.pkl members in the zip)")
                 self.prefix = pkls[0][: -len("data.pkl")]
                 order = self.members.get(self.prefix + "byteorder")
-                if order is not None and _member_bytes(f, order) != b"little":
-                    raise FormatError(f"{path}: big-endian checkpoints are not supported (byteorder {_member_bytes(f, order)[:16]!r})")
-                pkl = _member_bytes(f, self.members[pkls[0]])
+                order = _member_bytes(f, order, MAX_SMALL_MEMBER, path) if order is not None else b"little"
+                if order != b"little":
+                    raise FormatError(f"{path}: big-endian checkpoints are not supported (byteorder {order[:16]!r})")
+                pkl = _member_bytes(f, self.members[pkls[0]], MAX_DATA_PKL, path)
                 self.mm = map_model_file(f.fileno())
                 if len(self.mm) != self.size:
                     raise FormatError(f"{path}: file changed size while being loaded")
@@ -269,9 +270,14 @@ def _non_overlapping(shape, strides) -> bool:
     return True
 
 
-def _member_bytes(f, member) -> bytes:
+def _member_bytes(f, member, limit: int, path: str) -> bytes:
+    """A member read whole, refused before reading when it declares more than `limit` bytes (read_zip_directory
+    checked the size against the file, but a sparse file makes any size cheap to declare)."""
+    if member.size > limit:
+        raise FormatError(f"{path}: zip member {member.name!r} declares {member.size} bytes, more than the "
+                          f"{limit} it can need (refused before reading)")
     f.seek(member.offset)
-    return f.read(member.size)  # the size was checked against the file by read_zip_directory
+    return f.read(member.size)
 
 
 def _contiguous_copy(t: Tensor) -> Tensor:

@@ -19,6 +19,8 @@ import sys
 import unicodedata
 from typing import List, Optional
 
+from ._limits import MAX_THREADS
+from ._text import from_user, setup_streams, show
 from ._version import __version__
 from .errors import LlamaCxError
 
@@ -38,23 +40,30 @@ class _Parser(argparse.ArgumentParser):
 
 
 # ---- argument types: a bad value is a one-line usage error -----------------------------------------------
-def _positive_int(s):
+_INT_MAX = 2**31 - 1  # counts reach C as int or Py_ssize_t: refused here rather than as an OverflowError there
+
+
+def _positive_int(s, hi=_INT_MAX):
     try:
         v = int(s)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {show(s)!r}") from None
+    if not 0 < v <= hi:
+        raise argparse.ArgumentTypeError(f"expected a positive integer up to {hi}, got {show(s)[:40]!r}")
     return v
+
+
+def _thread_count(s):
+    return _positive_int(s, MAX_THREADS)
 
 
 def _nonneg_int(s):
     try:
         v = int(s)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}")
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {show(s)!r}") from None
+    if not 0 <= v <= _INT_MAX:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to {_INT_MAX}, got {show(s)[:40]!r}")
     return v
 
 
@@ -77,7 +86,7 @@ def _int(s):
 
 def _build_parsers():
     common = _Parser(add_help=False)
-    common.add_argument("--threads", type=_positive_int, metavar="N", help="kernel threads (default: all CPUs)")
+    common.add_argument("--threads", type=_thread_count, metavar="N", help="kernel threads (default: all CPUs)")
     common.add_argument("--huge-pages", action="store_true",
                         help="read the weights into huge-page memory: slower load, more RAM, faster decode")
     common.add_argument("--bf16-prefill", action="store_true",
@@ -89,7 +98,7 @@ def _build_parsers():
     g = sampling.add_argument_group("sampling")
     g.add_argument("-n", "--max-tokens", type=_nonneg_int, metavar="N", help="tokens to generate at most")
     g.add_argument("--temperature", "--temp", type=_finite_float, default=0.6, metavar="T", help="0 = greedy (default 0.6)")
-    g.add_argument("--top-k", type=_int, default=0, metavar="K", help="keep the K most likely tokens (0 = off)")
+    g.add_argument("--top-k", type=_nonneg_int, default=0, metavar="K", help="keep the K most likely tokens (0 = off)")
     g.add_argument("--top-p", type=_finite_float, default=0.9, metavar="P", help="nucleus sampling (default 0.9; 1 = off)")
     g.add_argument("--min-p", type=_finite_float, default=0.0, metavar="P", help="drop tokens below P x the best (0 = off)")
     g.add_argument("--repeat-penalty", type=_finite_float, default=1.0, metavar="R", help="penalise recent tokens (1 = off)")
@@ -164,14 +173,14 @@ def _parse(argv: List[str]):
 # ---- main ------------------------------------------------------------------------------------------------
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    for stream in (sys.stdout, sys.stderr):
-        if (getattr(stream, "encoding", "") or "").lower().replace("-", "") != "utf8" and hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="replace")  # an emoji on a latin-1 terminal is '?', not a crash
+    setup_streams()  # bad UTF-8 on stdin is U+FFFD; nothing written to stdout/stderr raises (see _text)
     try:
         try:
             args = _parse(argv)
         except SystemExit as e:  # --help / --version printed their text
             return e.code if isinstance(e.code, int) else 0
+        if getattr(args, "system", None) is not None:
+            args.system = from_user(args.system)  # argv bytes that are not UTF-8 -> U+FFFD, as on stdin
         if args.threads is not None or args.bf16_prefill or args.bf16_decode:
             from . import runtime  # only now: --help and --version run without the compiled core
 
@@ -203,7 +212,7 @@ def _error(msg: str, code: int) -> int:
 
 def _say_error(msg: str) -> None:
     """One line on stderr: `llama-cx: error: ...`."""
-    line = " ".join(str(msg).split("\n"))
+    line = show(" ".join(str(msg).split("\n")))
     try:
         sys.stderr.write(f"{PROG}: error: {line}\n")
         sys.stderr.flush()
@@ -243,7 +252,7 @@ def _load(args, demo_fallback=True, quiet=False):
 
 
 def _info(msg: str) -> None:
-    sys.stderr.write(f"{PROG}: {msg}\n")
+    sys.stderr.write(f"{PROG}: {show(msg)}\n")
     sys.stderr.flush()
 
 
@@ -394,8 +403,8 @@ def _one_shot_chat(model, system, prompt, max_tokens, n_ctx, kw):
 
 def _read_prompt(p: str) -> str:
     if p == "-":
-        return sys.stdin.read()
-    return p
+        return from_user(sys.stdin.read())  # stdin decodes bad UTF-8 as U+FFFD (setup_streams); a test's may not
+    return from_user(p)
 
 
 def cmd_generate(args) -> int:
@@ -561,6 +570,11 @@ def _token_label(tok, i) -> str:
 
 
 def _info_lines(model, tensors=False) -> List[str]:
+    """The `info` report; every line goes through show() (names from the file may hold any bytes)."""
+    return [show(r) for r in _info_rows(model, tensors)]
+
+
+def _info_rows(model, tensors=False) -> List[str]:
     ck, c = model.checkpoint, model.config
     md = ck.metadata
     rows = []

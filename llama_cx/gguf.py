@@ -29,6 +29,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
+from ._limits import open_regular
 from .checkpoint import Checkpoint, expected_shapes
 from .config import ROPE_HIGH_FREQ_FACTOR, ROPE_LOW_FREQ_FACTOR, ROPE_ORIGINAL_CONTEXT, ModelConfig
 from .errors import FormatError, LlamaCxError
@@ -263,16 +264,12 @@ class GGUFFile:
         self.metadata_types: Dict[str, str] = {}  # key -> "uint32", "string", "array[string]", ...
         self.tensor_infos: List[GGUFTensorInfo] = []
         try:
-            with open(self.path, "rb") as f:
+            with open_regular(self.path, "file") as f:  # not found / a FIFO or device: one-line FormatError
                 self.file_size = os.fstat(f.fileno()).st_size
                 if self.file_size < 24:
                     self._fail(f"too small to be a GGUF file ({self.file_size} bytes)")
                 # the mapping keeps its own reference to the file: closing `f` is fine
                 self._mm = map_model_file(f.fileno())
-        except FileNotFoundError:
-            self._fail("file not found")
-        except IsADirectoryError:
-            self._fail("is a directory, not a GGUF file")
         except OSError as e:
             self._fail(f"cannot read ({e.strerror or e})")
         try:
@@ -440,6 +437,17 @@ _ROPE_FREQS = "rope_freqs.weight"
 # metadata arrays too big to repeat in Checkpoint.metadata (the tokenizer gets them whole)
 _BULKY_LEN = 1024
 
+# The type of each metadata key read here without _int/_float (which check theirs); tokenizer.ggml.* are checked
+# by the tokenizer, which a bad vocabulary only drops. Checked once at load, so no later read meets an array
+# where it expects a string (a chat template of type int was a TypeError in the chat-format recogniser).
+_INTS = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64")
+_KINDS = {"a string": ("string",), "an integer": _INTS, "a number": _INTS + ("float32", "float64")}
+_KEY_TYPES = {
+    "general.architecture": "a string", "general.name": "a string", "general.file_type": "an integer",
+    "llama.vocab_size": "an integer", "llama.rope.scaling.type": "a string", "llama.rope.scaling.factor": "a number",
+    "tokenizer.chat_template": "a string",
+}
+
 
 def meta_name(gguf_name: str) -> Optional[str]:
     """The Meta name of a llama GGUF tensor, e.g. blk.3.ffn_gate.weight -> layers.3.feed_forward.w1.weight."""
@@ -490,6 +498,10 @@ class _LlamaGGUF:
     def __init__(self, gf: GGUFFile, rope_scale_factor: Optional[float]):
         self.gf, self.path, self.md = gf, gf.path, gf.metadata
         self.notes: List[str] = []
+        for key, kind in _KEY_TYPES.items():
+            if key in self.md and gf.metadata_types[key] not in _KINDS[kind]:
+                self.fail(f"metadata {key} must be {kind}, got {gf.metadata_types[key]}"
+                          + ("" if isinstance(self.md[key], list) else f" {_brief(self.md[key])}"))
         arch = self.md.get("general.architecture")
         if arch is None:
             self.fail("missing general.architecture")

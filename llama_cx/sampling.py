@@ -24,6 +24,8 @@ from typing import Iterable, Optional
 from . import _sampling
 from .errors import InvalidArgumentError
 
+_INT_MAX = 2**31 - 1
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -54,6 +56,8 @@ class SamplingParams:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
                 bad(f"{name} must be an integer, got {v!r}")
+            if name != "seed" and v > _INT_MAX:  # reaches C as Py_ssize_t; any larger value means "all" anyway
+                bad(f"{name} must be at most {_INT_MAX}, got {v!r}")
             return v
 
         if number("temperature") < 0:

@@ -34,6 +34,7 @@ import re
 from typing import Collection, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from . import _pretokenize
+from ._limits import MAX_TOKENIZER_FILE, read_regular
 from .errors import FormatError, TokenizerError
 
 try:
@@ -220,10 +221,13 @@ class Tokenizer:
         bos, eos, pad = (token_id(f"tokenizer.ggml.{k}_token_id") for k in ("bos", "eos", "padding"))
         stop = ([eos] if eos is not None else []) + [special[t] for t in _END_OF_GENERATION if t in special]
         template = meta.get("tokenizer.chat_template")
+        add_bos = meta.get("tokenizer.ggml.add_bos_token", False)
+        if not isinstance(add_bos, bool):
+            fail(f"tokenizer.ggml.add_bos_token = {_show(add_bos)} is not a bool")
         return cls(
             token_bytes=token_bytes, special_tokens=special, merges=merges, pattern=pattern,
             ignore_merges=ignore_merges, meta_slicing=False, bos_id=bos, eos_id=eos, stop_ids=stop, pad_id=pad,
-            source=source, add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", False)),
+            source=source, add_bos=add_bos,
             chat_template=template if isinstance(template, str) else None,
         )
 
@@ -384,13 +388,7 @@ class StreamDecoder:
 
 def _read_tiktoken_file(path: str) -> List[bytes]:
     """Token bytes by rank from a tiktoken file; FormatError naming the file and line for anything malformed."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise FormatError(f"{path}: tokenizer file not found") from None
-    except OSError as e:
-        raise FormatError(f"{path}: cannot read the tokenizer file ({e.strerror or e})") from None
+    data = read_regular(path, "tokenizer file", MAX_TOKENIZER_FILE)
     by_rank: Dict[int, bytes] = {}
     line_of_rank: Dict[int, int] = {}
     line_of_token: Dict[bytes, int] = {}
