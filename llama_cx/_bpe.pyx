@@ -304,7 +304,8 @@ cdef class Core:
     cdef uint32_t* pair_merged
     cdef uint64_t pair_mask
     cdef uint32_t byte_ids[256]
-    cdef uint64_t k0, k1                   # SipHash key, random per Core
+    cdef uint64_t k0, k1                   # SipHash key of the token table, random per Core
+    cdef uint64_t pair_tab[8][256]         # random tables of the pair hash (simple tabulation)
     cdef readonly Py_ssize_t max_probe     # longest run of occupied slots an insert walked (tests read it)
     cdef list _free                        # _Scratch objects not in use by any call
 
@@ -343,9 +344,10 @@ cdef class Core:
         self._space_obj = py_space_table
         self.pyspace = <const uint8_t*> PyBytes_AS_STRING(py_space_table)
         self.n_pyspace = len(py_space_table)
-        key_bytes = os.urandom(16)
+        key_bytes = os.urandom(16 + sizeof(self.pair_tab))
         memcpy(&self.k0, PyBytes_AS_STRING(key_bytes), 8)
         memcpy(&self.k1, PyBytes_AS_STRING(key_bytes) + 8, 8)
+        memcpy(self.pair_tab, PyBytes_AS_STRING(key_bytes) + 16, sizeof(self.pair_tab))
         self.max_probe = 0
 
         n = len(token_bytes)
@@ -431,15 +433,25 @@ cdef class Core:
         return lcx_siphash13(self.k0, self.k1, p, n)
 
     cdef inline uint64_t _hash_pair(self, uint64_t key) noexcept nogil:
-        return lcx_siphash13(self.k0, self.k1, <const uint8_t*> &key, 8)
+        """Simple tabulation (a random word per byte value and position, XORed): 3-independent, and linear
+        probing with it takes O(1) expected probes on any key set (Patrascu and Thorup, 2012); 8 loads from a
+        16 KB table instead of SipHash's 4+ rounds on the merges' hot path (SmolLM2's vocabulary: ~20%)."""
+        return (self.pair_tab[0][key & 255] ^ self.pair_tab[1][(key >> 8) & 255]
+                ^ self.pair_tab[2][(key >> 16) & 255] ^ self.pair_tab[3][(key >> 24) & 255]
+                ^ self.pair_tab[4][(key >> 32) & 255] ^ self.pair_tab[5][(key >> 40) & 255]
+                ^ self.pair_tab[6][(key >> 48) & 255] ^ self.pair_tab[7][key >> 56])
 
     cdef inline int64_t _lookup(self, const uint8_t* p, Py_ssize_t n) noexcept nogil:
         """The id whose bytes are p[:n], or -1."""
-        cdef uint64_t idx
-        cdef uint32_t s, t
         if n > self.max_len or n == 0:
             return -1
-        idx = self._hash(p, n) & self.slot_mask
+        return self._lookup_h(p, n, self._hash(p, n))
+
+    cdef inline int64_t _lookup_h(self, const uint8_t* p, Py_ssize_t n, uint64_t h) noexcept nogil:
+        """_lookup with the hash of p[:n] given (0 < n <= max_len)."""
+        cdef uint64_t idx
+        cdef uint32_t s, t
+        idx = h & self.slot_mask
         while True:
             s = self.slots[idx]
             if s == 0:
@@ -529,14 +541,15 @@ cdef class Core:
                 sc.out[sc.out_n] = self.byte_ids[p[0]]
                 sc.out_n += 1
             return 0
-        if self.ignore_merges:
-            t = self._lookup(p, n)
+        if n <= CACHE_BYTES or (self.ignore_merges and n <= self.max_len):
+            h = self._hash(p, n)  # one hash for the whole-token lookup and the cache
+        if self.ignore_merges and n <= self.max_len:
+            t = self._lookup_h(p, n, h)
             if t >= 0:
                 sc.out[sc.out_n] = <uint32_t> t
                 sc.out_n += 1
                 return 0
         if n <= CACHE_BYTES:
-            h = self._hash(p, n)
             e = &sc.cache[h & (CACHE_SLOTS - 1)]
             if e.n == n and e.h == h and memcmp(e.piece, p, n) == 0:
                 memcpy(sc.out + sc.out_n, e.ids, e.k * sizeof(uint32_t))

@@ -92,10 +92,10 @@ def _load_meta_dir(directory: str, rope_scale_factor) -> Checkpoint:
     shards = sorted(n for n in os.listdir(directory) if _SHARD_RE.match(n))
     if len(shards) > 1:
         raise FormatError(f"{directory}: multi-shard checkpoints are not supported yet ({len(shards)} shards: {', '.join(shards)})")
-    if not os.path.isfile(os.path.join(directory, "params.json")):
+    if not os.path.lexists(os.path.join(directory, "params.json")):  # a FIFO etc.: refused when opened
         raise FormatError(f"{directory}: no params.json (expected a Meta checkpoint directory: params.json, consolidated.00.pth, tokenizer.model)")
     pth = os.path.join(directory, "consolidated.00.pth")
-    if not os.path.isfile(pth):
+    if not os.path.lexists(pth):
         raise FormatError(f"{directory}: no consolidated.00.pth (expected a Meta checkpoint directory: params.json, consolidated.00.pth, tokenizer.model)")
     return _load_meta(directory, pth, rope_scale_factor)
 
@@ -106,7 +106,7 @@ def _load_meta(directory: str, pth: str, rope_scale_factor) -> Checkpoint:
         if len(shards) > 1:
             raise FormatError(f"{pth}: multi-shard checkpoints are not supported yet ({len(shards)} shards beside it)")
     params_path = os.path.join(directory, "params.json")
-    if not os.path.isfile(params_path):
+    if not os.path.lexists(params_path):
         raise FormatError(f"{params_path}: file not found (a Meta .pth needs the params.json beside it)")
     config = ModelConfig.from_params_file(params_path, rope_scale_factor=rope_scale_factor)
 

@@ -1,0 +1,571 @@
+"""Hardening, round 2 (issue 21): threads sharing a tokenizer, a model or a context; files built to cost minutes
+or gigabytes; text that is not UTF-8 at every boundary; integers too large for C; degenerate numbers; metadata of
+the wrong type. Each case goes through the API and the CLI and asserts the one-line message a user reads."""
+import json
+import os
+import random
+import resource
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import gguf
+import pytest
+import torch
+
+import llama_cx
+from _ckpt import SMALL, random_state_dict, write_checkpoint
+from _gguf_files import key_pos, patch, write_llama_gguf
+from _scripted import LLAMA3_VOCAB
+from llama_cx import _kernels
+from llama_cx._limits import MAX_DATA_PKL, MAX_KEY_ELEMENTS, MAX_PICKLE_OPS, MAX_SMALL_MEMBER, MAX_TOKENIZER_FILE
+from llama_cx.chat_format import ChatMLFormat, chat_format_for
+from llama_cx.checkpoint import load_checkpoint
+from llama_cx.errors import FormatError, InvalidArgumentError, LlamaCxError
+from llama_cx.gguf import GGUFFile
+from llama_cx.sampling import SamplingParams
+from llama_cx.tokenizer import Tokenizer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(llama_cx.__file__)))
+V = gguf.GGUFValueType
+
+
+def cli(*args, input=None, timeout=120, **extra_env):
+    """Run the CLI on bytes in and out (args may be bytes: file names that are not UTF-8)."""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("LLAMA_CX_MODEL", None)
+    env.update(extra_env)
+    argv = [sys.executable, "-m", "llama_cx"] + [a if isinstance(a, bytes) else str(a) for a in args]
+    r = subprocess.run(argv, input=input, capture_output=True, env=env, timeout=timeout)
+    err = r.stderr.decode("utf-8", "replace")
+    assert "Traceback" not in err, err
+    return r.returncode, r.stdout.decode("utf-8", "replace"), err
+
+
+def one_error_line(result, code, fragment):
+    rc, _out, err = result
+    assert rc == code, (rc, err)
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("llama-cx: error: "), err
+    assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def one_line(excinfo) -> str:
+    msg = str(excinfo.value)
+    assert msg and "\n" not in msg, msg
+    return msg
+
+
+@pytest.fixture(scope="module")
+def llama3_tok(llama3_tokenizer_path):
+    return Tokenizer.from_file(llama3_tokenizer_path)
+
+
+@pytest.fixture(scope="module")
+def smol_tok(smollm2_gguf_path):
+    with GGUFFile(smollm2_gguf_path) as gf:
+        return Tokenizer.from_gguf_metadata(gf.metadata, smollm2_gguf_path)
+
+
+@pytest.fixture(scope="module")
+def text_model_dir(tmp_path_factory, llama3_tokenizer_path):
+    """A small random model with Meta's Llama 3 tokenizer (text in, text out)."""
+    d = tmp_path_factory.mktemp("hardening") / "text-model"
+    write_checkpoint(str(d), seed=7, vocab_size=LLAMA3_VOCAB, max_seq_len=256, tokenizer=llama3_tokenizer_path)
+    return str(d)
+
+
+def texts(seed, n=48, max_words=400):
+    rnd = random.Random(seed)
+    words = ["hello", " world", "  ", "\n", "12345", "zxqvj", " ありがとう", "🦊", "naïve", "'s", "a" * 90, "\t",
+             " the", "<|eot_id|>", "😀😀", "x" * 30]
+    return ["".join(rnd.choice(words) for _ in range(rnd.randrange(1, max_words))) for _ in range(n)]
+
+
+# ---- threads -----------------------------------------------------------------------------------------------------
+def run_threads(n, target):
+    errors = []
+    start = threading.Barrier(n)
+
+    def wrapped(k):
+        try:
+            start.wait()
+            target(k)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=wrapped, args=(k,)) for k in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout=600)
+    assert not errors, errors
+
+
+@pytest.mark.parametrize("which", ["llama3_tok", "smol_tok"])
+def test_four_threads_share_one_tokenizer(which, request):
+    """Was a segfault (both tokenizers): the compiled core kept one output buffer and merge scratch per tokenizer
+    and released the GIL while merging, so threads reallocated each other's buffers."""
+    tok = request.getfixturevalue(which)
+    docs = texts(seed=3)
+    want = [tok.encode(t) for t in docs]
+    bad = []
+
+    def work(k):
+        for _round in range(40):
+            for i in range(k, len(docs), 4):
+                if tok.encode(docs[i]) != want[i]:
+                    bad.append(i)
+
+    run_threads(4, work)
+    assert bad == []
+
+
+def test_two_threads_generating_on_one_model_match_the_serial_run(text_model_dir):
+    """Was 3 of 959 generations different, already in the prompt ids (the shared tokenizer buffers)."""
+    model = llama_cx.load(text_model_dir)
+    prompts = texts(seed=5, n=24, max_words=20)
+    kw = dict(max_tokens=4, temperature=0.9, top_k=40)
+
+    def one(i):
+        g = model.generate(prompts[i], seed=i, **kw)
+        g.read()
+        return g.prompt_ids, g.tokens
+
+    want = [one(i) for i in range(len(prompts))]
+    for _round in range(4):
+        got = [None] * len(prompts)
+
+        def work(k):
+            for i in range(k, len(prompts), 2):
+                got[i] = one(i)
+
+        run_threads(2, work)
+        assert got == want
+
+
+def test_two_threads_on_one_context_one_is_refused(text_model_dir):
+    """Was 12 of 12 rounds corrupted silently: now the second caller gets a one-line LlamaCxError while the
+    first runs, and what the first computed is exactly the serial result."""
+    model = llama_cx.load(text_model_dir)
+    a, b = [(7 * i) % 1000 + 10 for i in range(120)], [(11 * i) % 1000 + 10 for i in range(120)]
+
+    def serial(*calls):
+        ctx = model.new_context(256)
+        for ids in calls:
+            out = bytes(ctx.forward(ids))
+        return out
+
+    want = {"a": serial(a), "b": serial(b), "ab": serial(a, b), "ba": serial(b, a)}
+    refused = 0
+    for _round in range(20):
+        ctx = model.new_context(256)
+        results, messages = {}, []
+
+        def work(k):
+            name, ids = ("a", a) if k == 0 else ("b", b)
+            try:
+                results[name] = bytes(ctx.forward(ids))
+            except LlamaCxError as e:
+                messages.append(str(e))
+
+        run_threads(2, work)
+        if messages:
+            refused += 1
+            assert messages == ["context is in use by another thread (a Context serves one thread at a time; "
+                                "make one context per thread)"]
+            (name, logits), = results.items()
+            assert logits == want[name] and ctx.tokens == (a if name == "a" else b)
+        else:  # the calls did not overlap: the second one continued the first one's sequence
+            order = "ab" if ctx.tokens == a + b else "ba"
+            assert ctx.tokens == (a + b if order == "ab" else b + a)
+            assert results[order[1]] == want[order]
+    assert refused > 0, "the two calls never overlapped"
+
+
+# ---- complexity and memory ---------------------------------------------------------------------------------------
+_M64 = (1 << 64) - 1
+
+
+def _unshift(y, s):
+    x = y
+    for _ in range(64 // s + 1):
+        x = y ^ (x >> s)
+    return x
+
+
+def _forged_8_byte_tokens(n, bucket_bits=20):
+    """n distinct 8-byte tokens that the first version's fixed hash sent to one bucket of any table of up to
+    2^bucket_bits slots: its mixer was invertible, so we invert it on hashes whose low bits are all zero."""
+    h0 = 0x9E3779B97F4A7C15 ^ ((8 * 0xFF51AFD7ED558CCD) & _M64)
+    inv = lambda m: pow(m, -1, 1 << 64)  # noqa: E731
+    out = []
+    for k in range(1, n + 1):
+        h = k << bucket_bits
+        h = h ^ (h >> 32)
+        h = (h * inv(0xBF58476D1CE4E5B9)) & _M64
+        h = _unshift(h, 29)
+        h = (h * inv(0x94D049BB133111EB)) & _M64
+        h = _unshift(h, 31)
+        h = (h * inv(0xBF58476D1CE4E5B9)) & _M64
+        out.append((h ^ h0).to_bytes(8, "little"))
+    return out
+
+
+def test_a_vocabulary_forged_for_one_hash_bucket_loads_in_linear_time(tmp_path):
+    """The token table's hash was fixed and invertible: forged tokens all probed one bucket and the load was
+    quadratic (100k tokens: never finished). Now SipHash with a random key: probe runs stay short."""
+    import base64
+
+    forged = _forged_8_byte_tokens(30000)
+    tokens = [bytes([b]) for b in range(256)] + forged
+    path = tmp_path / "tokenizer.model"
+    path.write_bytes(b"".join(base64.b64encode(t) + b" %d\n" % i for i, t in enumerate(tokens)))
+    t0 = time.process_time()
+    tok = Tokenizer.from_file(str(path))
+    seconds = time.process_time() - t0
+    if tok.core_name == "compiled":
+        assert tok._core.max_probe < 64, tok._core.max_probe  # the first version: ~30000
+    assert tok.token_bytes(256 + 123) == forged[123]
+    if tok.core_name == "compiled":
+        assert tok._core.encode_piece(forged[123]) == [256 + 123]
+    assert tok.decode_bytes(tok.encode("hello")) == b"hello"
+    print(f"forged vocabulary of {len(tokens)} tokens: {seconds:.2f} s CPU")
+
+
+def _dag_pickle(levels, as_state_key):
+    """A dict whose key is a tuple DAG: each level is (previous, previous) through the memo, 2^levels leaves."""
+    b = bytearray(b"\x80\x02")
+    b += b"ccollections\nOrderedDict\n)R" if as_state_key else b"}"
+    b += b"X\x01\x00\x00\x00xq\x000"
+    for i in range(levels):
+        b += b"h%ch%c\x86q%c" % (i, i, i + 1) + (b"0" if i < levels - 1 else b"")
+    b += b"K\x01s."
+    return bytes(b)
+
+
+def _pth_with_pickle(directory, pkl: bytes, params=None):
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "params.json"), "w") as f:
+        json.dump(params or SMALL, f)
+    stored_zip(os.path.join(directory, "consolidated.00.pth"),
+               [("archive/data.pkl", pkl), ("archive/byteorder", b"little")])
+
+
+def stored_zip(path, members):
+    """A STORED zip as torch.save lays it out; a member given as an int is that many bytes of sparse hole."""
+    with open(path, "wb") as f:
+        central = []
+        for name, data in members:
+            nb, off = name.encode(), f.tell()
+            size = data if isinstance(data, int) else len(data)
+            f.write(struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 0, 0, 0, 0, size, size, len(nb), 0) + nb)
+            if isinstance(data, int):
+                f.seek(size, os.SEEK_CUR)
+            else:
+                f.write(data)
+            central.append((nb, size, off))
+        cd_off = f.tell()
+        for nb, size, off in central:
+            f.write(struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, 0, size, size, len(nb), 0,
+                                0, 0, 0, 0, off) + nb)
+        f.write(struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(central), len(central), f.tell() - cd_off,
+                            cd_off, 0))
+
+
+@pytest.mark.parametrize("as_state_key", [False, True])
+def test_pickle_dag_bomb_key_is_refused(tmp_path, as_state_key):
+    """A 300-byte data.pkl whose dict key is a 32-level tuple DAG (2^31 leaves to hash) hung the load."""
+    d = tmp_path / "m"
+    _pth_with_pickle(str(d), _dag_pickle(32, as_state_key))
+    with pytest.raises(FormatError) as e:
+        load_checkpoint(str(d))
+    want = f"a dict key is a tuple of more than {MAX_KEY_ELEMENTS} elements when expanded"
+    assert want in one_line(e)
+    one_error_line(cli("info", d, timeout=60), 1, want)
+
+
+@pytest.mark.parametrize("flood", [b"]", b"]a", b"}"])
+def test_pickle_opcode_flood_is_refused_at_bounded_memory(tmp_path, flood):
+    """24 MB of EMPTY_LIST reached 1.8 GB RSS; the interpreter now stops after MAX_PICKLE_OPS opcodes."""
+    d = tmp_path / "m"
+    body = flood * ((3 * MAX_PICKLE_OPS) // len(flood))
+    _pth_with_pickle(str(d), b"\x80\x02]" + body + b".")
+    with pytest.raises(FormatError) as e:
+        load_checkpoint(str(d))
+    assert f"more than {MAX_PICKLE_OPS} opcodes" in one_line(e)
+    one_error_line(cli("info", d, timeout=120), 1, f"more than {MAX_PICKLE_OPS} opcodes")
+
+
+@pytest.mark.parametrize("member,limit", [("archive/byteorder", MAX_SMALL_MEMBER), ("archive/data.pkl", MAX_DATA_PKL)])
+def test_sparse_giant_zip_members_are_refused_before_reading(tmp_path, member, limit):
+    """A 3 GiB byteorder or data.pkl stored as a sparse hole was read whole (3 GB RSS)."""
+    d = tmp_path / "m"
+    os.makedirs(d)
+    with open(d / "params.json", "w") as f:
+        json.dump(SMALL, f)
+    members = {"archive/data.pkl": b"\x80\x02}.", "archive/byteorder": b"little"}
+    members[member] = 3 << 30
+    stored_zip(str(d / "consolidated.00.pth"), list(members.items()))
+    want = f"zip member {member!r} declares {3 << 30} bytes, more than the {limit} it can need"
+    with pytest.raises(FormatError) as e:
+        load_checkpoint(str(d))
+    assert want in one_line(e)
+    one_error_line(cli("info", d, timeout=60), 1, want)
+
+
+def test_sparse_giant_tokenizer_model_is_refused_before_reading(tmp_path):
+    d = tmp_path / "m"
+    write_checkpoint(str(d), seed=1)
+    with open(d / "tokenizer.model", "wb") as f:
+        f.truncate(3 << 30)
+    want = f"the tokenizer file is {3 << 30} bytes, more than the {MAX_TOKENIZER_FILE}"
+    with pytest.raises(FormatError) as e:
+        Tokenizer.from_file(str(d / "tokenizer.model"))
+    assert want in one_line(e)
+    with pytest.raises(FormatError):
+        llama_cx.load(str(d))
+    one_error_line(cli("info", d, timeout=60), 1, want)
+
+
+def _tiny_chatml_gguf(path, template=None, name=None, extra=()):
+    """A tiny random llama GGUF with a byte-level vocabulary (256 bytes + <|im_start|>, <|im_end|>)."""
+    from llama_cx.tokenizer import _BYTE_OF_CHAR
+
+    tokens = sorted(_BYTE_OF_CHAR, key=_BYTE_OF_CHAR.get) + ["ab", "<|im_start|>", "<|im_end|>"]
+    params = dict(SMALL, vocab_size=len(tokens))
+    meta = [("tokenizer.ggml.model", "gpt2", V.STRING), ("tokenizer.ggml.tokens", tokens, V.ARRAY),
+            ("tokenizer.ggml.token_type", [1] * 257 + [3, 3], V.ARRAY), ("tokenizer.ggml.merges", ["a b"], V.ARRAY)]
+    if template is not None:
+        meta.append(("tokenizer.chat_template", *template) if isinstance(template, tuple)
+                    else ("tokenizer.chat_template", template, V.STRING))
+    if name is not None:
+        meta.append(("general.name", name, V.STRING))
+    write_llama_gguf(str(path), params, random_state_dict(params, dtype="f32", seed=2), extra_metadata=meta + list(extra))
+    return str(path)
+
+
+def test_chat_template_recogniser_is_linear(tmp_path, smol_tok):
+    """570 KB of ChatML openings without a close hung the default-system regex (it backtracked)."""
+    template = "<|im_start|>system\n" * 30000  # 570 KB
+    t0 = time.process_time()
+    fmt = chat_format_for(smol_tok, chat_template=template)
+    assert isinstance(fmt, ChatMLFormat) and fmt.default_system is None
+    assert time.process_time() - t0 < 5  # the regex: minutes (not a speed claim: a hang detector)
+    assert chat_format_for(smol_tok, chat_template=template + "<|im_end|>").default_system == template[19:]
+    path = _tiny_chatml_gguf(tmp_path / "t.gguf", template=template)
+    assert isinstance(llama_cx.load(path).chat_format, ChatMLFormat)
+    rc, out, err = cli("info", path, timeout=120)
+    assert rc == 0 and "ChatML" in out, err
+
+
+@pytest.mark.parametrize("make", ["fifo", "device"])
+def test_non_regular_model_paths_are_refused(tmp_path, make):
+    """A FIFO as the model (or as a file inside the model directory) hung the load."""
+    if make == "fifo":
+        path = tmp_path / "model.gguf"
+        os.mkfifo(path)
+        kind = "a FIFO"
+    else:
+        path, kind = "/dev/zero", "a character device"
+    with pytest.raises(FormatError) as e:
+        llama_cx.load(str(path))
+    assert kind in one_line(e)
+    one_error_line(cli("info", path, timeout=60), 1, kind)
+
+
+@pytest.mark.parametrize("member", ["consolidated.00.pth", "params.json", "tokenizer.model"])
+def test_fifo_inside_a_model_directory_is_refused(tmp_path, member):
+    d = tmp_path / "m"
+    write_checkpoint(str(d), seed=1)
+    if os.path.exists(d / member):
+        os.remove(d / member)
+    os.mkfifo(d / member)
+    with pytest.raises(FormatError) as e:
+        llama_cx.load(str(d))
+    assert "is a FIFO, not a regular file" in one_line(e)
+    if member == "tokenizer.model":
+        with pytest.raises(FormatError):
+            Tokenizer.from_file(str(d / member))
+    one_error_line(cli("info", d, timeout=60), 1, "is a FIFO, not a regular file")
+
+
+# ---- text that is not UTF-8 --------------------------------------------------------------------------------------
+BAD = b"caf\xe9 \xff\xfe \xed\xa0\x80 ok"  # latin-1, invalid bytes, an encoded lone surrogate
+
+
+@pytest.mark.parametrize("lang", [{}, {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONIOENCODING": ""},
+                                  {"PYTHONIOENCODING": "ascii"}])
+def test_invalid_utf8_on_stdin_to_generate_chat_and_menu(text_model_dir, lang):
+    rc, out, err = cli("generate", text_model_dir, "-p", "-", "-n", "3", "-q", input=BAD, **lang)
+    assert rc == 0, err
+    rc, out, err = cli("chat", text_model_dir, "-n", "3", input=BAD + b"\n/exit\n", **lang)
+    assert rc == 0, err
+    rc, out, err = cli(text_model_dir, "-n", "3", input=b"7\n" + BAD + b"\nq\n", **lang)  # 7: text, manual input
+    assert rc == 0, err
+    assert "caf" in out
+
+
+def test_invalid_utf8_prompt_via_api_is_replaced(text_model_dir):
+    model = llama_cx.load(text_model_dir)
+    tok = model.tokenizer
+    as_read = BAD.decode("utf-8", "replace")
+    assert tok.encode(BAD.decode("utf-8", "surrogateescape")) == tok.encode(as_read)
+    g = model.generate(BAD.decode("utf-8", "surrogateescape"), max_tokens=2, temperature=0)
+    assert g.prompt_ids == tok.encode(as_read, bos=True)
+
+
+def test_model_paths_that_are_not_utf8(tmp_path, text_model_dir):
+    raw_dir = os.fsencode(str(tmp_path)) + b"/model-\xff\xfe"
+    os.symlink(text_model_dir, raw_dir)
+    model = llama_cx.load(os.fsdecode(raw_dir))
+    assert model.tokenizer is not None
+    rc, out, err = cli(b"info", raw_dir)
+    assert rc == 0 and "model-\\xff\\xfe" in out, err
+    one_error_line(cli(b"info", raw_dir + b"-missing"), 1, "model-\\xff\\xfe-missing: no such file or directory")
+    gg = _tiny_chatml_gguf(tmp_path / "g.gguf")
+    raw_gguf = os.fsencode(str(tmp_path)) + b"/\xe9t\xe9.gguf"
+    os.rename(gg, raw_gguf)
+    rc, out, err = cli(b"info", raw_gguf, LC_ALL="C", LANG="C", PYTHONUTF8="0")
+    assert rc == 0 and "\\xe9t\\xe9.gguf" in out, err
+
+
+@pytest.mark.parametrize("raw", [b"name-\xff\xfe", b"name-\xed\xa0\x80", b"name-\x1b[31m"])
+def test_gguf_strings_that_are_not_utf8_are_shown_escaped(tmp_path, raw):
+    path = _tiny_chatml_gguf(tmp_path / "n.gguf", name="name-" + "X" * (len(raw) - 5))
+    patch(path, key_pos(path, "general.name") + 4 + 8, raw)
+    model = llama_cx.load(path)
+    assert model.checkpoint.metadata["general.name"].encode("utf-8", "surrogateescape") == raw
+    for env in ({}, {"PYTHONIOENCODING": "ascii"}, {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0"}):
+        rc, out, err = cli("info", path, **env)
+        assert rc == 0, err
+        assert "Model: name-\\x" in out, out
+
+
+def test_pth_tensor_names_with_lone_surrogates_are_shown_escaped(tmp_path):
+    d = tmp_path / "m"
+    params, sd = write_checkpoint(str(d), seed=1)
+    sd["extra.\udcff\ud800"] = torch.zeros(2)
+    torch.save(sd, d / "consolidated.00.pth")
+    model = llama_cx.load(str(d))
+    assert any("extra." in n for n in model.notes)
+    rc, out, err = cli("info", d, PYTHONIOENCODING="ascii")
+    assert rc == 0 and "extra.\\xff\\ud800" in out, (out, err)
+
+
+# ---- integers too large for C ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args,fragment", [
+    (["--threads", "99999999999"], "argument --threads: expected a positive integer up to 1024"),
+    (["--top-k", str(2**70)], "argument --top-k: expected an integer from 0 to 2147483647"),
+    (["--ctx", str(2**70)], "argument --ctx: expected a positive integer up to 2147483647"),
+    (["-n", str(2**70)], "argument -n/--max-tokens: expected an integer from 0 to 2147483647"),
+])
+def test_cli_integers_too_large_for_c(text_model_dir, args, fragment):
+    one_error_line(cli("generate", text_model_dir, "-p", "x", *args), 2, fragment)
+
+
+def test_api_integers_too_large_for_c(text_model_dir):
+    model = llama_cx.load(text_model_dir)
+    for kw, fragment in ((dict(top_k=2**70), "top_k must be at most 2147483647"),
+                         (dict(repeat_last_n=2**64), "repeat_last_n must be at most 2147483647")):
+        with pytest.raises(InvalidArgumentError) as e:
+            SamplingParams(**kw)
+        assert fragment in one_line(e)
+    with pytest.raises(InvalidArgumentError) as e:
+        model.generate("x", top_k=2**70).read()
+    assert "top_k must be at most" in one_line(e)
+    with pytest.raises(InvalidArgumentError) as e:
+        llama_cx.set_num_threads(99999999999)
+    assert "thread count must be an integer from 1 to 1024" in one_line(e)
+    rc, out, err = cli("info", text_model_dir, OMP_NUM_THREADS="99999999999")
+    assert rc == 0, err
+
+
+# ---- degenerate numbers ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("theta", [1e-300, 1e300, 0.5])
+@pytest.mark.parametrize("scaled", [False, True])
+def test_degenerate_rope_theta_in_params_json(tmp_path, theta, scaled):
+    d = tmp_path / "m"
+    write_checkpoint(str(d), seed=1, rope_theta=theta, use_scaled_rope=scaled)
+    with pytest.raises(FormatError) as e:
+        llama_cx.load(str(d))
+    msg = one_line(e)
+    assert msg.startswith(f"{d / 'params.json'}: rope_theta must be above 1 and at most 1e+12, got {theta!r}"), msg
+    one_error_line(cli("info", d), 1, f"params.json: rope_theta must be above 1")
+
+
+@pytest.mark.parametrize("theta", [1e-300, 1e300])
+@pytest.mark.parametrize("scaled", [False, True])
+def test_degenerate_rope_freq_base_in_gguf(tmp_path, theta, scaled):
+    extra = [("llama.rope.freq_base", theta, V.FLOAT64)]
+    if scaled:
+        extra += [("llama.rope.scaling.type", "llama3", V.STRING), ("llama.rope.scaling.factor", 8.0, V.FLOAT32)]
+    path = tmp_path / "r.gguf"
+    params = dict(SMALL)
+    md = [(k, v, t) for k, v, t in extra]
+    write_llama_gguf(str(path), params, random_state_dict(params, dtype="f32", seed=2), extra_metadata=md)
+    # the writer keeps the last value of a duplicated key: freq_base is the one given here
+    with pytest.raises(FormatError) as e:
+        llama_cx.load(str(path))
+    assert "rope_theta must be above 1 and at most 1e+12" in one_line(e)
+    one_error_line(cli("info", path), 1, "rope_theta must be above 1")
+
+
+def test_weights_all_nan_are_one_error_naming_the_file(tmp_path, text_model_dir, llama3_tokenizer_path):
+    params = dict(SMALL, vocab_size=LLAMA3_VOCAB, max_seq_len=256)
+    sd = random_state_dict(params, seed=3)
+    nan_norms = {k: (torch.full_like(v, float("nan")) if "norm" in k else v) for k, v in sd.items()}
+    d1 = tmp_path / "nan-norms"
+    write_checkpoint(str(d1), params=params, state_dict=nan_norms, tokenizer=llama3_tokenizer_path)
+    with pytest.raises(FormatError) as e:
+        llama_cx.load(str(d1))
+    assert one_line(e) == f"{d1 / 'consolidated.00.pth'}: tensor norm.weight holds NaN or inf"
+    one_error_line(cli("generate", d1, "-p", "hi", "-n", "2"), 1, "tensor norm.weight holds NaN or inf")
+
+    inf_mats = {k: (v if "norm" in k else torch.full_like(v, float("inf"))) for k, v in sd.items()}
+    d2 = tmp_path / "inf-weights"
+    write_checkpoint(str(d2), params=params, state_dict=inf_mats, tokenizer=llama3_tokenizer_path)
+    model = llama_cx.load(str(d2))
+    want = f"{d2 / 'consolidated.00.pth'}: the model computed no finite logit (NaN or inf in the weights?)"
+    with pytest.raises(FormatError) as e:
+        model.generate("hi", max_tokens=2).read()
+    assert one_line(e) == want
+    one_error_line(cli("generate", d2, "-p", "hi", "-n", "2"), 1, "the model computed no finite logit")
+
+
+# ---- metadata of the wrong type ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("template,shown", [((["a", "b"], V.ARRAY), "array[string]"), ((7, V.UINT32), "uint32 7")])
+def test_chat_template_of_the_wrong_type(tmp_path, template, shown, smol_tok):
+    path = _tiny_chatml_gguf(tmp_path / "t.gguf", template=template)
+    want = f"metadata tokenizer.chat_template must be a string, got {shown}"
+    with pytest.raises(FormatError) as e:
+        llama_cx.load(path)
+    assert one_line(e) == f"{path}: {want}"
+    one_error_line(cli("info", path), 1, want)
+    with pytest.raises(LlamaCxError) as e:
+        chat_format_for(smol_tok, chat_template=7)
+    assert one_line(e) == "a chat template must be a str, got int"
+
+
+@pytest.mark.parametrize("key,value,vtype,kind", [
+    ("general.name", 5, V.UINT32, "a string"),
+    ("general.architecture", ["llama"], V.ARRAY, "a string"),
+    ("llama.rope.scaling.factor", "eight", V.STRING, "a number"),
+    ("general.file_type", "q4", V.STRING, "an integer"),
+])
+def test_other_metadata_of_the_wrong_type(tmp_path, key, value, vtype, kind):
+    path = _tiny_chatml_gguf(tmp_path / "t.gguf", extra=[(key, value, vtype)])
+    with pytest.raises(FormatError) as e:
+        llama_cx.load(path)
+    assert f"metadata {key} must be {kind}, got" in one_line(e)
+    one_error_line(cli("info", path), 1, f"metadata {key} must be {kind}")
+
+
+def test_add_bos_token_of_the_wrong_type_drops_only_the_tokenizer(tmp_path):
+    path = _tiny_chatml_gguf(tmp_path / "t.gguf", extra=[("tokenizer.ggml.add_bos_token", "yes", V.STRING)])
+    model = llama_cx.load(path)
+    assert model.tokenizer is None
+    assert any("tokenizer.ggml.add_bos_token = 'yes' is not a bool" in n for n in model.notes)
