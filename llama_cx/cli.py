@@ -49,7 +49,8 @@ def _positive_int(s, hi=_INT_MAX):
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {show(s)!r}") from None
     if not 0 < v <= hi:
-        raise argparse.ArgumentTypeError(f"expected a positive integer up to {hi}, got {show(s)[:40]!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer{'' if v <= 0 else f' up to {hi}'}, "
+                                         f"got {show(s)[:40]!r}")
     return v
 
 
@@ -63,7 +64,8 @@ def _nonneg_int(s):
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {show(s)!r}") from None
     if not 0 <= v <= _INT_MAX:
-        raise argparse.ArgumentTypeError(f"expected an integer from 0 to {_INT_MAX}, got {show(s)[:40]!r}")
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0{'' if v < 0 else f' and at most {_INT_MAX}'}, "
+                                         f"got {show(s)[:40]!r}")
     return v
 
 

@@ -459,9 +459,9 @@ def test_pth_tensor_names_with_lone_surrogates_are_shown_escaped(tmp_path):
 # ---- integers too large for C ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("args,fragment", [
     (["--threads", "99999999999"], "argument --threads: expected a positive integer up to 1024"),
-    (["--top-k", str(2**70)], "argument --top-k: expected an integer from 0 to 2147483647"),
+    (["--top-k", str(2**70)], "argument --top-k: expected an integer >= 0 and at most 2147483647"),
     (["--ctx", str(2**70)], "argument --ctx: expected a positive integer up to 2147483647"),
-    (["-n", str(2**70)], "argument -n/--max-tokens: expected an integer from 0 to 2147483647"),
+    (["-n", str(2**70)], "argument -n/--max-tokens: expected an integer >= 0 and at most 2147483647"),
 ])
 def test_cli_integers_too_large_for_c(text_model_dir, args, fragment):
     one_error_line(cli("generate", text_model_dir, "-p", "x", *args), 2, fragment)
