@@ -1,11 +1,8 @@
 """Hardening, round 2 (issue 21): threads sharing a tokenizer, a model or a context; files built to cost minutes
 or gigabytes; text that is not UTF-8 at every boundary; integers too large for C; degenerate numbers; metadata of
 the wrong type. Each case goes through the API and the CLI and asserts the one-line message a user reads."""
-import json
 import os
 import random
-import resource
-import struct
 import subprocess
 import sys
 import threading
@@ -19,7 +16,8 @@ import llama_cx
 from _ckpt import SMALL, random_state_dict, write_checkpoint
 from _gguf_files import key_pos, patch, write_llama_gguf
 from _scripted import LLAMA3_VOCAB
-from llama_cx import _kernels
+from fuzz._hostile import (chatml_openings, dag_pickle, flood_pickle, forged_8_byte_tokens, forged_tiktoken_file,
+                           meta_dir, tiny_chatml_gguf)
 from llama_cx._limits import MAX_DATA_PKL, MAX_KEY_ELEMENTS, MAX_PICKLE_OPS, MAX_SMALL_MEMBER, MAX_TOKENIZER_FILE
 from llama_cx.chat_format import ChatMLFormat, chat_format_for
 from llama_cx.checkpoint import load_checkpoint
@@ -187,45 +185,13 @@ def test_two_threads_on_one_context_one_is_refused(text_model_dir):
 
 
 # ---- complexity and memory ---------------------------------------------------------------------------------------
-_M64 = (1 << 64) - 1
-
-
-def _unshift(y, s):
-    x = y
-    for _ in range(64 // s + 1):
-        x = y ^ (x >> s)
-    return x
-
-
-def _forged_8_byte_tokens(n, bucket_bits=20):
-    """n distinct 8-byte tokens that the first version's fixed hash sent to one bucket of any table of up to
-    2^bucket_bits slots: its mixer was invertible, so we invert it on hashes whose low bits are all zero."""
-    h0 = 0x9E3779B97F4A7C15 ^ ((8 * 0xFF51AFD7ED558CCD) & _M64)
-    inv = lambda m: pow(m, -1, 1 << 64)  # noqa: E731
-    out = []
-    for k in range(1, n + 1):
-        h = k << bucket_bits
-        h = h ^ (h >> 32)
-        h = (h * inv(0xBF58476D1CE4E5B9)) & _M64
-        h = _unshift(h, 29)
-        h = (h * inv(0x94D049BB133111EB)) & _M64
-        h = _unshift(h, 31)
-        h = (h * inv(0xBF58476D1CE4E5B9)) & _M64
-        out.append((h ^ h0).to_bytes(8, "little"))
-    return out
-
-
 def test_a_vocabulary_forged_for_one_hash_bucket_loads_in_linear_time(tmp_path):
     """The token table's hash was fixed and invertible: forged tokens all probed one bucket and the load was
     quadratic (100k tokens: never finished). Now SipHash with a random key: probe runs stay short."""
-    import base64
-
-    forged = _forged_8_byte_tokens(30000)
-    tokens = [bytes([b]) for b in range(256)] + forged
-    path = tmp_path / "tokenizer.model"
-    path.write_bytes(b"".join(base64.b64encode(t) + b" %d\n" % i for i, t in enumerate(tokens)))
+    forged = forged_8_byte_tokens(30000)
+    path = forged_tiktoken_file(tmp_path / "tokenizer.model", len(forged))
     t0 = time.process_time()
-    tok = Tokenizer.from_file(str(path))
+    tok = Tokenizer.from_file(path)
     seconds = time.process_time() - t0
     if tok.core_name == "compiled":
         assert tok._core.max_probe < 64, tok._core.max_probe  # the first version: ~30000
@@ -233,54 +199,13 @@ def test_a_vocabulary_forged_for_one_hash_bucket_loads_in_linear_time(tmp_path):
     if tok.core_name == "compiled":
         assert tok._core.encode_piece(forged[123]) == [256 + 123]
     assert tok.decode_bytes(tok.encode("hello")) == b"hello"
-    print(f"forged vocabulary of {len(tokens)} tokens: {seconds:.2f} s CPU")
-
-
-def _dag_pickle(levels, as_state_key):
-    """A dict whose key is a tuple DAG: each level is (previous, previous) through the memo, 2^levels leaves."""
-    b = bytearray(b"\x80\x02")
-    b += b"ccollections\nOrderedDict\n)R" if as_state_key else b"}"
-    b += b"X\x01\x00\x00\x00xq\x000"
-    for i in range(levels):
-        b += b"h%ch%c\x86q%c" % (i, i, i + 1) + (b"0" if i < levels - 1 else b"")
-    b += b"K\x01s."
-    return bytes(b)
-
-
-def _pth_with_pickle(directory, pkl: bytes, params=None):
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, "params.json"), "w") as f:
-        json.dump(params or SMALL, f)
-    stored_zip(os.path.join(directory, "consolidated.00.pth"),
-               [("archive/data.pkl", pkl), ("archive/byteorder", b"little")])
-
-
-def stored_zip(path, members):
-    """A STORED zip as torch.save lays it out; a member given as an int is that many bytes of sparse hole."""
-    with open(path, "wb") as f:
-        central = []
-        for name, data in members:
-            nb, off = name.encode(), f.tell()
-            size = data if isinstance(data, int) else len(data)
-            f.write(struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 0, 0, 0, 0, size, size, len(nb), 0) + nb)
-            if isinstance(data, int):
-                f.seek(size, os.SEEK_CUR)
-            else:
-                f.write(data)
-            central.append((nb, size, off))
-        cd_off = f.tell()
-        for nb, size, off in central:
-            f.write(struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, 0, size, size, len(nb), 0,
-                                0, 0, 0, 0, off) + nb)
-        f.write(struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(central), len(central), f.tell() - cd_off,
-                            cd_off, 0))
+    print(f"forged vocabulary of {256 + len(forged)} tokens: {seconds:.2f} s CPU")
 
 
 @pytest.mark.parametrize("as_state_key", [False, True])
 def test_pickle_dag_bomb_key_is_refused(tmp_path, as_state_key):
     """A 300-byte data.pkl whose dict key is a 32-level tuple DAG (2^31 leaves to hash) hung the load."""
-    d = tmp_path / "m"
-    _pth_with_pickle(str(d), _dag_pickle(32, as_state_key))
+    d = meta_dir(tmp_path / "m", dag_pickle(32, as_state_key))
     with pytest.raises(FormatError) as e:
         load_checkpoint(str(d))
     want = f"a dict key is a tuple of more than {MAX_KEY_ELEMENTS} elements when expanded"
@@ -291,9 +216,7 @@ def test_pickle_dag_bomb_key_is_refused(tmp_path, as_state_key):
 @pytest.mark.parametrize("flood", [b"]", b"]a", b"}"])
 def test_pickle_opcode_flood_is_refused_at_bounded_memory(tmp_path, flood):
     """24 MB of EMPTY_LIST reached 1.8 GB RSS; the interpreter now stops after MAX_PICKLE_OPS opcodes."""
-    d = tmp_path / "m"
-    body = flood * ((3 * MAX_PICKLE_OPS) // len(flood))
-    _pth_with_pickle(str(d), b"\x80\x02]" + body + b".")
+    d = meta_dir(tmp_path / "m", flood_pickle(3 * MAX_PICKLE_OPS, flood))
     with pytest.raises(FormatError) as e:
         load_checkpoint(str(d))
     assert f"more than {MAX_PICKLE_OPS} opcodes" in one_line(e)
@@ -303,13 +226,7 @@ def test_pickle_opcode_flood_is_refused_at_bounded_memory(tmp_path, flood):
 @pytest.mark.parametrize("member,limit", [("archive/byteorder", MAX_SMALL_MEMBER), ("archive/data.pkl", MAX_DATA_PKL)])
 def test_sparse_giant_zip_members_are_refused_before_reading(tmp_path, member, limit):
     """A 3 GiB byteorder or data.pkl stored as a sparse hole was read whole (3 GB RSS)."""
-    d = tmp_path / "m"
-    os.makedirs(d)
-    with open(d / "params.json", "w") as f:
-        json.dump(SMALL, f)
-    members = {"archive/data.pkl": b"\x80\x02}.", "archive/byteorder": b"little"}
-    members[member] = 3 << 30
-    stored_zip(str(d / "consolidated.00.pth"), list(members.items()))
+    d = meta_dir(tmp_path / "m", members={member: 3 << 30})
     want = f"zip member {member!r} declares {3 << 30} bytes, more than the {limit} it can need"
     with pytest.raises(FormatError) as e:
         load_checkpoint(str(d))
@@ -331,32 +248,15 @@ def test_sparse_giant_tokenizer_model_is_refused_before_reading(tmp_path):
     one_error_line(cli("info", d, timeout=60), 1, want)
 
 
-def _tiny_chatml_gguf(path, template=None, name=None, extra=()):
-    """A tiny random llama GGUF with a byte-level vocabulary (256 bytes + <|im_start|>, <|im_end|>)."""
-    from llama_cx.tokenizer import _BYTE_OF_CHAR
-
-    tokens = sorted(_BYTE_OF_CHAR, key=_BYTE_OF_CHAR.get) + ["ab", "<|im_start|>", "<|im_end|>"]
-    params = dict(SMALL, vocab_size=len(tokens))
-    meta = [("tokenizer.ggml.model", "gpt2", V.STRING), ("tokenizer.ggml.tokens", tokens, V.ARRAY),
-            ("tokenizer.ggml.token_type", [1] * 257 + [3, 3], V.ARRAY), ("tokenizer.ggml.merges", ["a b"], V.ARRAY)]
-    if template is not None:
-        meta.append(("tokenizer.chat_template", *template) if isinstance(template, tuple)
-                    else ("tokenizer.chat_template", template, V.STRING))
-    if name is not None:
-        meta.append(("general.name", name, V.STRING))
-    write_llama_gguf(str(path), params, random_state_dict(params, dtype="f32", seed=2), extra_metadata=meta + list(extra))
-    return str(path)
-
-
 def test_chat_template_recogniser_is_linear(tmp_path, smol_tok):
     """570 KB of ChatML openings without a close hung the default-system regex (it backtracked)."""
-    template = "<|im_start|>system\n" * 30000  # 570 KB
+    template = chatml_openings(570_000)
     t0 = time.process_time()
     fmt = chat_format_for(smol_tok, chat_template=template)
     assert isinstance(fmt, ChatMLFormat) and fmt.default_system is None
     assert time.process_time() - t0 < 5  # the regex: minutes (not a speed claim: a hang detector)
     assert chat_format_for(smol_tok, chat_template=template + "<|im_end|>").default_system == template[19:]
-    path = _tiny_chatml_gguf(tmp_path / "t.gguf", template=template)
+    path = tiny_chatml_gguf(tmp_path / "t.gguf", template=template)
     assert isinstance(llama_cx.load(path).chat_format, ChatMLFormat)
     rc, out, err = cli("info", path, timeout=120)
     assert rc == 0 and "ChatML" in out, err
@@ -426,7 +326,7 @@ def test_model_paths_that_are_not_utf8(tmp_path, text_model_dir):
     rc, out, err = cli(b"info", raw_dir)
     assert rc == 0 and "model-\\xff\\xfe" in out, err
     one_error_line(cli(b"info", raw_dir + b"-missing"), 1, "model-\\xff\\xfe-missing: no such file or directory")
-    gg = _tiny_chatml_gguf(tmp_path / "g.gguf")
+    gg = tiny_chatml_gguf(tmp_path / "g.gguf")
     raw_gguf = os.fsencode(str(tmp_path)) + b"/\xe9t\xe9.gguf"
     os.rename(gg, raw_gguf)
     rc, out, err = cli(b"info", raw_gguf, LC_ALL="C", LANG="C", PYTHONUTF8="0")
@@ -435,7 +335,7 @@ def test_model_paths_that_are_not_utf8(tmp_path, text_model_dir):
 
 @pytest.mark.parametrize("raw", [b"name-\xff\xfe", b"name-\xed\xa0\x80", b"name-\x1b[31m"])
 def test_gguf_strings_that_are_not_utf8_are_shown_escaped(tmp_path, raw):
-    path = _tiny_chatml_gguf(tmp_path / "n.gguf", name="name-" + "X" * (len(raw) - 5))
+    path = tiny_chatml_gguf(tmp_path / "n.gguf", name="name-" + "X" * (len(raw) - 5))
     patch(path, key_pos(path, "general.name") + 4 + 8, raw)
     model = llama_cx.load(path)
     assert model.checkpoint.metadata["general.name"].encode("utf-8", "surrogateescape") == raw
@@ -539,7 +439,7 @@ def test_weights_all_nan_are_one_error_naming_the_file(tmp_path, text_model_dir,
 # ---- metadata of the wrong type ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("template,shown", [((["a", "b"], V.ARRAY), "array[string]"), ((7, V.UINT32), "uint32 7")])
 def test_chat_template_of_the_wrong_type(tmp_path, template, shown, smol_tok):
-    path = _tiny_chatml_gguf(tmp_path / "t.gguf", template=template)
+    path = tiny_chatml_gguf(tmp_path / "t.gguf", template=template)
     want = f"metadata tokenizer.chat_template must be a string, got {shown}"
     with pytest.raises(FormatError) as e:
         llama_cx.load(path)
@@ -557,7 +457,7 @@ def test_chat_template_of_the_wrong_type(tmp_path, template, shown, smol_tok):
     ("general.file_type", "q4", V.STRING, "an integer"),
 ])
 def test_other_metadata_of_the_wrong_type(tmp_path, key, value, vtype, kind):
-    path = _tiny_chatml_gguf(tmp_path / "t.gguf", extra=[(key, value, vtype)])
+    path = tiny_chatml_gguf(tmp_path / "t.gguf", extra=[(key, value, vtype)])
     with pytest.raises(FormatError) as e:
         llama_cx.load(path)
     assert f"metadata {key} must be {kind}, got" in one_line(e)
@@ -565,7 +465,7 @@ def test_other_metadata_of_the_wrong_type(tmp_path, key, value, vtype, kind):
 
 
 def test_add_bos_token_of_the_wrong_type_drops_only_the_tokenizer(tmp_path):
-    path = _tiny_chatml_gguf(tmp_path / "t.gguf", extra=[("tokenizer.ggml.add_bos_token", "yes", V.STRING)])
+    path = tiny_chatml_gguf(tmp_path / "t.gguf", extra=[("tokenizer.ggml.add_bos_token", "yes", V.STRING)])
     model = llama_cx.load(path)
     assert model.tokenizer is None
     assert any("tokenizer.ggml.add_bos_token = 'yes' is not a bool" in n for n in model.notes)
