@@ -17,6 +17,14 @@ MAX_PARAMS_JSON = 1 << 20  # Meta's params.json: ~250 bytes
 MAX_TOKENIZER_FILE = 64 << 20  # Meta's Llama 3 tokenizer.model: 2.2 MB (128k tokens)
 MAX_DATA_PKL = 64 << 20  # data.pkl of a Llama 3.1 405B shard: ~0.2 MB (1.1k tensors, ~180 bytes each)
 MAX_SMALL_MEMBER = 4096  # byteorder ("little"), version ("3"), .data/serialization_id: a few bytes
+MAX_ZIP_DIRECTORY = 64 << 20  # the central directory, read whole: ~100 bytes per member, one member per tensor
+
+# GGUF metadata and tensor infos become Python objects (~60 bytes for a 2-byte string read from 10 bytes of
+# file): bounded in count, not only by the file's size, which a sparse file makes free. Llama 3's vocabulary is
+# ~540k array elements (128k tokens + types, 280k merges); a 405B model has 1.1k tensors.
+MAX_GGUF_ELEMENTS = 4 << 20  # metadata array elements, all arrays together: <= ~300 MB of Python objects
+MAX_GGUF_TENSORS = 1 << 17
+MAX_GGUF_KEYS = 1 << 16
 
 # Kernel threads (runtime.set_num_threads, --threads): each gets private buffers in every context, and OpenMP
 # makes them all; beyond the largest machines' core counts a value is a typo (99999999999 overflowed C's int).

@@ -29,7 +29,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from ._limits import open_regular
+from ._limits import MAX_GGUF_ELEMENTS, MAX_GGUF_KEYS, MAX_GGUF_TENSORS, open_regular
 from .checkpoint import Checkpoint, expected_shapes
 from .config import ROPE_HIGH_FREQ_FACTOR, ROPE_LOW_FREQ_FACTOR, ROPE_ORIGINAL_CONTEXT, ModelConfig
 from .errors import FormatError, LlamaCxError
@@ -160,6 +160,7 @@ class _Parser:
 
     def __init__(self, buf, size: int, path: str):
         self.buf, self.size, self.path, self.pos = buf, size, path, 0
+        self.elements_left = MAX_GGUF_ELEMENTS  # metadata array elements still allowed (see _limits)
 
     def fail(self, msg: str):
         raise FormatError(f"{self.path}: {msg}")
@@ -214,6 +215,10 @@ class _Parser:
                     f"{what}: array of {count} {_TYPE_NAMES[etype]} values runs past the end of the file "
                     f"({self.size - self.pos} bytes remain)"
                 )
+            self.elements_left -= count
+            if self.elements_left < 0:
+                self.fail(f"{what}: array of {count} values brings the metadata past {MAX_GGUF_ELEMENTS} array "
+                          f"elements in all (refused before reading)")
             return self.array(etype, count, what, depth), f"array[{_TYPE_NAMES[etype]}]"
         self.fail(f"{what}: unknown value type {vtype}")
 
@@ -300,6 +305,9 @@ class GGUFFile:
         self.version = version
         n_tensors = p.u64("tensor count")
         n_kv = p.u64("metadata count")
+        if n_tensors > MAX_GGUF_TENSORS or n_kv > MAX_GGUF_KEYS:
+            self._fail(f"header claims {n_tensors} tensors and {n_kv} metadata entries; at most {MAX_GGUF_TENSORS} "
+                       f"tensors and {MAX_GGUF_KEYS} entries are read")
         room = self.file_size - p.pos
         if n_kv > room // _MIN_KV_SIZE or n_tensors > room // _MIN_TENSOR_INFO_SIZE or (
             n_kv * _MIN_KV_SIZE + n_tensors * _MIN_TENSOR_INFO_SIZE > room

@@ -17,8 +17,9 @@ from _ckpt import SMALL, random_state_dict, write_checkpoint
 from _gguf_files import key_pos, patch, write_llama_gguf
 from _scripted import LLAMA3_VOCAB
 from fuzz._hostile import (chatml_openings, dag_pickle, flood_pickle, forged_8_byte_tokens, forged_tiktoken_file,
-                           meta_dir, tiny_chatml_gguf)
-from llama_cx._limits import MAX_DATA_PKL, MAX_KEY_ELEMENTS, MAX_PICKLE_OPS, MAX_SMALL_MEMBER, MAX_TOKENIZER_FILE
+                           meta_dir, sparse_gguf_array, sparse_zip_directory, tiny_chatml_gguf)
+from llama_cx._limits import (MAX_DATA_PKL, MAX_GGUF_ELEMENTS, MAX_KEY_ELEMENTS, MAX_PICKLE_OPS, MAX_SMALL_MEMBER,
+                              MAX_TOKENIZER_FILE, MAX_ZIP_DIRECTORY)
 from llama_cx.chat_format import ChatMLFormat, chat_format_for
 from llama_cx.checkpoint import load_checkpoint
 from llama_cx.errors import FormatError, InvalidArgumentError, LlamaCxError
@@ -230,6 +231,27 @@ def test_sparse_giant_zip_members_are_refused_before_reading(tmp_path, member, l
     want = f"zip member {member!r} declares {3 << 30} bytes, more than the {limit} it can need"
     with pytest.raises(FormatError) as e:
         load_checkpoint(str(d))
+    assert want in one_line(e)
+    one_error_line(cli("info", d, timeout=60), 1, want)
+
+
+@pytest.mark.parametrize("etype", [0, 4, 8])
+def test_sparse_giant_gguf_arrays_are_refused_before_reading(tmp_path, etype):
+    """A metadata array of 3G elements in a sparse GGUF passed the file-size check and became a 3G-element list."""
+    path = sparse_gguf_array(tmp_path / "a.gguf", 3 << 30 if etype == 0 else 1 << 28, etype)
+    want = f"brings the metadata past {MAX_GGUF_ELEMENTS} array elements in all (refused before reading)"
+    with pytest.raises(FormatError) as e:
+        llama_cx.load(path)
+    assert want in one_line(e)
+    one_error_line(cli("info", path, timeout=60), 1, want)
+
+
+def test_sparse_giant_zip_directory_is_refused_before_reading(tmp_path):
+    d = meta_dir(tmp_path / "m")
+    sparse_zip_directory(os.path.join(d, "consolidated.00.pth"), 3 << 30)
+    want = f"zip central directory of {3 << 30} bytes is larger than the {MAX_ZIP_DIRECTORY}"
+    with pytest.raises(FormatError) as e:
+        llama_cx.load(d)
     assert want in one_line(e)
     one_error_line(cli("info", d, timeout=60), 1, want)
 

@@ -120,3 +120,26 @@ def chatml_openings(n_bytes: int) -> str:
     """A chat template of repeated ChatML system openings and no close (the regex's worst case)."""
     unit = "<|im_start|>system\n"
     return unit * max(1, n_bytes // len(unit))
+
+
+def sparse_gguf_array(path, count: int, etype: int = 0) -> str:
+    """A GGUF v3 whose one metadata entry is an array of `count` elements of type `etype` (0 = uint8) stored as a
+    sparse hole: the file is as long as the array claims, and costs nothing on disk."""
+    key = b"hostile.array"
+    sizes = {0: 1, 4: 4, 8: 8}  # uint8, uint32, string (an empty string is its 8-byte length)
+    with open(path, "wb") as f:
+        f.write(b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", len(key)) + key)
+        f.write(struct.pack("<IIQ", 9, etype, count))
+        f.truncate(f.tell() + count * sizes[etype])
+    return str(path)
+
+
+def sparse_zip_directory(path, n_bytes: int) -> str:
+    """A torch-like zip whose central directory claims n_bytes, stored as a sparse hole before the end record."""
+    with open(path, "wb") as f:
+        name = b"archive/data.pkl"
+        f.write(struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 0, 0, 0, 0, 4, 4, len(name), 0) + name + b"\x80\x02}.")
+        cd_off = f.tell()
+        f.seek(n_bytes, os.SEEK_CUR)
+        f.write(struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 1, 1, n_bytes, cd_off, 0))
+    return str(path)
