@@ -439,7 +439,7 @@ cdef class Core:
         """Simple tabulation (a random word per byte value and position, XORed): 3-independent, and linear
         probing with it takes O(1) expected probes on any key set (Patrascu and Thorup, 2012); 8 loads from a
         16 KB table instead of SipHash's 4+ rounds on the merges' hot path (with SipHash here SmolLM2's encode was
-        ~25% slower than with the old fixed hash; with tabulation ~10%, all of it the token table's SipHash)."""
+        ~25% slower than with the old fixed hash, with tabulation ~10%)."""
         return (self.pair_tab[0][key & 255] ^ self.pair_tab[1][(key >> 8) & 255]
                 ^ self.pair_tab[2][(key >> 16) & 255] ^ self.pair_tab[3][(key >> 24) & 255]
                 ^ self.pair_tab[4][(key >> 32) & 255] ^ self.pair_tab[5][(key >> 40) & 255]

@@ -26,6 +26,13 @@ MAX_GGUF_ELEMENTS = 4 << 20  # metadata array elements, all arrays together: <= 
 MAX_GGUF_TENSORS = 1 << 17
 MAX_GGUF_KEYS = 1 << 16
 
+# RoPE (config.ModelConfig): frequencies are theta^(-2i/head_dim) in float32 and wavelengths 2 pi / frequency;
+# a theta of 1e-300 or 1e300 made them 0 or inf (ZeroDivisionError at load). Real models use 1e4 .. 5e6; 1e12
+# leaves room for long-context fine-tunes (3.6e9) while every frequency stays a normal float32. The Llama 3.1
+# scaling factor divides frequencies: Llama 3.1 uses 8, Llama 3.2 1B/3B 32.
+ROPE_THETA_RANGE = (1.0, 1e12)  # exclusive below, inclusive above
+ROPE_FACTOR_RANGE = (1.0, 1e6)
+
 # Kernel threads (runtime.set_num_threads, --threads): each gets private buffers in every context, and OpenMP
 # makes them all; beyond the largest machines' core counts a value is a typo (99999999999 overflowed C's int).
 MAX_THREADS = 1024

@@ -405,7 +405,7 @@ def _one_shot_chat(model, system, prompt, max_tokens, n_ctx, kw):
 
 def _read_prompt(p: str) -> str:
     if p == "-":
-        return from_user(sys.stdin.read())  # stdin decodes bad UTF-8 as U+FFFD (setup_streams); a test's may not
+        return from_user(sys.stdin.read())  # (from_user: for a stdin that setup_streams could not reconfigure)
     return from_user(p)
 
 

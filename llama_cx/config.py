@@ -11,19 +11,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ._limits import MAX_PARAMS_JSON, read_regular
+from ._limits import MAX_PARAMS_JSON, ROPE_FACTOR_RANGE, ROPE_THETA_RANGE, read_regular
 from .errors import FormatError
 
 # Llama 3.1 rope scaling constants (Meta's `apply_scaling`); the factor is 8 for 3.1 and 32 for 3.2 1B/3B.
 ROPE_LOW_FREQ_FACTOR = 1.0
 ROPE_HIGH_FREQ_FACTOR = 4.0
 ROPE_ORIGINAL_CONTEXT = 8192
-
-class RopeRange:
-    """The RoPE settings a config accepts (see ModelConfig.__post_init__)."""
-    THETA_MIN, THETA_MAX = 1.0, 1e12
-    FACTOR_MIN, FACTOR_MAX = 1.0, 1e6  # Llama 3.1: 8, Llama 3.2 1B/3B: 32
-
 
 # (dim, n_layers) of Llama 3.2 1B and 3B: their params.json says use_scaled_rope but not the factor (32).
 _LLAMA32_SHAPES = {(2048, 16), (3072, 28)}
@@ -79,15 +73,12 @@ class ModelConfig:
                 bad(f"{name} must be a positive number, got {v!r}")
         if self.use_scaled_rope and not self.rope_low_freq_factor < self.rope_high_freq_factor:
             bad("rope low_freq_factor must be below high_freq_factor")
-        # RoPE frequencies are theta^(-2i/head_dim) in float32 (and wavelengths 2 pi / frequency): a theta of
-        # 1e-300 or 1e300 makes them 0 or inf (ZeroDivisionError at load). Real models use 1e4 .. 5e6; 1e12
-        # leaves room for long-context fine-tunes (3.6e9) while every frequency stays a normal float32.
-        if not RopeRange.THETA_MIN < self.rope_theta <= RopeRange.THETA_MAX:
-            bad(f"rope_theta must be above {RopeRange.THETA_MIN:g} and at most {RopeRange.THETA_MAX:g}, "
-                f"got {self.rope_theta!r}")
-        if not RopeRange.FACTOR_MIN <= self.rope_scale_factor <= RopeRange.FACTOR_MAX:
-            bad(f"rope scaling factor must be from {RopeRange.FACTOR_MIN:g} to {RopeRange.FACTOR_MAX:g}, "
-                f"got {self.rope_scale_factor!r}")
+        lo, hi = ROPE_THETA_RANGE  # a theta of 1e-300 or 1e300 made the frequencies 0 or inf: see _limits
+        if not lo < self.rope_theta <= hi:
+            bad(f"rope_theta must be above {lo:g} and at most {hi:g}, got {self.rope_theta!r}")
+        lo, hi = ROPE_FACTOR_RANGE
+        if not lo <= self.rope_scale_factor <= hi:
+            bad(f"rope scaling factor must be from {lo:g} to {hi:g}, got {self.rope_scale_factor!r}")
         if not 0 < self.rope_low_freq_factor or not 0 < self.rope_original_context:
             bad("rope low_freq_factor and original context must be positive")
 
