@@ -70,7 +70,7 @@ def open_regular(path: str, what: str, max_size: int = None):
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise FormatError(f"{path}: the {what} is {_kind(st.st_mode)}, not a regular file")
+            raise FormatError(f"{path}: cannot read the {what}: it is {_kind(st.st_mode)}, not a regular file")
         if max_size is not None and st.st_size > max_size:
             raise FormatError(f"{path}: the {what} is {st.st_size} bytes, more than the {max_size} such a file "
                               f"can need (refused before reading)")
