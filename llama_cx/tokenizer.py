@@ -107,7 +107,11 @@ def _show(s, limit: int = 60) -> str:
 
 
 class Tokenizer:
-    """Text <-> token ids for one vocabulary. Build with `from_file` or `from_gguf_metadata`."""
+    """Text <-> token ids for one vocabulary. Build with `from_file` or `from_gguf_metadata`.
+
+    Threads: one Tokenizer may be shared by any number of threads (its tables are read-only; the compiled core
+    lends each call its own scratch, see _bpe.pyx). A StreamDecoder belongs to one stream.
+    """
 
     def __init__(self, *, token_bytes: Sequence[Optional[bytes]], special_tokens: Dict[str, int],
                  merges: Optional[Sequence[Tuple[int, int]]], pattern: str, ignore_merges: bool, meta_slicing: bool,
