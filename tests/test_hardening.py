@@ -114,7 +114,7 @@ def test_four_threads_share_one_tokenizer(which, request):
     bad = []
 
     def work(k):
-        for _round in range(40):
+        for _round in range(80):
             for i in range(k, len(docs), 4):
                 if tok.encode(docs[i]) != want[i]:
                     bad.append(i)
@@ -135,7 +135,7 @@ def test_two_threads_generating_on_one_model_match_the_serial_run(text_model_dir
         return g.prompt_ids, g.tokens
 
     want = [one(i) for i in range(len(prompts))]
-    for _round in range(4):
+    for _round in range(12):  # 288 generations in threads
         got = [None] * len(prompts)
 
         def work(k):
@@ -160,7 +160,7 @@ def test_two_threads_on_one_context_one_is_refused(text_model_dir):
 
     want = {"a": serial(a), "b": serial(b), "ab": serial(a, b), "ba": serial(b, a)}
     refused = 0
-    for _round in range(20):
+    for _round in range(50):
         ctx = model.new_context(256)
         results, messages = {}, []
 
