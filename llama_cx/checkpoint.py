@@ -69,7 +69,7 @@ def expected_shapes(config: ModelConfig, tied: bool) -> Dict[str, Tuple[int, ...
 
 def load_checkpoint(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
     """Load a Meta checkpoint directory, a consolidated.00.pth (params.json beside it), or a .gguf file."""
-    path = os.fspath(path)
+    path = os.fsdecode(path)  # bytes (a name that is not UTF-8) -> str with surrogateescape, as argv gives it
     check_model_path(path)  # a FIFO or a device would block or stream forever
     if os.path.isdir(path):
         return _load_meta_dir(path, rope_scale_factor)

@@ -264,7 +264,7 @@ class GGUFFile:
     """
 
     def __init__(self, path):
-        self.path = os.fspath(path)
+        self.path = os.fsdecode(path)
         self.metadata: Dict[str, object] = {}
         self.metadata_types: Dict[str, str] = {}  # key -> "uint32", "string", "array[string]", ...
         self.tensor_infos: List[GGUFTensorInfo] = []

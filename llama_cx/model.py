@@ -307,7 +307,7 @@ def load(path: str, n_threads: Optional[int] = None, rope_scale_factor: Optional
     reads them with fewer TLB misses (1.02-1.26x decode in benchmarks/RESULTS.md, run D)."""
     if n_threads is not None:
         set_num_threads(n_threads)
-    ck = load_checkpoint(os.fspath(path), rope_scale_factor=rope_scale_factor)
+    ck = load_checkpoint(os.fsdecode(path), rope_scale_factor=rope_scale_factor)
     if huge_pages:
         need = sum(t.nbytes for t in ck.tensors.values() if t.buffer is ck.mapped)
         limit = _memory_limit()

@@ -147,7 +147,7 @@ class Tokenizer:
     def from_file(cls, path) -> "Tokenizer":
         """Meta's Llama 3 tokenizer.model: one `base64(token bytes) rank` line per token, ranks 0..n-1; the 256
         special tokens of Meta's llama3/tokenizer.py follow the n base tokens."""
-        path = os.fspath(path)
+        path = os.fsdecode(path)
         base = _read_tiktoken_file(path)
         n = len(base)
         special = {name: n + i for i, name in enumerate(LLAMA3_SPECIAL_TOKENS)}

@@ -345,6 +345,10 @@ def test_model_paths_that_are_not_utf8(tmp_path, text_model_dir):
     os.symlink(text_model_dir, raw_dir)
     model = llama_cx.load(os.fsdecode(raw_dir))
     assert model.tokenizer is not None
+    assert llama_cx.load(raw_dir).checkpoint.path == model.checkpoint.path  # bytes paths too
+    with pytest.raises(FormatError) as e:
+        llama_cx.load(raw_dir + b"-missing")
+    assert one_line(e).endswith("-missing: no such file or directory")
     rc, out, err = cli(b"info", raw_dir)
     assert rc == 0 and "model-\\xff\\xfe" in out, err
     one_error_line(cli(b"info", raw_dir + b"-missing"), 1, "model-\\xff\\xfe-missing: no such file or directory")
