@@ -5,7 +5,8 @@
            when its CPU time grows faster than its input (more than 4x per doubling, with a 0.2 s floor);
 - text:    random bytes that are not UTF-8 at every boundary where text enters or leaves (stdin to generate,
            chat and the menu, a prompt in argv, a model path, a GGUF general.name) through
-           the CLI, under a UTF-8 and a C locale; a finding is a traceback, a non-zero exit or a signal;
+           the CLI, under a UTF-8 and a C locale; a finding is a traceback, a signal or an exit status other
+           than 0 or 1 (1: a one-line error, as for a path that does not exist);
 - threads: random texts encoded by 4 threads sharing a tokenizer, generations by 2 threads sharing a model,
            and 2 threads calling forward on one context, against the serial results.
 """
