@@ -13,8 +13,15 @@ from .errors import FormatError
 
 # Side files and torch.save members read whole into memory (checked against the size on disk or the size the
 # zip declares, before reading; a sparse 3 GiB member costs nothing to make and 3 GB to read).
-MAX_PARAMS_JSON = 1 << 20  # Meta's params.json: ~250 bytes
-MAX_TOKENIZER_FILE = 64 << 20  # Meta's Llama 3 tokenizer.model: 2.2 MB (128k tokens)
+MAX_PARAMS_JSON = 1 << 20  # Meta's params.json: ~250 bytes; Hugging Face's config.json: ~1 KB
+MAX_SIDE_JSON = 4 << 20  # tokenizer_config.json (Llama 3.1's, chat template inside: ~55 KB), generation_config.json,
+#                          chat_template.jinja
+MAX_TOKENIZER_FILE = 64 << 20  # Meta's Llama 3 tokenizer.model: 2.2 MB (128k tokens); tokenizer.json: 9 MB;
+#                                Llama 2's SentencePiece tokenizer.model: 0.5 MB
+MAX_SAFETENSORS_INDEX = 64 << 20  # model.safetensors.index.json: ~25 KB for Llama 3 8B (291 tensors)
+# A safetensors header is read whole and parsed as JSON: the reference implementation's own bound
+# (safetensors/src/tensor.rs MAX_HEADER_SIZE); a Llama 3 70B shard's header is ~60 KB.
+MAX_SAFETENSORS_HEADER = 100_000_000
 MAX_DATA_PKL = 64 << 20  # data.pkl of a Llama 3.1 405B shard: ~0.2 MB (1.1k tensors, ~180 bytes each)
 MAX_SMALL_MEMBER = 4096  # byteorder ("little"), version ("3"), .data/serialization_id: a few bytes
 MAX_ZIP_DIRECTORY = 64 << 20  # the central directory, read whole: ~100 bytes per member, one member per tensor

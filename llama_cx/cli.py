@@ -5,6 +5,7 @@
     llama-cx chat MODEL                  interactive chat (/reset, /system TEXT, /stats, /exit)
     llama-cx info MODEL [--tensors]      what the checkpoint holds
     llama-cx demo [-p PROMPT]            chat with the demo model (SmolLM2-135M-Instruct, fetched once)
+    llama-cx trace MODEL -p TEXT         every stage of every layer (llama_cx/cli_trace.py); also trace-diff
 
 MODEL is a Meta checkpoint directory, a .pth or a .gguf file; $LLAMA_CX_MODEL is the default, and
 chat/generate/demo fall back to the demo model. A user mistake is one line on stderr,
@@ -24,7 +25,7 @@ from ._text import from_user, setup_streams, show
 from ._version import __version__
 from .errors import LlamaCxError
 
-COMMANDS = ("generate", "chat", "info", "demo")
+COMMANDS = ("generate", "chat", "info", "demo", "trace", "trace-diff")
 PROG = "llama-cx"
 
 
@@ -115,7 +116,7 @@ def _build_parsers():
 
     top = _Parser(prog=PROG, parents=[common, sampling],
                   description="CPU inference for Meta Llama models. Without a command: an interactive menu.",
-                  epilog="commands: generate, chat, info, demo  (llama-cx COMMAND --help)")
+                  epilog="commands: generate, chat, info, demo, trace, trace-diff  (llama-cx COMMAND --help)")
     top.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     model_arg(top, demo_fallback=False)
     top.set_defaults(func=cmd_menu, command=None)
@@ -148,6 +149,8 @@ def _build_parsers():
     p.add_argument("--system", metavar="S", help="system prompt")
     p.add_argument("-q", "--quiet", action="store_true", help="no stats on stderr (with -p)")
     p.set_defaults(func=cmd_demo, model=None)
+    from .cli_trace import add_parsers as _add_trace_parsers  # trace, trace-diff (llama_cx/cli_trace.py)
+    _add_trace_parsers(subs, _Parser, common, load=_load, model_path=_model_path, read_prompt=_read_prompt)
     for name, p in subs.items():
         p.set_defaults(command=name)
     return top, subs
@@ -540,10 +543,7 @@ def cmd_demo(args) -> int:
 def _model_name(model) -> str:
     md = model.checkpoint.metadata
     name = md.get("general.name") if isinstance(md.get("general.name"), str) else None
-    if name:
-        return name
-    path = model.checkpoint.path
-    return os.path.basename(os.path.dirname(path)) if model.checkpoint.format == "meta" else os.path.basename(path)
+    return name or model.checkpoint.name
 
 
 def _size(n: float) -> str:
@@ -566,6 +566,8 @@ def _token_label(tok, i) -> str:
         return "none"
     try:
         piece = tok.decode([i])
+        if not piece and tok.is_special(i):  # SentencePiece decodes control tokens to nothing
+            piece = next(name for name, j in tok.special_tokens.items() if j == i)
     except Exception:  # a label only; never fail `info` over it
         piece = "?"
     return f"{piece!r} ({i})" if piece else str(i)
@@ -586,12 +588,7 @@ def _info_rows(model, tensors=False) -> List[str]:
 
     rows.append(f"Model: {_model_name(model)}")
     row("path", ck.path)
-    fmt = ck.format
-    if fmt == "gguf":
-        fmt += f" (GGUF v{md.get('gguf_version', '?')}" + (f", {md['file_type']})" if md.get("file_type") else ")")
-    else:
-        fmt += " (params.json + consolidated .pth, read without torch)"
-    row("format", fmt)
+    row("format", f"{ck.format} ({ck.description})" if ck.description else ck.format)
     row("file size", _size(ck.file_size))
     row("architecture", md.get("general.architecture", "llama"))
     n_params = sum(t.numel for t in ck.tensors.values())
@@ -618,9 +615,9 @@ def _info_rows(model, tensors=False) -> List[str]:
     if tok is None:
         row("tokenizer", "none (token ids only)")
     else:
-        kind = "tiktoken (Meta tokenizer.model)" if ck.tokenizer_path else "byte-level BPE (GGUF)"
-        row("tokenizer", f"{kind}, {tok.vocab_size} tokens, pre-tokenizer {tok.pattern}, "
-                         f"{'adds' if tok.add_bos else 'no'} bos")
+        kind = ck.tokenizer.description
+        pre = f", pre-tokenizer {tok.pattern}" if tok.pattern is not None else ""  # SentencePiece has none
+        row("tokenizer", f"{kind}, {tok.vocab_size} tokens{pre}, {'adds' if tok.add_bos else 'no'} bos")
         row("bos", _token_label(tok, getattr(tok, "bos_id", None)))
         row("eos", _token_label(tok, getattr(tok, "eos_id", None)))
         stops = sorted(getattr(tok, "stop_ids", ()) or ())
@@ -642,6 +639,8 @@ def _chat_kind(fmt) -> str:
     name = type(fmt).__name__
     if name == "ChatFormat":
         return "Llama 3 (<|start_header_id|>role<|end_header_id|> ... <|eot_id|>)"
+    if name == "Llama2ChatFormat":
+        return "Llama 2 ([INST] <<SYS>> system <</SYS>> user [/INST] answer </s>)"
     if name == "ChatMLFormat":
         default = getattr(fmt, "default_system", None)
         return "ChatML (<|im_start|>role ... <|im_end|>)" + (f", default system prompt {default!r}" if default else "")

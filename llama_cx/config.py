@@ -111,8 +111,14 @@ class ModelConfig:
 
     # ---- Meta's params.json ----------------------------------------------------------------------
     @classmethod
-    def from_params(cls, params: dict, source: str = "params.json", rope_scale_factor: Optional[float] = None) -> "ModelConfig":
-        """Build from the dict of a Meta params.json (Llama 3 / 3.1 / 3.2)."""
+    def from_params(cls, params: dict, source: str = "params.json", rope_scale_factor: Optional[float] = None,
+                    llama2_vocab_size: Optional[int] = None) -> "ModelConfig":
+        """Build from the dict of a Meta params.json (Llama 3 / 3.1 / 3.2).
+
+        llama2_vocab_size: the checkpoint is Llama 2 style (a SentencePiece tokenizer.model beside it) with this
+        many pieces; then vocab_size -1 means that number (Meta's llama/generation.py sets
+        `model_args.vocab_size = tokenizer.n_words`), rope_theta defaults to 10000 (Llama 2's model.py
+        hard-codes theta=10000.0 and its params.json has no rope_theta) and max_seq_len to 4096 (its context)."""
 
         def bad(msg):
             raise FormatError(f"{source}: {msg}")
@@ -159,9 +165,10 @@ class ModelConfig:
         dim = get_int("dim")
         n_heads = get_int("n_heads")
         n_kv_heads = get_int("n_kv_heads") or n_heads
-        vocab_size = get_int("vocab_size", -1) if params.get("vocab_size", -1) != -1 else None
+        vocab_size = get_int("vocab_size", -1) if params.get("vocab_size", -1) != -1 else llama2_vocab_size
         if vocab_size is None:
-            bad("vocab_size is missing or -1 (it must be given for Llama 3 checkpoints)")
+            bad("vocab_size is missing or -1 (it must be given for Llama 3 checkpoints; a Llama 2 checkpoint takes "
+                "it from the SentencePiece tokenizer.model beside it)")
         multiple_of = get_int("multiple_of", 256)
         mult = get_float("ffn_dim_multiplier")
         use_scaled = params.get("use_scaled_rope", False)
@@ -172,7 +179,7 @@ class ModelConfig:
             rope_scale_factor = get_float("rope_scaling_factor") or get_float("rope_scale_factor")
         if rope_scale_factor is None:
             rope_scale_factor = 32.0 if (dim, n_layers) in _LLAMA32_SHAPES and vocab_size == 128256 else 8.0
-        max_seq_len = get_int("max_seq_len") or (131072 if use_scaled else 8192)
+        max_seq_len = get_int("max_seq_len") or (131072 if use_scaled else 8192 if llama2_vocab_size is None else 4096)
         try:
             hidden_dim = ffn_hidden_dim(dim, multiple_of, mult)
         except (OverflowError, ValueError):
@@ -188,7 +195,7 @@ class ModelConfig:
                 vocab_size=vocab_size,
                 hidden_dim=hidden_dim,
                 norm_eps=get_float("norm_eps", 1e-5),
-                rope_theta=get_float("rope_theta", 500000.0),
+                rope_theta=get_float("rope_theta", 500000.0 if llama2_vocab_size is None else 10000.0),
                 use_scaled_rope=use_scaled,
                 rope_scale_factor=float(rope_scale_factor),
                 max_seq_len=max_seq_len,
@@ -199,7 +206,8 @@ class ModelConfig:
             bad(str(e).replace("invalid model config: ", ""))
 
     @classmethod
-    def from_params_file(cls, path: str, rope_scale_factor: Optional[float] = None) -> "ModelConfig":
+    def from_params_file(cls, path: str, rope_scale_factor: Optional[float] = None,
+                         llama2_vocab_size: Optional[int] = None) -> "ModelConfig":
         raw = read_regular(path, "file", MAX_PARAMS_JSON)
         try:
             params = json.loads(raw.decode("utf-8"))
@@ -207,4 +215,5 @@ class ModelConfig:
             raise FormatError(f"{path}: not valid JSON ({e})") from None
         except RecursionError:
             raise FormatError(f"{path}: JSON nested too deeply") from None
-        return cls.from_params(params, source=os.fspath(path), rope_scale_factor=rope_scale_factor)
+        return cls.from_params(params, source=os.fspath(path), rope_scale_factor=rope_scale_factor,
+                               llama2_vocab_size=llama2_vocab_size)

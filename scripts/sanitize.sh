@@ -119,7 +119,7 @@ tar -C "$SRC" --exclude='*.so' --exclude='*.o' --exclude='__pycache__' -cf - . |
 echo "== building with -fsanitize=thread ($CC_BIN)"
 (cd "$TSRC" && LLAMA_CX_SANITIZE=thread "$PY" setup.py -q build_ext --inplace --parallel "$JOBS" \
     --build-temp "$WORK/build-temp-tsan" > "$WORK/build-tsan.log" 2>&1) || { tail -50 "$WORK/build-tsan.log"; exit 2; }
-KERNELS=$(cd "$TSRC" && LD_PRELOAD=$LIBTSAN PYTHONPATH=$TSRC "$PY" -c 'import llama_cx._bpe as k; print(k.__file__)')
+KERNELS=$(cd "$TSRC" && LD_PRELOAD=$LIBTSAN PYTHONPATH=$TSRC "$PY" -c 'import llama_cx.tokenizers._bpe as k; print(k.__file__)')
 case "$KERNELS" in
     "$TSRC"/*) ;;
     *) echo "sanitize.sh: the TSan tests would import $KERNELS, not the build in $TSRC" >&2; exit 2 ;;

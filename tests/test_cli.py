@@ -12,7 +12,7 @@ import pytest
 import llama_cx
 from llama_cx.cli import EmojiNamer, _read_message
 from llama_cx.generate import ChatSession, generate
-from llama_cx.tokenizer import Tokenizer
+from llama_cx.tokenizers import Tokenizer
 
 from _ckpt import SMALL, write_checkpoint
 from _scripted import LLAMA3_VOCAB, cycle, scripted_state_dict

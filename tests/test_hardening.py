@@ -1,6 +1,7 @@
 """Hardening, round 2 (issue 21): threads sharing a tokenizer, a model or a context; files built to cost minutes
 or gigabytes; text that is not UTF-8 at every boundary; integers too large for C; degenerate numbers; metadata of
 the wrong type. Each case goes through the API and the CLI and asserts the one-line message a user reads."""
+import json
 import os
 import random
 import subprocess
@@ -20,12 +21,12 @@ from fuzz._hostile import (chatml_openings, dag_pickle, flood_pickle, forged_8_b
                            meta_dir, sparse_gguf_array, sparse_zip_directory, tiny_chatml_gguf)
 from llama_cx._limits import (MAX_DATA_PKL, MAX_GGUF_ELEMENTS, MAX_KEY_ELEMENTS, MAX_PICKLE_OPS, MAX_SMALL_MEMBER,
                               MAX_TOKENIZER_FILE, MAX_ZIP_DIRECTORY)
-from llama_cx.chat_format import ChatMLFormat, chat_format_for
-from llama_cx.checkpoint import load_checkpoint
 from llama_cx.errors import FormatError, InvalidArgumentError, LlamaCxError
-from llama_cx.gguf import GGUFFile
+from llama_cx.formats import open_checkpoint
+from llama_cx.formats.gguf import GGUFFile
 from llama_cx.sampling import SamplingParams
-from llama_cx.tokenizer import Tokenizer
+from llama_cx.tokenizers import Tokenizer
+from llama_cx.tokenizers.chat_format import ChatMLFormat, chat_format_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(llama_cx.__file__)))
 V = gguf.GGUFValueType
@@ -208,7 +209,7 @@ def test_pickle_dag_bomb_key_is_refused(tmp_path, as_state_key):
     """A 300-byte data.pkl whose dict key is a 32-level tuple DAG (2^31 leaves to hash) hung the load."""
     d = meta_dir(tmp_path / "m", dag_pickle(32, as_state_key))
     with pytest.raises(FormatError) as e:
-        load_checkpoint(str(d))
+        open_checkpoint(str(d))
     want = f"a dict key is a tuple of more than {MAX_KEY_ELEMENTS} elements when expanded"
     assert want in one_line(e)
     one_error_line(cli("info", d, timeout=60), 1, want)
@@ -219,7 +220,7 @@ def test_pickle_opcode_flood_is_refused_at_bounded_memory(tmp_path, flood):
     """24 MB of EMPTY_LIST reached 1.8 GB RSS; the interpreter now stops after MAX_PICKLE_OPS opcodes."""
     d = meta_dir(tmp_path / "m", flood_pickle(3 * MAX_PICKLE_OPS, flood))
     with pytest.raises(FormatError) as e:
-        load_checkpoint(str(d))
+        open_checkpoint(str(d))
     assert f"more than {MAX_PICKLE_OPS} opcodes" in one_line(e)
     one_error_line(cli("info", d, timeout=120), 1, f"more than {MAX_PICKLE_OPS} opcodes")
 
@@ -230,7 +231,7 @@ def test_sparse_giant_zip_members_are_refused_before_reading(tmp_path, member, l
     d = meta_dir(tmp_path / "m", members={member: 3 << 30})
     want = f"zip member {member!r} declares {3 << 30} bytes, more than the {limit} it can need"
     with pytest.raises(FormatError) as e:
-        load_checkpoint(str(d))
+        open_checkpoint(str(d))
     assert want in one_line(e)
     one_error_line(cli("info", d, timeout=60), 1, want)
 
@@ -495,3 +496,147 @@ def test_add_bos_token_of_the_wrong_type_drops_only_the_tokenizer(tmp_path):
     model = llama_cx.load(path)
     assert model.tokenizer is None
     assert any("tokenizer.ggml.add_bos_token = 'yes' is not a bool" in n for n in model.notes)
+
+
+# ---- the readers of Llama 2, Hugging Face and multi-shard checkpoints --------------------------------------------
+@pytest.fixture
+def hf_dir(tmp_path):
+    """A tiny Hugging Face Llama directory (transformers' save_pretrained) with a placeholder tokenizer.json."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
+                                         num_key_value_heads=2, intermediate_size=96, vocab_size=300,
+                                         max_position_embeddings=256))
+    d = tmp_path / "hf"
+    model.save_pretrained(d)
+    (d / "tokenizer.json").write_text("{}")
+    return d
+
+
+@pytest.mark.parametrize("member", ["config.json", "model.safetensors"])
+def test_fifo_inside_a_hf_directory_is_refused(hf_dir, member):
+    os.remove(hf_dir / member)
+    os.mkfifo(hf_dir / member)
+    with pytest.raises(FormatError) as e:
+        llama_cx.load(str(hf_dir))
+    assert f"{member}: cannot read the file: it is a FIFO, not a regular file" in one_line(e)
+    one_error_line(cli("info", hf_dir, timeout=60), 1, "is a FIFO, not a regular file")
+
+
+@pytest.mark.parametrize("member", ["tokenizer.json", "tokenizer_config.json", "generation_config.json",
+                                    "chat_template.jinja"])
+def test_fifo_tokenizer_files_of_a_hf_directory_drop_only_the_tokenizer(hf_dir, member):
+    from llama_cx.tokenizers.hf_json import load_hf_tokenizer
+
+    if os.path.exists(hf_dir / member):
+        os.remove(hf_dir / member)
+    os.mkfifo(hf_dir / member)
+    with pytest.raises(FormatError) as e:
+        load_hf_tokenizer(str(hf_dir))
+    assert f"{member}: cannot read the file: it is a FIFO, not a regular file" in one_line(e)
+    model = llama_cx.load(str(hf_dir))
+    assert model.tokenizer is None
+    assert any("is a FIFO, not a regular file" in n for n in model.notes), model.notes
+
+
+@pytest.mark.parametrize("member,limit", [("tokenizer.json", MAX_TOKENIZER_FILE), ("config.json", 1 << 20),
+                                          ("tokenizer_config.json", 4 << 20)])
+def test_sparse_giant_hf_json_files_are_refused_before_reading(hf_dir, member, limit):
+    with open(hf_dir / member, "wb") as f:
+        f.truncate(3 << 30)
+    what = f"the file is {3 << 30} bytes, more than the {limit} such a file can need (refused before reading)"
+    want = f"{member}: {what}"
+    if member == "config.json":
+        with pytest.raises(FormatError) as e:
+            llama_cx.load(str(hf_dir))
+        assert want in one_line(e)
+        one_error_line(cli("info", hf_dir, timeout=60), 1, want)
+    else:
+        model = llama_cx.load(str(hf_dir))
+        assert model.tokenizer is None and any(what in n for n in model.notes), model.notes
+
+
+def test_sentencepiece_tokenizer_model_fifo_and_sparse_giant(tmp_path, llama_spm_vocab_dir):
+    from llama_cx.tokenizers import SentencePieceTokenizer
+    from llama_cx.tokenizers.spm import piece_count, tokenizer_model_kind
+
+    fifo = tmp_path / "fifo.model"
+    os.mkfifo(fifo)
+    for read in (SentencePieceTokenizer.from_file, piece_count, tokenizer_model_kind):
+        with pytest.raises(FormatError) as e:
+            read(str(fifo))
+        assert one_line(e) == f"{fifo}: cannot read the tokenizer file: it is a FIFO, not a regular file"
+    giant = tmp_path / "giant.model"
+    with open(giant, "wb") as f:
+        f.write(b"\x0a")  # a ModelProto's first field, so it is taken for SentencePiece
+        f.truncate(3 << 30)
+    for read in (SentencePieceTokenizer.from_file, piece_count):
+        with pytest.raises(FormatError) as e:
+            read(str(giant))
+        assert f"the tokenizer file is {3 << 30} bytes, more than the {MAX_TOKENIZER_FILE}" in one_line(e)
+    # a Llama 2 directory whose tokenizer.model is that file: refused by name (it sizes vocab_size -1)
+    d = tmp_path / "llama2"
+    params, _ = write_checkpoint(str(d), seed=1)
+    with open(d / "params.json", "w") as f:
+        json.dump(dict(params, vocab_size=-1), f)
+    os.replace(giant, d / "tokenizer.model")
+    with pytest.raises(FormatError) as e:
+        llama_cx.load(str(d))
+    assert f"the tokenizer file is {3 << 30} bytes" in one_line(e)
+
+
+def test_fifo_shard_of_a_multi_shard_checkpoint_is_refused(tmp_path):
+    d = tmp_path / "m"
+    write_checkpoint(str(d), seed=1)
+    os.mkfifo(d / "consolidated.01.pth")
+    with pytest.raises(FormatError) as e:
+        llama_cx.load(str(d))
+    assert "consolidated.01.pth: cannot read the checkpoint file: it is a FIFO, not a regular file" in one_line(e)
+    one_error_line(cli("info", d, timeout=60), 1, "is a FIFO, not a regular file")
+
+
+def test_four_threads_share_one_sentencepiece_tokenizer(llama_spm_vocab_dir):
+    """SentencePieceTokenizer is pure Python; its word and special-token caches are shared by every caller, and
+    are filled under a lock. Many distinct words (the word cache fills and is cleared) and several special-token
+    sets (each compiles a regex into the other cache) from four threads give the serial ids."""
+    from llama_cx.tokenizers import SentencePieceTokenizer
+
+    tok = SentencePieceTokenizer.from_file(os.path.join(llama_spm_vocab_dir, "tokenizer.model"))
+    rnd = random.Random(11)
+    docs = [" ".join("".join(rnd.choice("abcdefghijklmnopqrstuvwxyzäöü") for _ in range(rnd.randrange(1, 9)))
+                     for _ in range(300)) + " <s></s>" for _ in range(24)]
+    specials = [set(), {"<s>"}, {"</s>"}, "all"]
+    want = [[tok.encode(t, allowed_special=s) for s in specials] for t in docs]
+    tok._word_cache.update({f"filler{i}": ["x"] for i in range((1 << 16) - 100)})  # clears during the run
+    bad = []
+
+    def work(k):
+        for _round in range(3):
+            for i in range(k, len(docs), 4):
+                if [tok.encode(docs[i], allowed_special=s) for s in specials] != want[i]:
+                    bad.append(i)
+
+    run_threads(4, work)
+    assert bad == []
+
+
+def test_sentencepiece_gguf_flags_of_the_wrong_type_are_refused(llama_spm_vocab_dir):
+    from llama_cx.tokenizers import SentencePieceTokenizer
+
+    with GGUFFile(os.path.join(llama_spm_vocab_dir, "ggml-vocab-llama-spm.gguf")) as gf:
+        meta = dict(gf.metadata)
+    for key in ("add_bos_token", "add_space_prefix", "remove_extra_whitespaces"):
+        with pytest.raises(FormatError) as e:
+            SentencePieceTokenizer.from_gguf_metadata(dict(meta, **{f"tokenizer.ggml.{key}": "false"}), "v.gguf")
+        assert one_line(e) == f"v.gguf: tokenizer.ggml.{key} = 'false' is not a bool"
+
+
+def test_tokenizer_json_ignore_merges_of_the_wrong_type_is_refused():
+    from llama_cx.tokenizers.hf_json import from_tokenizer_json
+
+    tj = {"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [], "ignore_merges": "false"},
+          "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}}
+    with pytest.raises(FormatError) as e:
+        from_tokenizer_json(tj, "tokenizer.json")
+    assert one_line(e) == "tokenizer.json: model.ignore_merges = 'false' is not true or false"

@@ -32,26 +32,26 @@ GROWTH_PER_DOUBLING = 4.0
 
 
 def _load_checkpoint(arg):
-    from llama_cx.checkpoint import load_checkpoint
+    from llama_cx.formats import open_checkpoint
 
-    load_checkpoint(arg)
+    open_checkpoint(arg)
 
 
 def _tokenizer(arg):
-    from llama_cx.tokenizer import Tokenizer
+    from llama_cx.tokenizers import Tokenizer
 
     Tokenizer.from_file(arg)
 
 
 def _gguf(arg):
-    from llama_cx.gguf import GGUFFile
+    from llama_cx.formats.gguf import GGUFFile
 
     GGUFFile(arg).close()
 
 
 def _chat_template(arg):
-    from llama_cx.chat_format import chat_format_for
-    from llama_cx.tokenizer import Tokenizer
+    from llama_cx.tokenizers.chat_format import chat_format_for
+    from llama_cx.tokenizers import Tokenizer
 
     tokens = [chr(c) for c in range(0x21, 0x7F)] + ["<|im_start|>", "<|im_end|>"]
     meta = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.merges": [],
@@ -268,7 +268,7 @@ def check_threads(seconds: float, seed: int = 0, out=print) -> List[str]:
     import llama_cx
     from _ckpt import write_checkpoint
     from llama_cx.errors import LlamaCxError
-    from llama_cx.tokenizer import Tokenizer
+    from llama_cx.tokenizers import Tokenizer
 
     rng = random.Random(seed)
     findings: List[str] = []

@@ -99,7 +99,7 @@ def tiny_chatml_gguf(path, template=None, name=None, extra=()) -> str:
 
     from _ckpt import SMALL, random_state_dict
     from _gguf_files import write_llama_gguf
-    from llama_cx.tokenizer import _BYTE_OF_CHAR
+    from llama_cx.tokenizers.gpt2_bpe import _BYTE_OF_CHAR
 
     V = gguf.GGUFValueType
     tokens = sorted(_BYTE_OF_CHAR, key=_BYTE_OF_CHAR.get) + ["ab", "<|im_start|>", "<|im_end|>"]
