@@ -10,7 +10,7 @@ never depends on the build machine's own instruction set (native tuning is an op
 
 Environment switches (all opt-in):
   LLAMA_CX_NO_OPENMP=1   build serial even when the compiler supports OpenMP
-  LLAMA_CX_SANITIZE=1    build with AddressSanitizer + UndefinedBehaviorSanitizer
+  LLAMA_CX_SANITIZE=1    build with AddressSanitizer + UndefinedBehaviorSanitizer (=thread: ThreadSanitizer)
   LLAMA_CX_NATIVE=1      add -march=native (a "this machine only" build)
 """
 import glob
@@ -82,7 +82,10 @@ class BuildExt(build_ext):
                 "(install libgomp / libomp for multi-threading)"
             )
         if _flag("LLAMA_CX_SANITIZE") and ctype != "msvc":
-            san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]
+            if os.environ["LLAMA_CX_SANITIZE"].strip().lower() == "thread":  # ThreadSanitizer (scripts/sanitize.sh)
+                san = ["-fsanitize=thread", "-fno-omit-frame-pointer"]
+            else:
+                san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]
             compile_args += san + ["-O1", "-g"]
             link_args += san
         if _flag("LLAMA_CX_NATIVE") and ctype != "msvc":

@@ -1,23 +1,17 @@
 """Small JSON files (config.json, an index, tokenizer.json, tokenizer_config.json) read with a size bound, so a
-huge or hostile file is refused before it is parsed; every failure is one FormatError line naming the file."""
+huge or hostile file is refused before it is read; every failure is one FormatError line naming the file."""
 from __future__ import annotations
 
 import json
 
+from ._limits import read_regular
 from .errors import FormatError
 
 
-def read_json(path: str, limit: int, what: str):
-    """The parsed JSON of `path`, a file of at most `limit` bytes (`what` names it in the error when it is larger)."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(limit + 1)
-    except FileNotFoundError:
-        raise FormatError(f"{path}: file not found") from None
-    except OSError as e:
-        raise FormatError(f"{path}: cannot read ({e.strerror or e})") from None
-    if len(raw) > limit:
-        raise FormatError(f"{path}: {what} is over {limit >> 20} MiB; refusing to parse it")
+def read_json(path: str, limit: int):
+    """The parsed JSON of `path`, a regular file of at most `limit` bytes (llama_cx._limits: refused before it is
+    read when larger, or when it is a FIFO or a device)."""
+    raw = read_regular(path, "file", limit)
     try:
         return json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as e:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from . import defaults
+from ._limits import MAX_PARAMS_JSON, ROPE_FACTOR_RANGE, ROPE_THETA_RANGE, read_regular
 from .errors import ContextLengthError, FormatError, brief, fail
 
 # Llama 3.1 rope scaling constants (Meta's `apply_scaling`); the factor is 8 for 3.1 and 32 for 3.2 1B/3B.
@@ -70,6 +71,14 @@ class ModelConfig:
                 fail("invalid model config", f"{name} must be a positive number, got {v!r}")
         if self.use_scaled_rope and not self.rope_low_freq_factor < self.rope_high_freq_factor:
             fail("invalid model config", "rope low_freq_factor must be below high_freq_factor")
+        lo, hi = ROPE_THETA_RANGE  # a theta of 1e-300 or 1e300 made the frequencies 0 or inf: see _limits
+        if not lo < self.rope_theta <= hi:
+            fail("invalid model config", f"rope_theta must be above {lo:g} and at most {hi:g}, got {self.rope_theta!r}")
+        lo, hi = ROPE_FACTOR_RANGE
+        if not lo <= self.rope_scale_factor <= hi:
+            fail("invalid model config", f"rope scaling factor must be from {lo:g} to {hi:g}, got {self.rope_scale_factor!r}")
+        if not 0 < self.rope_low_freq_factor or not 0 < self.rope_original_context:
+            fail("invalid model config", "rope low_freq_factor and original context must be positive")
 
     # ---- derived sizes -------------------------------------------------------------------------
     @property
@@ -207,13 +216,7 @@ class ModelConfig:
     @classmethod
     def from_params_file(cls, path: str, rope_scale_factor: Optional[float] = None,
                          llama2_vocab_size: Optional[int] = None) -> "ModelConfig":
-        try:
-            with open(path, "rb") as f:
-                raw = f.read(1 << 20)
-        except FileNotFoundError:
-            raise FormatError(f"{path}: file not found") from None
-        except OSError as e:
-            raise FormatError(f"{path}: cannot read ({e.strerror})") from None
+        raw = read_regular(path, "file", MAX_PARAMS_JSON)
         try:
             params = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:

@@ -15,6 +15,7 @@ import math
 import operator
 import os
 import struct
+import threading
 from array import array
 from typing import Iterable, List, Optional, Sequence
 
@@ -68,7 +69,12 @@ def _to_f32_copy(t) -> array:
 
 
 class Model:
-    """A loaded Llama model. Weights are read-only views shared by every context made from it."""
+    """A loaded Llama model. Weights are read-only views shared by every context made from it.
+
+    Threads: a Model, its tokenizer and its chat format may be shared by any number of threads (generate,
+    chat_session, new_context, logits); each generation gets its own Context and Sampler. A Context is not:
+    see Context.
+    """
 
     def __init__(self, checkpoint: Checkpoint):
         self.checkpoint = checkpoint
@@ -121,6 +127,8 @@ class Model:
             numel["output.weight"] = numel["tok_embeddings.weight"]
         for name in ["norm.weight"] + [f"layers.{i}.{n}.weight" for i in range(cfg.n_layers) for n in _NORMS]:
             vecs[name] = _to_f32_copy(tensors[name])
+            if not math.isfinite(sum(vecs[name])):  # cheap (the norms are tiny); the matrices: see Context.forward
+                raise FormatError(f"{self.checkpoint.path}: tensor {name} holds NaN or inf")
         self._rope_freqs = rope_frequencies(cfg)
         sizes = dict(dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads,
                      head_dim=cfg.head_dim, hidden_dim=cfg.hidden_dim, vocab_size=cfg.vocab_size,
@@ -187,7 +195,13 @@ def _human(n: int) -> str:
 
 
 class Context:
-    """Run state of one sequence: KV cache, activation buffers, and the ids already in the cache."""
+    """Run state of one sequence: KV cache, activation buffers, and the ids already in the cache.
+
+    Threads: one thread at a time. A call to forward/rewind/reset while another thread is inside forward on the
+    same context raises LlamaCxError("context is in use by another thread") instead of waiting: two callers
+    would interleave their tokens in one cache, so neither result would mean anything. Make one context per
+    thread (they share the model's weights).
+    """
 
     def __init__(self, model: Model, n_ctx: Optional[int] = None, prefill_block: int = PREFILL_BLOCK):
         cfg = model.config
@@ -209,6 +223,12 @@ class Context:
             raise ContextLengthError(
                 f"not enough memory for a context of {n_ctx} tokens ({self.state_bytes / 2**20:.0f} MiB)") from None
         self.tokens: List[int] = []
+        self._busy = threading.Lock()  # held for the whole of forward; never waited on (see the class doc)
+
+    def _enter(self) -> None:
+        if not self._busy.acquire(blocking=False):
+            raise LlamaCxError("context is in use by another thread (a Context serves one thread at a time; "
+                               "make one context per thread)")
 
     @property
     def pos(self) -> int:
@@ -217,6 +237,13 @@ class Context:
 
     def forward(self, token_ids: Iterable[int], all_logits: bool = False):
         """Append token_ids to the cache; logits (vocab,) of the last one, or (len, vocab) if all_logits."""
+        self._enter()
+        try:
+            return self._forward(token_ids, all_logits)
+        finally:
+            self._busy.release()
+
+    def _forward(self, token_ids, all_logits):
         try:  # ints and integer-like (numpy) ids; 1.7 or "5" are refused, not truncated
             ids = [operator.index(i) for i in token_ids]
         except TypeError:
@@ -242,6 +269,10 @@ class Context:
             else:
                 self._state.forward(block, pos + s, out if last else None, False)
             self.tokens.extend(block)
+        last_row = out[(t - 1) * vocab:] if all_logits else out
+        if not math.isfinite(last_row[_kernels.argmax(last_row)]):  # NaN never wins argmax: all NaN -> row[0]
+            raise FormatError(f"{self.model.checkpoint.path}: the model computed no finite logit (NaN or inf in "
+                              f"the weights?)")
         if all_logits:
             return out.cast("B").cast("f", (t, vocab))
         return out
@@ -250,10 +281,14 @@ class Context:
         """Forget every token after the first n_keep (their cache rows are overwritten later)."""
         if not 0 <= n_keep <= self.pos:
             raise LlamaCxError(f"cannot rewind to {n_keep}: the context holds {self.pos} tokens")
+        self._enter()
         del self.tokens[n_keep:]
+        self._busy.release()
 
     def reset(self) -> None:
+        self._enter()
         self.tokens.clear()
+        self._busy.release()
 
 
 def load(path: str, n_threads: Optional[int] = None, rope_scale_factor: Optional[float] = None,
@@ -266,7 +301,7 @@ def load(path: str, n_threads: Optional[int] = None, rope_scale_factor: Optional
     reads them with fewer TLB misses (1.02-1.26x decode, measured in benchmarks/RESULTS.md)."""
     if n_threads is not None:
         set_num_threads(n_threads)
-    ck = open_checkpoint(os.fspath(path), rope_scale_factor=rope_scale_factor)
+    ck = open_checkpoint(os.fsdecode(path), rope_scale_factor=rope_scale_factor)
     if huge_pages:
         mapped = {id(f.mapping) for f in ck.files}
         need = sum(t.nbytes for t in ck.tensors.values() if id(t.buffer) in mapped)

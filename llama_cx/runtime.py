@@ -13,7 +13,8 @@ import os
 import platform
 
 from . import _kernels
-from .errors import LlamaCxError
+from ._limits import MAX_THREADS
+from .errors import InvalidArgumentError, LlamaCxError
 
 
 def _cgroup_cpu_limit():
@@ -52,7 +53,7 @@ def default_threads() -> int:
     if env:
         try:
             n = int(env)
-            if n >= 1:
+            if 1 <= n <= MAX_THREADS:  # a larger value would overflow C's int at import
                 return n
         except ValueError:
             pass
@@ -61,8 +62,8 @@ def default_threads() -> int:
 
 def set_num_threads(n: int) -> None:
     """Threads used by the kernels from now on."""
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise LlamaCxError(f"thread count must be a positive integer, got {n!r}")
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_THREADS:
+        raise InvalidArgumentError(f"thread count must be an integer from 1 to {MAX_THREADS}, got {n!r}")
     _kernels.set_num_threads(n)
 
 

@@ -24,6 +24,8 @@ from typing import Iterable, Optional
 from . import _sampling, defaults
 from .errors import InvalidArgumentError, brief
 
+_INT_MAX = 2**31 - 1
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -51,6 +53,8 @@ class SamplingParams:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
                 raise InvalidArgumentError(f"{name} must be an integer, got {brief(v)}")
+            if name != "seed" and v > _INT_MAX:  # reaches C as Py_ssize_t; any larger value means "all" anyway
+                raise InvalidArgumentError(f"{name} must be at most {_INT_MAX}, got {brief(v)}")
             return v
 
         if number("temperature") < 0:

@@ -36,6 +36,7 @@ import zipfile
 from array import array
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from ._limits import open_regular
 from .errors import FormatError, InvalidArgumentError
 
 # stage names for the filters, in forward order; "residual" selects the layers.{i} arrays
@@ -338,7 +339,7 @@ def load_npz(path: str) -> Trace:
     """Read an .npz of float32 / int64 arrays (as written by save_npz, np.savez or np.savez_compressed)."""
     out = Trace()
     try:
-        with zipfile.ZipFile(path) as z:
+        with open_regular(path, "trace file") as raw, zipfile.ZipFile(raw) as z:  # a FIFO: refused, not waited on
             for info in z.infolist():
                 if not info.filename.endswith(".npy"):
                     raise FormatError(f"{path}: member {info.filename!r} is not a .npy array")

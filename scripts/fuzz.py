@@ -4,12 +4,19 @@
     python scripts/fuzz.py                        # every target, 60 s each
     python scripts/fuzz.py --target gguf --seconds 600
     python scripts/fuzz.py --seconds 30 --jobs 2 --findings /tmp/findings
+    python scripts/fuzz.py --check bounds         # time and peak memory of each hostile-file class, per size
+    python scripts/fuzz.py --check text --check threads --seconds 120
 
 Each target runs in its own process (so a segfault or an endless C loop is caught and reported, with the
 input that caused it saved), with an address-space limit (--memory-gb) so that a huge allocation shows up
 as a MemoryError instead of the OOM killer. Targets and harnesses: tests/fuzz/. A finding is any outcome
 other than success or a one-line LlamaCxError; each is shrunk by hypothesis to a minimal input and saved
 under --findings as <target>-<n>.bin with a .txt description. Exit status 1 when anything was found.
+
+--check runs what byte mutation cannot reach (tests/fuzz/_checks.py): `bounds` (each hostile-file class of
+tests/fuzz/_hostile.py at growing sizes, a fresh process per run: CPU seconds and peak RSS, with a finding past
+20 s, 1 GB, or faster-than-linear growth), `text` (bytes that are not UTF-8 at every text boundary of the CLI,
+under UTF-8 and C locales) and `threads` (threads sharing a tokenizer, a model, a context, against serial runs).
 """
 from __future__ import annotations
 
@@ -97,13 +104,42 @@ def main(argv=None) -> int:
     p.add_argument("--memory-gb", type=float, default=8.0, help="address-space limit per target (0: none)")
     p.add_argument("--findings", default=None, help="directory to save findings in (default: a temp dir)")
     p.add_argument("--verbose", action="store_true")
+    p.add_argument("--check", action="append", choices=("bounds", "text", "threads"),
+                   help="run a check instead of the targets (repeatable); --seconds is the budget of text/threads")
+    p.add_argument("--case", action="append", help="bounds: only these cases (default: all)")
     # internal: run one target in this process
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--bound-child", help=argparse.SUPPRESS)
+    p.add_argument("--arg", help=argparse.SUPPRESS)
     p.add_argument("--report", help=argparse.SUPPRESS)
     p.add_argument("--current", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         return child(args)
+    if args.bound_child:
+        if args.memory_gb > 0:
+            limit = int(args.memory_gb * 2**30)
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        _import_engine()
+        from fuzz import _checks
+
+        return _checks.bound_child(args.bound_child, args.arg)
+    if args.check:
+        _import_engine()
+        from fuzz import _checks
+
+        findings = []
+        for name in args.check:
+            if name == "bounds":
+                findings += _checks.check_bounds(args.case, memory_gb=args.memory_gb)
+            elif name == "text":
+                findings += _checks.check_text(args.seconds, seed=args.seed)
+            else:
+                findings += _checks.check_threads(args.seconds, seed=args.seed)
+        for f in findings:
+            print("FINDING:", f)
+        print(f"\n{len(findings)} finding(s)" if findings else "\nno findings")
+        return 1 if findings else 0
 
     targets, _ = _import_engine()
     names = list(targets) if args.target == "all" else [args.target]

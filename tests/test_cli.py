@@ -161,7 +161,7 @@ def test_info_on_the_demo_gguf(smollm2_gguf_path):
         (["generate", "-p", "x", "--top-p", "2"], 1, r"top_p must be in \(0, 1\]"),
         (["generate", "-p", "x", "--min-p", "-1"], 1, r"min_p must be in \[0, 1\]"),
         (["generate", "-p", "x", "--repeat-penalty", "0"], 1, "repeat_penalty must be > 0"),
-        (["generate", "-p", "x", "--top-k", "-1"], 1, "top_k must be >= 0"),
+        (["generate", "-p", "x", "--top-k", "-1"], 2, "expected an integer >= 0"),
         (["generate", "-p", "x", "--temperature", "-1"], 1, "temperature must be >= 0"),
         (["generate", "-p", "word " * 40, "--ctx", "16"], 1, r"prompt has \d+ tokens but the context holds 16"),
         (["generate", "-p", "x", "--ctx", "100000"], 1, "exceeds the model's maximum 8192"),

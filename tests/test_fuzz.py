@@ -169,3 +169,15 @@ def test_fuzz_script_runs(tmp_path):
     row = [line.split() for line in r.stdout.splitlines() if line.startswith("zip ")][-1]
     assert int(row[1]) > 100 and row[-1] == "0", r.stdout
     assert "no findings" in r.stdout
+
+
+# ---- scripts/fuzz.py --check (tests/fuzz/_checks.py) -----------------------------------------------------------
+def test_bounds_check_runs_and_finds_nothing_on_fast_cases():
+    from fuzz import _checks
+
+    lines = []
+    findings = _checks.check_bounds(["pickle-dag-key", "zip-sparse-byteorder", "chat-template-openings"],
+                                    out=lines.append)
+    assert findings == [], findings
+    assert len(lines) == 1 + 4 + 2 + 3  # header + one row per size
+    assert all("refused" in row or "loaded" in row for row in lines[1:])

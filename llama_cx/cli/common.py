@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import sys
 
+from .._text import from_user, show
 from ..emoji_names import EmojiNamer
 
 PROG = "llama-cx"
@@ -15,7 +16,7 @@ class UsageError(Exception):
 
 def say_error(msg: str) -> None:
     """One line on stderr: `llama-cx: error: ...`."""
-    line = " ".join(str(msg).split("\n"))
+    line = show(" ".join(str(msg).split("\n")))
     try:
         sys.stderr.write(f"{PROG}: error: {line}\n")
         sys.stderr.flush()
@@ -37,8 +38,8 @@ def model_path(args, demo_fallback: bool) -> str:
 def read_prompt(p: str) -> str:
     """A prompt argument: the text itself, or '-' for standard input."""
     if p == "-":
-        return sys.stdin.read()
-    return p
+        return from_user(sys.stdin.read())  # (from_user: for a stdin that setup_streams could not reconfigure)
+    return from_user(p)
 
 
 def load_model(args, demo_fallback=True, quiet=False):
@@ -52,7 +53,7 @@ def load_model(args, demo_fallback=True, quiet=False):
 
 def say(msg: str) -> None:
     """A status line on stderr: `llama-cx: ...`."""
-    sys.stderr.write(f"{PROG}: {msg}\n")
+    sys.stderr.write(f"{PROG}: {show(msg)}\n")
     sys.stderr.flush()
 
 

@@ -5,6 +5,7 @@ import sys
 from typing import List
 
 from .. import defaults
+from .._text import show
 from ..errors import LlamaCxError
 from .common import Out, human_size, load_model, model_name, sampling_kwargs, say, say_error, stream
 from .generate import one_shot_chat
@@ -32,6 +33,11 @@ def _token_label(tok, i) -> str:
 
 
 def _info_lines(model, tensors=False) -> List[str]:
+    """The `info` report; every line goes through show() (names from the file may hold any bytes)."""
+    return [show(r) for r in _info_rows(model, tensors)]
+
+
+def _info_rows(model, tensors=False) -> List[str]:
     ck, c = model.checkpoint, model.config
     md = ck.metadata
     rows = []

@@ -8,6 +8,8 @@ import sys
 from typing import List, Optional
 
 from .. import defaults
+from .._limits import MAX_THREADS
+from .._text import from_user, setup_streams, show
 from .._version import __version__
 from ..errors import LlamaCxError
 from .common import PROG, UsageError, say_error
@@ -27,23 +29,32 @@ class _Parser(argparse.ArgumentParser):
 
 
 # ---- argument types: a bad value is a one-line usage error -----------------------------------------------
-def _positive_int(s):
+_INT_MAX = 2**31 - 1  # counts reach C as int or Py_ssize_t: refused here rather than as an OverflowError there
+
+
+def _positive_int(s, hi=_INT_MAX):
     try:
         v = int(s)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {show(s)!r}") from None
+    if not 0 < v <= hi:
+        raise argparse.ArgumentTypeError(f"expected a positive integer{'' if v <= 0 else f' up to {hi}'}, "
+                                         f"got {show(s)[:40]!r}")
     return v
+
+
+def _thread_count(s):
+    return _positive_int(s, MAX_THREADS)
 
 
 def _nonneg_int(s):
     try:
         v = int(s)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}")
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {show(s)!r}") from None
+    if not 0 <= v <= _INT_MAX:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0{'' if v < 0 else f' and at most {_INT_MAX}'}, "
+                                         f"got {show(s)[:40]!r}")
     return v
 
 
@@ -66,7 +77,7 @@ def _int(s):
 
 def _build_parsers():
     common = _Parser(add_help=False)
-    common.add_argument("--threads", type=_positive_int, metavar="N", help="kernel threads (default: all CPUs)")
+    common.add_argument("--threads", type=_thread_count, metavar="N", help="kernel threads (default: all CPUs)")
     common.add_argument("--huge-pages", action="store_true",
                         help="read the weights into huge-page memory: slower load, more RAM, faster decode")
     common.add_argument("--bf16-prefill", action="store_true",
@@ -80,7 +91,7 @@ def _build_parsers():
                    help=f"tokens to generate at most (default {defaults.MAX_TOKENS}; chat: until the reply ends)")
     g.add_argument("--temperature", "--temp", type=_finite_float, default=defaults.TEMPERATURE, metavar="T",
                    help=f"0 = greedy (default {defaults.TEMPERATURE})")
-    g.add_argument("--top-k", type=_int, default=defaults.TOP_K, metavar="K",
+    g.add_argument("--top-k", type=_nonneg_int, default=defaults.TOP_K, metavar="K",
                    help=f"keep the K most likely tokens (0 = off; default {defaults.TOP_K})")
     g.add_argument("--top-p", type=_finite_float, default=defaults.TOP_P, metavar="P",
                    help=f"nucleus sampling (default {defaults.TOP_P}; 1 = off)")
@@ -162,14 +173,14 @@ def _parse(argv: List[str]):
 # ---- main ------------------------------------------------------------------------------------------------
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    for stream in (sys.stdout, sys.stderr):
-        if (getattr(stream, "encoding", "") or "").lower().replace("-", "") != "utf8" and hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="replace")  # an emoji on a latin-1 terminal is '?', not a crash
+    setup_streams()  # bad UTF-8 on stdin is U+FFFD; nothing written to stdout/stderr raises (see _text)
     try:
         try:
             args = _parse(argv)
         except SystemExit as e:  # --help / --version printed their text
             return e.code if isinstance(e.code, int) else 0
+        if getattr(args, "system", None) is not None:
+            args.system = from_user(args.system)  # argv bytes that are not UTF-8 -> U+FFFD, as on stdin
         if args.threads is not None or args.bf16_prefill or args.bf16_decode:
             from .. import runtime  # only now: --help and --version run without the compiled core
 

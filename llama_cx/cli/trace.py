@@ -13,6 +13,7 @@ import math
 import sys
 from typing import List
 
+from .._text import show
 from ..trace import (FAST_STAGES, LAYER_STAGES, STAGES, Trace, array_name, diff, load_npz, logit_lens, norm2,
                     parse_layers, parse_stages, row, save_npz, stage_names, top_k, trace)
 from ..errors import InvalidArgumentError
@@ -182,14 +183,14 @@ def cmd_trace(args) -> int:
     if args.out:
         names = getattr(tr, "saved", list(tr))
         save_npz(args.out, {n: tr[n] for n in names})
-        sys.stderr.write(f"{PROG}: wrote {len(names)} arrays to {args.out}\n")
+        sys.stderr.write(f"{PROG}: wrote {len(names)} arrays to {show(args.out)}\n")
     if args.against:
         other = load(args.against, huge_pages=args.huge_pages)
         if other.config.vocab_size != model.config.vocab_size or other.config.dim != model.config.dim:
             raise InvalidArgumentError(f"{args.against}: dim/vocab {other.config.dim}/{other.config.vocab_size} differ "
                                        f"from {model_path(args, True)}'s {model.config.dim}/{model.config.vocab_size}")
         tb = _trace_for_cli(other, ids, args)
-        _say(f"\n{model_path(args, True)} against {args.against} (relative error ||a-b||/||b||):")
+        _say(f"\n{show(model_path(args, True))} against {show(args.against)} (relative error ||a-b||/||b||):")
         _print_diff(tr, tb, args.tol)
     return 0
 
@@ -265,11 +266,11 @@ def plot_diff(rows, tol: float, path: str, title: str) -> bool:
 
 def cmd_trace_diff(args) -> int:
     a, b = load_npz(args.a), load_npz(args.b)
-    _say(f"{args.a} against {args.b} (relative error ||a-b||/||b||, '!' over {args.tol:g}):")
+    _say(f"{show(args.a)} against {show(args.b)} (relative error ||a-b||/||b||, '!' over {args.tol:g}):")
     rows, _ = _print_diff(a, b, args.tol)
     if args.plot:
         if plot_diff(rows, args.tol, args.plot, f"{args.a} vs {args.b}"):
-            sys.stderr.write(f"{PROG}: wrote {args.plot}\n")
+            sys.stderr.write(f"{PROG}: wrote {show(args.plot)}\n")
         else:
             sys.stderr.write(f"{PROG}: --plot needs matplotlib (pip install matplotlib); table only\n")
     return 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+from .._limits import check_model_path, open_regular
 from ..errors import FormatError
 from .checkpoint import Checkpoint, MappedFile, TokenizerSpec, expected_shapes
 
@@ -27,7 +28,7 @@ def sniff(path: str) -> str:
     config.json or safetensors files), 'safetensors' (a file); anything else is a one-line FormatError naming what
     it looked like."""
     if os.path.isdir(path):
-        if os.path.isfile(os.path.join(path, "params.json")):
+        if os.path.lexists(os.path.join(path, "params.json")):  # a FIFO etc.: meta.py refuses it by name
             return "meta"
         try:
             names = os.listdir(path)
@@ -51,9 +52,8 @@ def open_checkpoint(path, rope_scale_factor: Optional[float] = None) -> Checkpoi
     """Open a Meta checkpoint directory (one or several consolidated.NN.pth), a consolidated.00.pth (params.json
     beside it), a .gguf file, a Hugging Face directory (config.json + safetensors) or one .safetensors file (its
     config.json beside it)."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FormatError(f"{path}: no such file or directory")
+    path = os.fsdecode(path)  # bytes (a name that is not UTF-8) -> str with surrogateescape, as argv gives it
+    check_model_path(path)  # a FIFO or a device would block or stream forever
     kind = sniff(path)
     if kind == "meta":
         from . import meta
@@ -69,11 +69,11 @@ def open_checkpoint(path, rope_scale_factor: Optional[float] = None) -> Checkpoi
 
 
 def _head(path: str, n: int) -> bytes:
-    try:
-        with open(path, "rb") as f:
+    with open_regular(path, "model file") as f:
+        try:
             return f.read(n)
-    except OSError as e:
-        raise FormatError(f"{path}: cannot read ({e.strerror})") from None
+        except OSError as e:
+            raise FormatError(f"{path}: cannot read ({e.strerror})") from None
 
 
 def _looks_like_safetensors(head: bytes) -> bool:

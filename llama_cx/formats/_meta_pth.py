@@ -17,6 +17,7 @@ import re
 from typing import Dict, List, Optional, Tuple
 
 from .. import dtypes
+from .._limits import MAX_DATA_PKL, MAX_SMALL_MEMBER, open_regular
 from ..config import ModelConfig
 from ..errors import FormatError
 from ..tensor import Tensor, contiguous_strides, map_model_file
@@ -40,7 +41,7 @@ class TorchFile:
     def __init__(self, path: str):
         self.path = path
         try:
-            with open(path, "rb") as f:
+            with open_regular(path, "checkpoint file") as f:
                 self.size = os.fstat(f.fileno()).st_size
                 head = f.read(4)
                 if self.size == 0:
@@ -54,9 +55,10 @@ class TorchFile:
                     raise FormatError(f"{path}: not a torch.save checkpoint ({len(pkls)} */data.pkl members in the zip)")
                 self.prefix = pkls[0][: -len("data.pkl")]
                 order = self.members.get(self.prefix + "byteorder")
-                if order is not None and _member_bytes(f, order) != b"little":
-                    raise FormatError(f"{path}: big-endian checkpoints are not supported (byteorder {_member_bytes(f, order)[:16]!r})")
-                pkl = _member_bytes(f, self.members[pkls[0]])
+                order = _member_bytes(f, order, MAX_SMALL_MEMBER, path) if order is not None else b"little"
+                if order != b"little":
+                    raise FormatError(f"{path}: big-endian checkpoints are not supported (byteorder {order[:16]!r})")
+                pkl = _member_bytes(f, self.members[pkls[0]], MAX_DATA_PKL, path)
                 self.mm = map_model_file(f.fileno())
                 if len(self.mm) != self.size:
                     raise FormatError(f"{path}: file changed size while being loaded")
@@ -116,9 +118,14 @@ def _non_overlapping(shape, strides) -> bool:
     return True
 
 
-def _member_bytes(f, member) -> bytes:
+def _member_bytes(f, member, limit: int, path: str) -> bytes:
+    """A member read whole, refused before reading when it declares more than `limit` bytes (read_zip_directory
+    checked the size against the file, but a sparse file makes any size cheap to declare)."""
+    if member.size > limit:
+        raise FormatError(f"{path}: zip member {member.name!r} declares {member.size} bytes, more than the "
+                          f"{limit} it can need (refused before reading)")
     f.seek(member.offset)
-    return f.read(member.size)  # the size was checked against the file by read_zip_directory
+    return f.read(member.size)
 
 
 def contiguous_copy(t: Tensor) -> Tensor:
@@ -153,7 +160,7 @@ def tokenizer_spec(directory: str) -> Tuple[Optional[TokenizerSpec], List[str]]:
     from ..tokenizers.spm import tokenizer_model_kind  # reads a few bytes; builds nothing
 
     tok = os.path.join(directory, "tokenizer.model")
-    if os.path.isfile(tok):
+    if os.path.lexists(tok):  # a FIFO or a device: tokenizer_model_kind refuses it by name
         return TokenizerSpec("spm" if tokenizer_model_kind(tok) == "sentencepiece" else "tiktoken", tok, path=tok), []
     up = os.path.join(os.path.dirname(os.path.abspath(directory)), "tokenizer.model")
     if os.path.isfile(up) and os.access(up, os.R_OK) and tokenizer_model_kind(up) == "sentencepiece":

@@ -27,6 +27,7 @@ import struct
 from dataclasses import dataclass
 from typing import Tuple
 
+from .._limits import MAX_KEY_ELEMENTS, MAX_PICKLE_OPS
 from ..errors import UnsafePickleError, brief, brief_name, fail
 
 # Legacy typed storage classes torch pickles (torch.storage._dtype_to_storage_type_map) -> (dtype, itemsize).
@@ -121,6 +122,7 @@ class _Interpreter:
         self.marks: list = []
         self.memo: dict = {}
         self.tuple_depth: dict = {}  # id(tuple) -> nesting depth, for every tuple built here
+        self.tuple_size: dict = {}  # id(tuple) -> elements when expanded (shared ones counted each time), capped
         self.tuples: list = []  # keeps those tuples alive, so their ids stay theirs
 
     # ---- helpers ------------------------------------------------------------------------------------
@@ -183,7 +185,9 @@ class _Interpreter:
             depth = 1 + max(self.tuple_depth.get(id(x), 0) if type(x) is tuple else 0 for x in t)
             if depth > _MAX_TUPLE_DEPTH:
                 fail(self.malformed, f"tuples nested deeper than {_MAX_TUPLE_DEPTH} levels at byte {self.pos}")
+            size = len(t) + sum(self.tuple_size.get(id(x), 0) for x in t if type(x) is tuple)
             self.tuple_depth[id(t)] = depth
+            self.tuple_size[id(t)] = min(size, MAX_KEY_ELEMENTS + 1)  # only compared with the bound
             self.tuples.append(t)
         return t
 
@@ -269,6 +273,10 @@ class _Interpreter:
     def setitem(self, d, k, v):
         if not isinstance(d, dict):
             fail(self.malformed, f"SETITEM on a {type(d).__name__}")
+        if type(k) is tuple and self.tuple_size.get(id(k), 0) > MAX_KEY_ELEMENTS:
+            # hashing it would visit every element of the expanded tuple: 2^31 for a 355-byte shared-memo DAG
+            fail(self.malformed, f"a dict key is a tuple of more than {MAX_KEY_ELEMENTS} elements when expanded "
+                      f"(at byte {self.pos}); state dict keys are strings")
         try:
             d[k] = v
         except TypeError:
@@ -277,9 +285,14 @@ class _Interpreter:
     # ---- the interpreter loop -----------------------------------------------------------------------
     def run(self):
         data, stack = self.data, self.stack
+        ops_left = MAX_PICKLE_OPS  # every opcode adds at most one object or slot: this bounds memory and time
         while True:
             if self.pos >= len(data):
                 fail(self.malformed, "ends without a STOP opcode")
+            ops_left -= 1
+            if ops_left < 0:
+                fail(self.malformed, f"more than {MAX_PICKLE_OPS} opcodes (a state dict needs ~32 per tensor); refused "
+                          f"at byte {self.pos}")
             at = self.pos
             op = data[at : at + 1]
             self.pos += 1

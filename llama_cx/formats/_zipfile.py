@@ -20,6 +20,7 @@ import struct
 from dataclasses import dataclass
 from typing import Dict, Tuple
 
+from .._limits import MAX_ZIP_DIRECTORY
 from ..errors import FormatError, fail
 
 _EOCD = struct.Struct("<4sHHHHIIH")  # sig, disk, cd disk, entries here, entries total, cd size, cd offset, comment
@@ -111,6 +112,9 @@ def read_zip_directory(f, size: int, path) -> Dict[str, ZipMember]:
         fail(path, f"corrupt zip: central directory ({cd_size} bytes at offset {cd_offset}) runs past its end record at {end_of_cd_area} (file truncated or spliced?)")
     if n_total * _CENTRAL.size > cd_size:
         fail(path, f"corrupt zip: {n_total} entries cannot fit in a {cd_size}-byte central directory")
+    if cd_size > MAX_ZIP_DIRECTORY:  # read whole below; a sparse file makes any size cheap to declare
+        fail(path, f"zip central directory of {cd_size} bytes is larger than the {MAX_ZIP_DIRECTORY} a checkpoint "
+                    f"can need (refused before reading)")
 
     members: Dict[str, ZipMember] = {}
     cd = _read(f, cd_offset, cd_size, path)  # positions below are relative to the central directory

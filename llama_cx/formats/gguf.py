@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
 from .. import dtypes
+from .._limits import MAX_GGUF_ELEMENTS, MAX_GGUF_KEYS, MAX_GGUF_TENSORS, open_regular
 from ..errors import FormatError, brief_name, fail
 from ..tensor import Tensor, contiguous_strides, map_model_file
 
@@ -129,6 +130,7 @@ class _Parser:
 
     def __init__(self, buf, size: int, path: str):
         self.buf, self.size, self.path, self.pos = buf, size, path, 0
+        self.elements_left = MAX_GGUF_ELEMENTS  # metadata array elements still allowed (see _limits)
 
     def need(self, n: int, what: str):
         if n > self.size - self.pos:
@@ -180,6 +182,10 @@ class _Parser:
                     f"{what}: array of {count} {_TYPE_NAMES[etype]} values runs past the end of the file "
                     f"({self.size - self.pos} bytes remain)"
                 )
+            self.elements_left -= count
+            if self.elements_left < 0:
+                fail(self.path, f"{what}: array of {count} values brings the metadata past {MAX_GGUF_ELEMENTS} "
+                                f"array elements in all (refused before reading)")
             return self.array(etype, count, what, depth), f"array[{_TYPE_NAMES[etype]}]"
         fail(self.path, f"{what}: unknown value type {vtype}")
 
@@ -225,21 +231,17 @@ class GGUFFile:
     """
 
     def __init__(self, path):
-        self.path = os.fspath(path)
+        self.path = os.fsdecode(path)
         self.metadata: Dict[str, object] = {}
         self.metadata_types: Dict[str, str] = {}  # key -> "uint32", "string", "array[string]", ...
         self.tensor_infos: List[GGUFTensorInfo] = []
         try:
-            with open(self.path, "rb") as f:
+            with open_regular(self.path, "file") as f:  # not found / a FIFO or device: one-line FormatError
                 self.file_size = os.fstat(f.fileno()).st_size
                 if self.file_size < 24:
                     fail(self.path, f"too small to be a GGUF file ({self.file_size} bytes)")
                 # the mapping keeps its own reference to the file: closing `f` is fine
                 self._mm = map_model_file(f.fileno())
-        except FileNotFoundError:
-            fail(self.path, "file not found")
-        except IsADirectoryError:
-            fail(self.path, "is a directory, not a GGUF file")
         except OSError as e:
             fail(self.path, f"cannot read ({e.strerror or e})")
         try:
@@ -267,6 +269,9 @@ class GGUFFile:
         self.version = version
         n_tensors = p.u64("tensor count")
         n_kv = p.u64("metadata count")
+        if n_tensors > MAX_GGUF_TENSORS or n_kv > MAX_GGUF_KEYS:
+            fail(self.path, f"header claims {n_tensors} tensors and {n_kv} metadata entries; at most "
+                            f"{MAX_GGUF_TENSORS} tensors and {MAX_GGUF_KEYS} entries are read")
         room = self.file_size - p.pos
         if n_kv > room // _MIN_KV_SIZE or n_tensors > room // _MIN_TENSOR_INFO_SIZE or (
             n_kv * _MIN_KV_SIZE + n_tensors * _MIN_TENSOR_INFO_SIZE > room

@@ -45,6 +45,17 @@ _ROPE_FREQS = "rope_freqs.weight"
 # metadata arrays too big to repeat in Checkpoint.metadata (the tokenizer gets them whole)
 _BULKY_LEN = 1024
 
+# The type of each metadata key read here without _int/_float (which check theirs); tokenizer.ggml.* are checked
+# by the tokenizer, which a bad vocabulary only drops. Checked once at load, so no later read meets an array
+# where it expects a string (a chat template of type int was a TypeError in the chat-format recogniser).
+_INTS = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64")
+_KINDS = {"a string": ("string",), "an integer": _INTS, "a number": _INTS + ("float32", "float64")}
+_KEY_TYPES = {
+    "general.architecture": "a string", "general.name": "a string", "general.file_type": "an integer",
+    "llama.vocab_size": "an integer", "llama.rope.scaling.type": "a string", "llama.rope.scaling.factor": "a number",
+    "tokenizer.chat_template": "a string",
+}
+
 
 def meta_name(gguf_name: str) -> Optional[str]:
     """The Meta name of a llama GGUF tensor, e.g. blk.3.ffn_gate.weight -> layers.3.feed_forward.w1.weight."""
@@ -95,6 +106,10 @@ class _LlamaGGUF:
     def __init__(self, gf: GGUFFile, rope_scale_factor: Optional[float]):
         self.gf, self.path, self.md = gf, gf.path, gf.metadata
         self.notes: List[str] = []
+        for key, kind in _KEY_TYPES.items():
+            if key in self.md and gf.metadata_types[key] not in _KINDS[kind]:
+                self.fail(f"metadata {key} must be {kind}, got {gf.metadata_types[key]}"
+                          + ("" if isinstance(self.md[key], list) else f" {_brief(self.md[key])}"))
         arch = self.md.get("general.architecture")
         if arch is None:
             fail(self.path, "missing general.architecture")

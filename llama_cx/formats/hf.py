@@ -24,6 +24,7 @@ import re
 from typing import Dict, List, Optional, Tuple
 
 from .._json import read_json
+from .._limits import MAX_PARAMS_JSON
 from ..config import ModelConfig
 from ..errors import FormatError, LlamaCxError, brief, brief_name
 from ..tensor import Tensor, contiguous_strides, weight_buffer
@@ -33,7 +34,6 @@ from .safetensors import SafetensorsFile, open_index, open_safetensors
 ARCHITECTURE = "LlamaForCausalLM"
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
-_MAX_CONFIG_BYTES = 1 << 20
 
 _GLOBAL = {"model.embed_tokens.weight": "tok_embeddings.weight", "model.norm.weight": "norm.weight",
            "lm_head.weight": "output.weight"}
@@ -164,7 +164,7 @@ def _open_weights(path: str) -> Tuple[str, Dict[str, SafetensorsFile], List[Safe
         directory = path
         index = os.path.join(directory, INDEX_NAME)
         single = os.path.join(directory, SINGLE_NAME)
-        if os.path.isfile(index):
+        if os.path.lexists(index):  # lexists here and below: a FIFO or a device is refused by name when opened
             by_tensor, files = open_index(index)
             return directory, by_tensor, files, f"{len(files)} safetensors shards ({INDEX_NAME})"
         path = single  # load checked that one of the two is there
@@ -175,15 +175,15 @@ def _open_weights(path: str) -> Tuple[str, Dict[str, SafetensorsFile], List[Safe
 
 def load(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
     """Load an HF Llama directory (or one .safetensors file with config.json beside it) as a Checkpoint."""
-    path = os.fspath(path)
+    path = os.fsdecode(path)
     directory = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
     config_path = os.path.join(directory, "config.json")
-    if not os.path.isfile(config_path):
+    if not os.path.lexists(config_path):
         raise FormatError(f"{path}: no config.json beside it (a safetensors checkpoint needs its Hugging Face config)")
-    if os.path.isdir(path) and not any(os.path.isfile(os.path.join(path, n)) for n in (INDEX_NAME, SINGLE_NAME)):
+    if os.path.isdir(path) and not any(os.path.lexists(os.path.join(path, n)) for n in (INDEX_NAME, SINGLE_NAME)):
         raise FormatError(f"{path}: no {SINGLE_NAME} or {INDEX_NAME} (expected a Hugging Face model "
                           f"directory: config.json, model.safetensors, tokenizer.json)")
-    raw_cfg = read_json(config_path, _MAX_CONFIG_BYTES, "config.json")
+    raw_cfg = read_json(config_path, MAX_PARAMS_JSON)
     config = config_from_hf(raw_cfg, config_path, rope_scale_factor)
     tie = raw_cfg.get("tie_word_embeddings", False)
     if not isinstance(tie, bool):
@@ -292,7 +292,7 @@ def _tokenizer(directory: str, notes: List[str]) -> Optional[TokenizerSpec]:
     """tokenizer.json (with tokenizer_config.json, generation_config.json beside it), when present; one that cannot
     be read leaves a note (llama_cx.tokenizers.from_spec), the weights still run on token ids."""
     path = os.path.join(directory, "tokenizer.json")
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         notes.append("no tokenizer.json: token ids only")
         return None
     return TokenizerSpec("hf_json", path, path=directory, required=False)

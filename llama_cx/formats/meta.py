@@ -28,10 +28,10 @@ def load(path: str, rope_scale_factor=None) -> Checkpoint:
 def _load_meta_dir(directory: str, rope_scale_factor) -> Checkpoint:
     if sum(1 for n in os.listdir(directory) if SHARD_RE.match(n)) > 1:
         return meta_shards.load(directory, meta_shards.shard_names(directory), rope_scale_factor)
-    if not os.path.isfile(os.path.join(directory, "params.json")):
+    if not os.path.lexists(os.path.join(directory, "params.json")):  # a FIFO etc.: refused when opened
         raise FormatError(f"{directory}: no params.json (expected a Meta checkpoint directory: params.json, consolidated.00.pth, tokenizer.model)")
     pth = os.path.join(directory, "consolidated.00.pth")
-    if not os.path.isfile(pth):
+    if not os.path.lexists(pth):
         raise FormatError(f"{directory}: no consolidated.00.pth (expected a Meta checkpoint directory: params.json, consolidated.00.pth, tokenizer.model)")
     return _load_meta(directory, pth, rope_scale_factor)
 
@@ -40,7 +40,7 @@ def _load_meta(directory: str, pth: str, rope_scale_factor) -> Checkpoint:
     if SHARD_RE.match(os.path.basename(pth)) and sum(1 for n in os.listdir(directory) if SHARD_RE.match(n)) > 1:
         return _load_meta_dir(directory, rope_scale_factor)  # one shard of several opens the whole set
     params_path = os.path.join(directory, "params.json")
-    if not os.path.isfile(params_path):
+    if not os.path.lexists(params_path):
         raise FormatError(f"{params_path}: file not found (a Meta .pth needs the params.json beside it)")
     tokenizer, notes = tokenizer_spec(directory)
     config = params_config(params_path, tokenizer, rope_scale_factor)

@@ -69,7 +69,7 @@ def _split_dim(name: str, shard_shape: Tuple[int, ...], n: int, config: ModelCon
 def load(directory: str, shards: List[str], rope_scale_factor: Optional[float] = None) -> Checkpoint:
     """A Checkpoint from params.json + consolidated.00.pth ... consolidated.NN.pth, split tensors joined."""
     params_path = os.path.join(directory, "params.json")
-    if not os.path.isfile(params_path):
+    if not os.path.lexists(params_path):  # a FIFO etc.: refused by name when opened
         raise FormatError(f"{directory}: no params.json (expected a Meta checkpoint directory: params.json, "
                           f"consolidated.00.pth ..., tokenizer.model)")
     tokenizer, notes = tokenizer_spec(directory)

@@ -23,13 +23,10 @@ from typing import Dict, List, Optional, Tuple
 
 from .. import dtypes
 from .._json import read_json
+from .._limits import MAX_SAFETENSORS_HEADER, MAX_SAFETENSORS_INDEX, open_regular
 from ..errors import FormatError, brief_name
 from ..tensor import Tensor, contiguous_strides, map_model_file
 
-# The reference implementation refuses headers over 100 MB (safetensors/src/tensor.rs MAX_HEADER_SIZE); a
-# Llama 3 70B shard's header is ~60 KB.
-MAX_HEADER_BYTES = 100_000_000
-MAX_INDEX_BYTES = 64 << 20
 _MAX_DIMS = 8
 _U64 = struct.Struct("<Q")
 
@@ -74,13 +71,13 @@ class SafetensorsFile:
 
 def open_safetensors(path) -> SafetensorsFile:
     """Parse and map one .safetensors file; every offset is checked before any view can be made."""
-    path = os.fspath(path)
+    path = os.fsdecode(path)
 
     def fail(msg):
         raise FormatError(f"{path}: {msg}")
 
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, "file") as f:  # not found / a FIFO or device: one-line FormatError
             size = os.fstat(f.fileno()).st_size
             head = f.read(8)
             if len(head) < 8:
@@ -88,18 +85,14 @@ def open_safetensors(path) -> SafetensorsFile:
             n = _U64.unpack(head)[0]
             if n > size - 8:
                 fail(f"header length {n} runs past the end of the file ({size - 8} bytes follow it)")
-            if n > MAX_HEADER_BYTES:
-                fail(f"header length {n} is over the {MAX_HEADER_BYTES}-byte limit")
+            if n > MAX_SAFETENSORS_HEADER:
+                fail(f"header length {n} is over the {MAX_SAFETENSORS_HEADER}-byte limit")
             if n < 2:
                 fail(f"header length {n} is too short for a JSON object")
             raw = f.read(n)
             if len(raw) != n:
                 fail("file changed size while being read")
             mm = map_model_file(f.fileno())
-    except FileNotFoundError:
-        fail("file not found")
-    except IsADirectoryError:
-        fail("is a directory, not a safetensors file")
     except OSError as e:
         fail(f"cannot read ({e.strerror or e})")
     if len(mm) != size:
@@ -170,7 +163,7 @@ def open_index(index_path: str) -> Tuple[Dict[str, SafetensorsFile], List[Safete
     """(tensor name -> the open file holding it, files) for a sharded checkpoint's index.json.
 
     Every shard the index names must exist and hold the tensors the index puts in it."""
-    index = read_json(index_path, MAX_INDEX_BYTES, "the index")
+    index = read_json(index_path, MAX_SAFETENSORS_INDEX)
     wmap = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(wmap, dict) or not all(isinstance(v, str) for v in wmap.values()):
         raise FormatError(f"{index_path}: no weight_map object of tensor name -> shard file name")
@@ -182,7 +175,7 @@ def open_index(index_path: str) -> Tuple[Dict[str, SafetensorsFile], List[Safete
             if os.path.basename(shard) != shard or shard in ("", ".", ".."):
                 raise FormatError(f"{index_path}: shard name {brief_name(shard)} is not a file name in this directory")
             p = os.path.join(directory, shard)
-            if not os.path.isfile(p):
+            if not os.path.lexists(p):
                 raise FormatError(f"{index_path}: missing shard {brief_name(shard)} (it holds {brief_name(name)})")
             files[shard] = open_safetensors(p)
         st = files[shard]

@@ -11,6 +11,7 @@ Two ways to rank a merge, one algorithm (repeatedly merge the adjacent pair of l
 from __future__ import annotations
 
 import heapq
+import threading
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import _pretokenize
@@ -50,7 +51,10 @@ class Core:
             self.pairs = {}
             for rank, (a, b) in enumerate(merges):
                 self.pairs.setdefault((a, b), (rank, self.encoder[token_bytes[a] + token_bytes[b]]))
+        # piece -> ids, shared by every thread using this Core: lookups are single dict reads; a miss stores its
+        # result (never mutated afterwards) under the lock, so a clear and an insert never interleave
         self.cache: Dict[str, List[int]] = {}
+        self._cache_lock = threading.Lock()
 
     def encode_ordinary(self, text: str, meta_slicing: bool) -> List[int]:
         """The ids of text (no special tokens); meta_slicing: encode long text in Meta's slices
@@ -63,9 +67,10 @@ class Core:
                 ids = self.cache.get(piece)
                 if ids is None:
                     ids = self.encode_piece(piece.encode("utf-8"))
-                    if len(self.cache) >= _CACHE_LIMIT:
-                        self.cache.clear()
-                    self.cache[piece] = ids
+                    with self._cache_lock:
+                        if len(self.cache) >= _CACHE_LIMIT:
+                            self.cache.clear()
+                        self.cache[piece] = ids
                 out.extend(ids)
         return out
 

@@ -103,10 +103,13 @@ def gguf_vocab(meta: dict, source: str) -> dict:
     bos, eos, pad = (token_id(f"tokenizer.ggml.{k}_token_id") for k in ("bos", "eos", "padding"))
     stop = ([eos] if eos is not None else []) + [special[t] for t in _END_OF_GENERATION if t in special]
     template = meta.get("tokenizer.chat_template")
+    add_bos = meta.get("tokenizer.ggml.add_bos_token", False)
+    if not isinstance(add_bos, bool):
+        fail(f"tokenizer.ggml.add_bos_token = {brief(add_bos)} is not a bool")
     return dict(
         token_bytes=token_bytes, special_tokens=special, merges=merges, pattern=pattern,
         ignore_merges=ignore_merges, meta_slicing=False, bos_id=bos, eos_id=eos, stop_ids=stop, pad_id=pad,
-        source=source, add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", False)),
+        source=source, add_bos=add_bos,
         chat_template=template if isinstance(template, str) else None,
     )
 

@@ -21,13 +21,12 @@ import os
 from typing import Dict, List, Optional, Tuple
 
 from .._json import read_json
+from .._limits import MAX_SIDE_JSON, MAX_TOKENIZER_FILE, read_regular
 from ..errors import FormatError, brief
 from .gpt2_bpe import _END_OF_GENERATION, _gguf_token_bytes
 from .tiktoken_format import LLAMA3_PATTERN
 from .tokenizer import Tokenizer
 
-_MAX_TOKENIZER_BYTES = 64 << 20  # Llama 3's tokenizer.json is 9 MB
-_MAX_SMALL_JSON = 4 << 20
 _GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 _SUPPORTED_PRE = ("Split(Llama 3 regex) + ByteLevel", "ByteLevel (GPT-2 regex)", "Digits(individual) + ByteLevel")
 
@@ -36,11 +35,12 @@ def load_hf_tokenizer(directory: str) -> Tokenizer:
     """The tokenizer of an HF model directory (tokenizer.json, with tokenizer_config.json and
     generation_config.json when present)."""
     path = os.path.join(directory, "tokenizer.json")
-    tj = read_json(path, _MAX_TOKENIZER_BYTES, "tokenizer.json")
+    tj = read_json(path, MAX_TOKENIZER_FILE)
+    # lexists, not isfile: a FIFO or a device in their place is refused by name (read_json), not skipped
     tc_path = os.path.join(directory, "tokenizer_config.json")
-    tc = read_json(tc_path, _MAX_SMALL_JSON, "tokenizer_config.json") if os.path.isfile(tc_path) else {}
+    tc = read_json(tc_path, MAX_SIDE_JSON) if os.path.lexists(tc_path) else {}
     gc_path = os.path.join(directory, "generation_config.json")
-    gc = read_json(gc_path, _MAX_SMALL_JSON, "generation_config.json") if os.path.isfile(gc_path) else {}
+    gc = read_json(gc_path, MAX_SIDE_JSON) if os.path.lexists(gc_path) else {}
     template = _chat_template(directory, tc, tc_path)
     return from_tokenizer_json(tj, path, tokenizer_config=tc if isinstance(tc, dict) else {},
                                generation_config=gc if isinstance(gc, dict) else {}, chat_template=template)
@@ -70,6 +70,9 @@ def from_tokenizer_json(tj: dict, source: str, tokenizer_config: Optional[dict] 
             fail(f"model.{key} {brief(model[key])} is not supported")
     if model.get("dropout") not in (None, 0, 0.0):
         fail(f"model.dropout {brief(model['dropout'])} is not supported")
+    ignore_merges = model.get("ignore_merges", False)
+    if not isinstance(ignore_merges, bool):  # a string "false" must not read as true (it changes the ids)
+        fail(f"model.ignore_merges = {brief(ignore_merges)} is not true or false")
     pattern = _pre_tokenizer(tj.get("pre_tokenizer"), fail)
 
     vocab = model.get("vocab")
@@ -131,7 +134,7 @@ def from_tokenizer_json(tj: dict, source: str, tokenizer_config: Optional[dict] 
     stop = ([eos] if eos is not None else []) + gen_eos + [special[t] for t in _END_OF_GENERATION if t in special]
     return Tokenizer(
         token_bytes=token_bytes, special_tokens=special, merges=merges, pattern=pattern,
-        ignore_merges=bool(model.get("ignore_merges", False)), meta_slicing=False, bos_id=bos, eos_id=eos,
+        ignore_merges=ignore_merges, meta_slicing=False, bos_id=bos, eos_id=eos,
         stop_ids=stop, pad_id=pad, source=source, add_bos=add_bos and bos is not None, chat_template=chat_template,
     )
 
@@ -234,14 +237,8 @@ def _chat_template(directory: str, tc, tc_path: str) -> Optional[str]:
     if isinstance(t, str):
         return t
     jinja = os.path.join(directory, "chat_template.jinja")
-    if os.path.isfile(jinja):
-        try:
-            with open(jinja, "rb") as f:
-                raw = f.read(_MAX_SMALL_JSON + 1)
-        except OSError as e:
-            raise FormatError(f"{jinja}: cannot read ({e.strerror or e})") from None
-        if len(raw) > _MAX_SMALL_JSON:
-            raise FormatError(f"{jinja}: over {_MAX_SMALL_JSON >> 20} MiB; refusing to read it")
+    if os.path.lexists(jinja):
+        raw = read_regular(jinja, "file", MAX_SIDE_JSON)
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError as e:

@@ -33,8 +33,10 @@ import heapq
 import operator
 import os
 import re
+import threading
 from typing import Collection, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+from .._limits import MAX_TOKENIZER_FILE, open_regular, read_regular
 from ..errors import FormatError, TokenizerError, brief
 from . import _protobuf as pb
 
@@ -92,12 +94,12 @@ def tokenizer_model_kind(path) -> str:
     tiktoken (Llama 3) is text, one `base64 rank` line per token; SentencePiece (Llama 2) is a protobuf whose first
     byte is the key of a length-delimited ModelProto field: 0x0A (pieces, written first), 0x12 (trainer_spec) or
     0x1A (normalizer_spec). Anything else is called tiktoken, whose reader then names the bad line."""
-    path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
+    path = os.fsdecode(path)
+    with open_regular(path, "tokenizer file") as f:  # not found / a FIFO or device: one-line FormatError
+        try:
             head = f.read(256)
-    except OSError as e:
-        raise FormatError(f"{path}: cannot read the tokenizer file ({e.strerror or e})") from None
+        except OSError as e:
+            raise FormatError(f"{path}: cannot read the tokenizer file ({e.strerror or e})") from None
     first = head.lstrip(b"\r\n").split(b"\n", 1)[0]
     if re.fullmatch(rb"[A-Za-z0-9+/=]+ [0-9]+\r?", first):
         return "tiktoken"
@@ -108,7 +110,7 @@ def piece_count(path) -> int:
     """How many pieces the SentencePiece `tokenizer.model` at `path` holds (Meta's `n_words`, which Llama 2's
     params.json `vocab_size: -1` stands for), without building the tokenizer: only the ModelProto's top level is
     read, each piece taken whole as bytes. The file is checked as far as that reads it."""
-    path = os.fspath(path)
+    path = os.fsdecode(path)
     return _count_pieces(_read_model_file(path), path)
 
 
@@ -122,13 +124,7 @@ def _count_pieces(data: bytes, source: str) -> int:
 
 
 def _read_model_file(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise FormatError(f"{path}: tokenizer file not found") from None
-    except OSError as e:
-        raise FormatError(f"{path}: cannot read the tokenizer file ({e.strerror or e})") from None
+    return read_regular(path, "tokenizer file", MAX_TOKENIZER_FILE)
 
 
 class SentencePieceTokenizer:
@@ -136,7 +132,10 @@ class SentencePieceTokenizer:
 
     The public interface is llama_cx.Tokenizer's (encode, decode, stream_decoder, bos_id, eos_id, stop_ids,
     special_tokens, vocab_size, ...), plus Meta's Llama 2 names (n_words) and sentencepiece's (id_to_piece,
-    piece_to_id)."""
+    piece_to_id).
+
+    Threads: one SentencePieceTokenizer may be shared by any number of threads (its tables are read-only; its word
+    and special-token caches are filled under a lock). A stream decoder belongs to one stream."""
 
     def __init__(self, pieces: Sequence[str], scores: Sequence[float], types: Sequence[int], *, source: str,
                  byte_fallback: bool, add_dummy_prefix: bool = True, remove_extra_whitespaces: bool = False,
@@ -234,7 +233,11 @@ class SentencePieceTokenizer:
         self._words = None
         if not self._has_unused and not any(crossing.search(p) for p in merge):
             self._words = re.compile(f"{space}*[^{space}]+|{space}+")
+        # Threads share one tokenizer (the tables above are read-only after __init__); the two caches below are
+        # read with single dict lookups and filled under _cache_lock, so a clear and an insert never interleave.
+        # A cached value is never mutated after it is stored.
         self._word_cache: Dict[str, List[str]] = {}
+        self._cache_lock = threading.Lock()
         # Longest user-defined symbol first: a regex alternation takes the first alternative that matches.
         self._user_re = re.compile("|".join(re.escape(s) for s in sorted(user_defined, key=lambda s: (-len(s), s)))) \
             if user_defined else None
@@ -269,7 +272,7 @@ class SentencePieceTokenizer:
     @classmethod
     def from_file(cls, path) -> "SentencePieceTokenizer":
         """A SentencePiece `tokenizer.model` (serialized ModelProto), e.g. Llama 2's."""
-        path = os.fspath(path)
+        path = os.fsdecode(path)
         return cls.from_model_proto(_read_model_file(path), source=path)
 
     @classmethod
@@ -360,13 +363,20 @@ class SentencePieceTokenizer:
             types = list(types)  # no token typed UNKNOWN: llama.cpp takes unknown_token_id (default 0) as it
             types[unk] = UNKNOWN
         stops = [i for i, t in enumerate(tokens) if types[i] == CONTROL and t in _END_OF_GENERATION]
+
+        def flag(key, default):  # a string "false" must not read as true
+            v = meta.get(f"tokenizer.ggml.{key}", default)
+            if not isinstance(v, bool):
+                fail(f"tokenizer.ggml.{key} = {brief(v)} is not a bool")
+            return v
+
         return cls(
             tokens, [float(s) for s in scores], types, source=source, byte_fallback=BYTE in types,
-            add_dummy_prefix=bool(meta.get("tokenizer.ggml.add_space_prefix", True)),
-            remove_extra_whitespaces=bool(meta.get("tokenizer.ggml.remove_extra_whitespaces", False)),
+            add_dummy_prefix=flag("add_space_prefix", True),
+            remove_extra_whitespaces=flag("remove_extra_whitespaces", False),
             bos_id=get_id("bos_token_id", 1), eos_id=get_id("eos_token_id", 2),
             pad_id=get_id("padding_token_id", None), stop_ids=stops,
-            add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", True)),
+            add_bos=flag("add_bos_token", True),
             chat_template=template if isinstance(template, str) else None,
             kind=f"SentencePiece BPE (GGUF 'llama' vocabulary, {n} tokens)",
         )
@@ -421,9 +431,10 @@ class SentencePieceTokenizer:
         r = self._special_res.get(names)
         if r is None:
             r = re.compile("|".join(re.escape(t) for t in sorted(names, key=lambda t: (-len(t), t))))
-            if len(self._special_res) > 16:
-                self._special_res.clear()
-            self._special_res[names] = r
+            with self._cache_lock:
+                if len(self._special_res) > 16:
+                    self._special_res.clear()
+                self._special_res[names] = r
         return r
 
     def _encode_ordinary(self, text: str) -> List[int]:
@@ -443,9 +454,10 @@ class SentencePieceTokenizer:
             if segmented is None:
                 segmented = self._bpe(word)
                 if len(word) <= 64:
-                    if len(cache) >= 1 << 16:
-                        cache.clear()
-                    cache[word] = segmented
+                    with self._cache_lock:
+                        if len(cache) >= 1 << 16:
+                            cache.clear()
+                        cache[word] = segmented
             symbols += segmented
         return self._ids(symbols)
 

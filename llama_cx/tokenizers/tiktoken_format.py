@@ -6,6 +6,7 @@ import base64
 import binascii
 from typing import Dict, List
 
+from .._limits import MAX_TOKENIZER_FILE, read_regular
 from ..errors import FormatError, brief
 
 # Meta's llama_models/llama3/tokenizer.py (llama-models 0.3.0): 256 special tokens after the base vocabulary.
@@ -49,13 +50,7 @@ def llama3_vocab(path: str) -> dict:
 
 def _read_tiktoken_file(path: str) -> List[bytes]:
     """Token bytes by rank from a tiktoken file; FormatError naming the file and line for anything malformed."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise FormatError(f"{path}: tokenizer file not found") from None
-    except OSError as e:
-        raise FormatError(f"{path}: cannot read the tokenizer file ({e.strerror or e})") from None
+    data = read_regular(path, "tokenizer file", MAX_TOKENIZER_FILE)
     by_rank: Dict[int, bytes] = {}
     line_of_rank: Dict[int, int] = {}
     line_of_token: Dict[bytes, int] = {}

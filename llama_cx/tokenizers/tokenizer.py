@@ -29,6 +29,7 @@ import codecs
 import operator
 import os
 import re
+import threading
 from typing import Collection, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ..errors import TokenizerError, brief
@@ -47,7 +48,13 @@ SpecialSet = Union[str, Collection[str]]  # "all" or names
 
 
 class Tokenizer:
-    """Text <-> token ids for one vocabulary. Build with `from_file` or `from_gguf_metadata`."""
+    """Text <-> token ids for one vocabulary. Build with `from_file` or `from_gguf_metadata`.
+
+    Threads: one Tokenizer may be shared by any number of threads, whichever file it came from (tokenizer.model,
+    GGUF, tokenizer.json: the same core). Its tables are read-only; the compiled core lends each call its own
+    scratch (see _bpe.pyx), the Python twin fills its piece cache under a lock. A StreamDecoder belongs to one
+    stream.
+    """
 
     def __init__(self, *, token_bytes: Sequence[Optional[bytes]], special_tokens: Dict[str, int],
                  merges: Optional[Sequence[Tuple[int, int]]], pattern: str, ignore_merges: bool, meta_slicing: bool,
@@ -66,7 +73,8 @@ class Tokenizer:
         for name, i in self.special_tokens.items():
             self._bytes[i] = name.encode("utf-8", "surrogateescape")
         self._special_ids = frozenset(self.special_tokens.values())
-        self._special_res: Dict[frozenset, "re.Pattern"] = {}
+        self._special_res: Dict[frozenset, "re.Pattern"] = {}  # shared by threads: filled under _special_lock
+        self._special_lock = threading.Lock()
         if _core_module is not None:
             self._core = _core_module.Core(token_bytes, merges, pattern, ignore_merges,
                                            _pretokenize.class_table(), _py_space_table())
@@ -82,7 +90,7 @@ class Tokenizer:
     @classmethod
     def from_file(cls, path) -> "Tokenizer":
         """Meta's Llama 3 tokenizer.model (tiktoken format; Meta's semantics, llama3/tokenizer.py)."""
-        return cls(**llama3_vocab(os.fspath(path)))
+        return cls(**llama3_vocab(os.fsdecode(path)))
 
     @classmethod
     def from_gguf_metadata(cls, meta: dict, source: str) -> "Tokenizer":
@@ -136,9 +144,10 @@ class Tokenizer:
         if r is None:
             # longest first, so a name that is a prefix of another never hides it
             r = re.compile("|".join(re.escape(t) for t in sorted(names, key=lambda t: (-len(t), t))))
-            if len(self._special_res) > 16:
-                self._special_res.clear()
-            self._special_res[names] = r
+            with self._special_lock:
+                if len(self._special_res) > 16:
+                    self._special_res.clear()
+                self._special_res[names] = r
         return r
 
     def _encode_slice(self, text: str, allowed: frozenset, disallowed: frozenset) -> List[int]:
