@@ -108,8 +108,8 @@ class _LlamaGGUF:
         self.notes: List[str] = []
         for key, kind in _KEY_TYPES.items():
             if key in self.md and gf.metadata_types[key] not in _KINDS[kind]:
-                self.fail(f"metadata {key} must be {kind}, got {gf.metadata_types[key]}"
-                          + ("" if isinstance(self.md[key], list) else f" {_brief(self.md[key])}"))
+                fail(self.path, f"metadata {key} must be {kind}, got {gf.metadata_types[key]}"
+                                + ("" if isinstance(self.md[key], list) else f" {brief(self.md[key])}"))
         arch = self.md.get("general.architecture")
         if arch is None:
             fail(self.path, "missing general.architecture")
