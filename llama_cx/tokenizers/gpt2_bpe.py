@@ -105,7 +105,7 @@ def gguf_vocab(meta: dict, source: str) -> dict:
     template = meta.get("tokenizer.chat_template")
     add_bos = meta.get("tokenizer.ggml.add_bos_token", False)
     if not isinstance(add_bos, bool):
-        fail(f"tokenizer.ggml.add_bos_token = {brief(add_bos)} is not a bool")
+        fail(source, f"tokenizer.ggml.add_bos_token = {brief(add_bos)} is not a bool")
     return dict(
         token_bytes=token_bytes, special_tokens=special, merges=merges, pattern=pattern,
         ignore_merges=ignore_merges, meta_slicing=False, bos_id=bos, eos_id=eos, stop_ids=stop, pad_id=pad,
