@@ -1,4 +1,15 @@
 """llama_cx: a CPU inference engine for Meta Llama models (Meta checkpoints and GGUF, no torch at run time)."""
+from . import _threads
+
+_threads.prepare_environment()  # OpenMP settings, before a compiled module loads libgomp
+try:
+    from . import _kernels, _sampling  # noqa: F401
+except ImportError as _e:
+    from ._build_hint import missing_build_message
+
+    raise ImportError(missing_build_message(_e)) from None
+finally:
+    _threads.restore_environment()
 from ._version import __version__
 from .chat_format import ChatFormat, ChatMLFormat, chat_format_for
 from .config import ModelConfig
@@ -6,7 +17,7 @@ from .errors import (ContextLengthError, FormatError, InvalidArgumentError, Llam
                      TokenizerMissingError, UnsafePickleError)
 from .generate import ChatSession, Generation, GenerationStats, generate, generate_tokens
 from .model import Context, Model, load
-from .runtime import (cpu_info, get_bf16_decode, get_bf16_prefill, get_num_threads, set_bf16_decode, set_bf16_prefill,
+from .runtime import (check_environment, cpu_info, get_bf16_decode, get_bf16_prefill, get_num_threads, set_bf16_decode, set_bf16_prefill,
                       set_num_threads)
 from .sampling import Sampler, SamplingParams
 from .tokenizer import Tokenizer
@@ -14,7 +25,7 @@ from .tokenizer import Tokenizer
 __all__ = [
     "__version__", "load", "Model", "Context", "ModelConfig", "Tokenizer", "ChatFormat", "ChatMLFormat",
     "chat_format_for", "generate", "generate_tokens", "Generation", "GenerationStats", "ChatSession",
-    "Sampler", "SamplingParams", "cpu_info", "set_num_threads", "get_num_threads", "set_bf16_prefill",
+    "Sampler", "SamplingParams", "check_environment", "cpu_info", "set_num_threads", "get_num_threads", "set_bf16_prefill",
     "get_bf16_prefill", "set_bf16_decode", "get_bf16_decode", "LlamaCxError", "FormatError",
     "UnsafePickleError", "TokenizerError", "InvalidArgumentError", "TokenizerMissingError", "ContextLengthError",
 ]

@@ -85,17 +85,29 @@ def _build_parsers():
     common.add_argument("--bf16-decode", action="store_true",
                         help="generated tokens with bf16 activations (AVX512-BF16), as llama.cpp computes: less exact logits")
 
-    sampling = _Parser(add_help=False)
-    g = sampling.add_argument_group("sampling")
-    g.add_argument("-n", "--max-tokens", type=_nonneg_int, metavar="N", help="tokens to generate at most")
-    g.add_argument("--temperature", "--temp", type=_finite_float, default=0.6, metavar="T", help="0 = greedy (default 0.6)")
-    g.add_argument("--top-k", type=_int, default=0, metavar="K", help="keep the K most likely tokens (0 = off)")
-    g.add_argument("--top-p", type=_finite_float, default=0.9, metavar="P", help="nucleus sampling (default 0.9; 1 = off)")
-    g.add_argument("--min-p", type=_finite_float, default=0.0, metavar="P", help="drop tokens below P x the best (0 = off)")
-    g.add_argument("--repeat-penalty", type=_finite_float, default=1.0, metavar="R", help="penalise recent tokens (1 = off)")
-    g.add_argument("--seed", type=_int, metavar="S", help="random seed (same seed + settings = same output)")
-    g.add_argument("--ctx", type=_positive_int, metavar="N", help="context length (default min(model max, 4096))")
-    g.add_argument("--emoji-names", action="store_true", help="follow each emoji in the output by its Unicode name")
+    def sampling_parser(chat: bool):
+        # defaults are None: a flag wins over the model file's recommendation, which wins over ours
+        d = _defaults(chat)
+        sampling = _Parser(add_help=False)
+        g = sampling.add_argument_group(
+            "sampling (defaults: the model file's general.sampling.* settings where it has them, else the ones shown)")
+        g.add_argument("-n", "--max-tokens", type=_nonneg_int, metavar="N",
+                       help=f"tokens to generate at most{' per reply' if chat else ''} (default {d['max_tokens']})")
+        g.add_argument("--temperature", "--temp", type=_finite_float, metavar="T", help=f"0 = greedy (default {d['temperature']})")
+        g.add_argument("--top-k", type=_int, metavar="K", help=f"keep the K most likely tokens (0 = off; default {d['top_k']})")
+        g.add_argument("--top-p", type=_finite_float, metavar="P", help=f"nucleus sampling (1 = off; default {d['top_p']})")
+        g.add_argument("--min-p", type=_finite_float, metavar="P", help=f"drop tokens below P x the best (0 = off; default {d['min_p']})")
+        g.add_argument("--repeat-penalty", type=_finite_float, metavar="R",
+                       help=f"penalise tokens seen recently (1 = off; default {d['repeat_penalty']})")
+        g.add_argument("--repeat-last-n", type=_nonneg_int, metavar="N",
+                       help=f"how many recent tokens the penalty looks at (default {d['repeat_last_n']})")
+        g.add_argument("--stop", action="append", metavar="STR", help="stop before the text STR (repeatable)")
+        g.add_argument("--seed", type=_int, metavar="S", help="random seed (same seed + settings = same output)")
+        g.add_argument("--ctx", type=_positive_int, metavar="N", help="context length (default min(model max, 4096))")
+        g.add_argument("--emoji-names", action="store_true", help="follow each emoji in the output by its Unicode name")
+        return sampling
+
+    sampling, chat_sampling = sampling_parser(False), sampling_parser(True)
 
     def model_arg(p, demo_fallback=True):
         p.add_argument("model", nargs="?", metavar="MODEL",
@@ -113,17 +125,22 @@ def _build_parsers():
     p = subs["generate"] = _Parser(prog=f"{PROG} generate", parents=[common, sampling],
                                    description="Stream the text generated after a prompt to stdout; stats to stderr.")
     model_arg(p)
-    p.add_argument("-p", "--prompt", required=True, help="the prompt ('-' reads stdin)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("-p", "--prompt", help="the prompt ('-' reads stdin)")
+    src.add_argument("-f", "--file", metavar="FILE", help="read the prompt from FILE")
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat format")
     p.add_argument("--system", metavar="S", help="system prompt (implies --chat)")
     p.add_argument("-q", "--quiet", action="store_true", help="no stats on stderr")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (text, tokens, stop reason, stats) instead of streaming the text")
     p.set_defaults(func=cmd_generate)
 
-    p = subs["chat"] = _Parser(prog=f"{PROG} chat", parents=[common, sampling],
+    p = subs["chat"] = _Parser(prog=f"{PROG} chat", parents=[common, chat_sampling],
                                description="Interactive chat. Commands: /reset, /system TEXT, /stats, /exit; "
                                            "end a line with \\ or use \"\"\" blocks for multi-line input.")
     model_arg(p)
     p.add_argument("--system", metavar="S", help="system prompt")
+    _context_shift_flag(p)
     p.set_defaults(func=cmd_chat)
 
     p = subs["info"] = _Parser(prog=f"{PROG} info", parents=[common], description="Show what a checkpoint holds.")
@@ -131,15 +148,30 @@ def _build_parsers():
     p.add_argument("--tensors", action="store_true", help="also list every tensor")
     p.set_defaults(func=cmd_info)
 
-    p = subs["demo"] = _Parser(prog=f"{PROG} demo", parents=[common, sampling],
+    p = subs["demo"] = _Parser(prog=f"{PROG} demo", parents=[common, chat_sampling],
                                description="Chat with the demo model (SmolLM2-135M-Instruct; fetched on first use).")
     p.add_argument("-p", "--prompt", help="answer this one prompt and exit")
     p.add_argument("--system", metavar="S", help="system prompt")
     p.add_argument("-q", "--quiet", action="store_true", help="no stats on stderr (with -p)")
-    p.set_defaults(func=cmd_demo, model=None)
+    _context_shift_flag(p)
+    p.set_defaults(func=cmd_demo, model=None, file=None, json=False)
     for name, p in subs.items():
         p.set_defaults(command=name)
     return top, subs
+
+
+def _context_shift_flag(p) -> None:
+    p.add_argument("--no-context-shift", dest="context_shift", action="store_false",
+                   help="when the conversation fills the context, stop (/reset) instead of dropping the oldest "
+                        "turns (the system prompt is always kept)")
+
+
+def _defaults(chat: bool) -> dict:
+    """The sampling defaults of a command, before the model file's recommendations."""
+    from .chat_defaults import CHAT_DEFAULTS
+
+    d = dict(max_tokens=256, temperature=0.6, top_k=0, top_p=0.9, min_p=0.0, repeat_penalty=1.0, repeat_last_n=64)
+    return dict(d, **CHAT_DEFAULTS) if chat else d
 
 
 def _parse(argv: List[str]):
@@ -149,6 +181,12 @@ def _parse(argv: List[str]):
     i = 0
     while i < len(argv) and argv[i].startswith("-") and argv[i] not in ("-", "--"):
         i += 2 if argv[i] in takes_value else 1
+    if i < len(argv) and argv[i] not in COMMANDS and not os.path.exists(argv[i]):
+        import difflib
+
+        close = difflib.get_close_matches(argv[i], COMMANDS, n=1, cutoff=0.6)
+        if close:  # `llama-cx generat`: a command mistyped, not a model path
+            raise _UsageError(f"unknown command {argv[i]!r} (did you mean {close[0]}?)")
     if i < len(argv) and argv[i] in COMMANDS:
         sub = subs[argv[i]]
         try:
@@ -172,11 +210,18 @@ def main(argv: Optional[List[str]] = None) -> int:
             args = _parse(argv)
         except SystemExit as e:  # --help / --version printed their text
             return e.code if isinstance(e.code, int) else 0
-        if args.threads is not None or args.bf16_prefill or args.bf16_decode:
-            from . import runtime  # only now: --help and --version run without the compiled core
+        from . import runtime
 
+        try:
+            runtime.check_environment()  # a bad LLAMA_CX_ISA etc.: one line
+        except LlamaCxError as e:
+            raise _UsageError(str(e)) from None
+        if args.threads is not None or args.bf16_prefill or args.bf16_decode:
             if args.threads is not None:
-                runtime.set_num_threads(args.threads)
+                used = runtime.set_num_threads(args.threads)
+                if used < args.threads:
+                    _info(f"--threads {args.threads} is more than {runtime._threads.MAX_THREADS_PER_CPU}x the "
+                          f"{runtime.available_cpus()} CPUs available; using {used}")
             if args.bf16_prefill:
                 runtime.set_bf16_prefill(True)
             if args.bf16_decode:
@@ -247,14 +292,37 @@ def _info(msg: str) -> None:
     sys.stderr.flush()
 
 
-def _sampling_kwargs(args) -> dict:
-    """The sampling flags, checked (a bad value fails here, before the model is loaded)."""
+_SAMPLING_FLAGS = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n", "seed")
+
+
+def _sampling_kwargs(args, model=None, chat: bool = False) -> dict:
+    """Sampling settings: the flags given, over the model file's recommendations (when `model` is given), over
+    the command's defaults. The flags are checked on their own first: a bad value is a usage error (exit 2),
+    before the model is loaded."""
+    from .chat_defaults import recommended_sampling
+    from .errors import InvalidArgumentError
     from .sampling import SamplingParams
 
-    kw = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-              repeat_penalty=args.repeat_penalty, seed=args.seed)
-    SamplingParams(**kw)
+    given = {k: getattr(args, k) for k in _SAMPLING_FLAGS if getattr(args, k, None) is not None}
+    try:
+        SamplingParams(**given)
+    except InvalidArgumentError as e:
+        flag = next((k for k in given if str(e).startswith(k)), None)
+        raise _UsageError((f"argument --{flag.replace('_', '-')}: " if flag else "") + str(e)) from None
+    kw = {k: v for k, v in _defaults(chat).items() if k in _SAMPLING_FLAGS}
+    if model is not None:
+        kw.update(recommended_sampling(model.checkpoint.metadata))
+    kw.update(given)
     return kw
+
+
+def _max_tokens(args, chat: bool = False) -> int:
+    return _defaults(chat)["max_tokens"] if args.max_tokens is None else args.max_tokens
+
+
+def _check_ctx(args, model) -> None:
+    if args.ctx is not None and args.ctx > model.config.max_seq_len:
+        raise _UsageError(f"argument --ctx: {args.ctx} exceeds the model's maximum {model.config.max_seq_len}")
 
 
 class _Out:
@@ -377,7 +445,7 @@ class EmojiNamer:
 
 
 # ---- generate ---------------------------------------------------------------------------------------------------
-def _one_shot_chat(model, system, prompt, max_tokens, n_ctx, kw):
+def _one_shot_chat(model, system, prompt, max_tokens, n_ctx, kw, stop=None):
     """A one-message chat; its context is just big enough (unless --ctx), as generate() does for text."""
     from .generate import ChatSession
 
@@ -389,34 +457,67 @@ def _one_shot_chat(model, system, prompt, max_tokens, n_ctx, kw):
             {"role": "user", "content": prompt}]
         default = min(model.config.max_seq_len, 4096)
         n_ctx = max(1, min(default, len(model.chat_format.encode_dialog(msgs)) + max_tokens + 1))
-    return ChatSession(model, system=system, n_ctx=n_ctx).send(prompt, max_tokens=max_tokens, **kw)
+    return ChatSession(model, system=system, n_ctx=n_ctx).send(prompt, max_tokens=max_tokens, stop=stop, **kw)
 
 
-def _read_prompt(p: str) -> str:
-    if p == "-":
+def _read_prompt(args) -> str:
+    if getattr(args, "file", None) is not None:
+        with open(args.file, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    if args.prompt == "-":
         return sys.stdin.read()
-    return p
+    return args.prompt
+
+
+def _stats_lines(stats) -> List[str]:
+    """The stats line, and a notice when other processes kept this one from the CPUs it asked for."""
+    from ._threads import STARVED_SHARE
+
+    lines = [stats.summary()]
+    if stats.cpu_share is not None and stats.cpu_share < STARVED_SHARE:
+        lines.append(f"{PROG}: other processes are using the CPUs: the decode got {stats.cpu_share:.0%} of the CPU "
+                     f"time it asked for (ran with {stats.decode_threads} thread"
+                     f"{'s' if stats.decode_threads != 1 else ''})")
+    return lines
+
+
+def _json_result(gen, model) -> str:
+    import json
+    from dataclasses import asdict
+
+    st = gen.stats
+    stats = dict(asdict(st), prefill_tok_s=st.prefill_tok_s, decode_tok_s=st.decode_tok_s,
+                 effective_gb_s=st.effective_gb_s)
+    return json.dumps({"model": model.checkpoint.path, "text": gen.text, "tokens": list(gen.tokens),
+                       "stop_reason": st.stop_reason, "stats": stats}, ensure_ascii=False)
 
 
 def cmd_generate(args) -> int:
     from .generate import generate
 
-    kw = _sampling_kwargs(args)
-    prompt = _read_prompt(args.prompt)
-    model = _load(args, quiet=args.quiet)
-    max_tokens = 256 if args.max_tokens is None else args.max_tokens
+    chat_defaults = getattr(args, "chat_defaults", False)
+    _sampling_kwargs(args, chat=chat_defaults)  # a bad flag fails before the model loads
+    prompt = _read_prompt(args)
+    model = _load(args, quiet=args.quiet or args.json)
+    _check_ctx(args, model)
+    kw = _sampling_kwargs(args, model, chat=chat_defaults)
+    max_tokens = _max_tokens(args, chat=chat_defaults)
     if args.chat or args.system is not None:
-        gen = _one_shot_chat(model, args.system, prompt, max_tokens, args.ctx, kw)
+        gen = _one_shot_chat(model, args.system, prompt, max_tokens, args.ctx, kw, stop=args.stop)
     else:
-        gen = generate(model, prompt, max_tokens=max_tokens, n_ctx=args.ctx, **kw)
-    out = _Out(args.emoji_names)
-    _stream(gen, out)
-    if out.namer is not None:
-        out._put(out.namer.flush())
-    if sys.stdout.isatty():
-        out.end()
-    if not args.quiet:
-        sys.stderr.write(gen.stats.summary() + "\n")
+        gen = generate(model, prompt, max_tokens=max_tokens, n_ctx=args.ctx, stop=args.stop, **kw)
+    if args.json:
+        try:
+            gen.read()
+        except KeyboardInterrupt:
+            gen.close()
+        sys.stdout.write(_json_result(gen, model) + "\n")
+    else:
+        out = _Out(args.emoji_names)
+        _stream(gen, out)
+        out.end()  # piped output ends with a newline too
+    if not args.quiet and not args.json:
+        sys.stderr.write("\n".join(_stats_lines(gen.stats)) + "\n")
     return 130 if gen.stats.stop_reason == "interrupted" else 0
 
 
@@ -430,7 +531,20 @@ multi-line input: end a line with \\ to continue it, or wrap the text in \"\"\" 
 Ctrl-C stops a reply"""
 
 
-def _read_message(read=input) -> str:
+def _prompted_input(prompt: str) -> str:
+    """input() with the prompt on stderr (stdout carries only the replies); no prompt at all when stdin is not a
+    terminal (a piped conversation), where the line comes straight from stdin."""
+    if not sys.stdin.isatty():
+        line = sys.stdin.readline()
+        if not line:
+            raise EOFError
+        return line[:-1] if line.endswith("\n") else line
+    sys.stderr.write(prompt)
+    sys.stderr.flush()
+    return input()
+
+
+def _read_message(read=_prompted_input) -> str:
     """One user message: a line, lines joined by a trailing backslash, or a \"\"\" block. EOFError at Ctrl-D."""
     line = read(">>> ")
     if line.lstrip().startswith('"""'):
@@ -459,18 +573,25 @@ def _repl(model, args, system) -> int:
         import readline  # noqa: F401  (line editing and history for input())
     except ImportError:
         pass
-    session = ChatSession(model, system=system, n_ctx=args.ctx)
-    kw = _sampling_kwargs(args)
+    _check_ctx(args, model)
+    shift = getattr(args, "context_shift", True)
+    session = ChatSession(model, system=system, n_ctx=args.ctx, drop_oldest=shift)
+    kw = _sampling_kwargs(args, model, chat=True)
+    max_tokens = _max_tokens(args, chat=True)
     out = _Out(args.emoji_names)
-    _info(f"chat with {_model_name(model)} (context {session.ctx.n_ctx} tokens); /help for commands, Ctrl-D to quit")
+    interactive = sys.stdin.isatty()
+    if interactive:
+        _info(f"chat with {_model_name(model)} (context {session.ctx.n_ctx} tokens, replies up to {max_tokens} "
+              f"tokens); /help for commands, Ctrl-D to quit")
     while True:
         try:
             text = _read_message()
         except EOFError:
-            sys.stdout.write("\n")
+            if interactive:
+                sys.stderr.write("\n")
             return 0
         except KeyboardInterrupt:
-            sys.stdout.write("\n(Ctrl-D or /exit to quit)\n")
+            sys.stderr.write("\n(Ctrl-D or /exit to quit)\n")
             continue
         stripped = text.strip()
         if not stripped:
@@ -493,21 +614,29 @@ def _repl(model, args, system) -> int:
                 _say_error(f"unknown command {cmd} (try /help)")
             continue
         try:
-            gen = session.send(text, max_tokens=args.max_tokens, **kw)
+            gen = session.send(text, max_tokens=max_tokens, stop=args.stop, **kw)
         except LlamaCxError as e:
             _say_error(str(e))
             continue
+        if session.dropped:
+            _info(f"[context full: dropped the oldest {session.dropped} exchange"
+                  f"{'s' if session.dropped != 1 else ''}; the system prompt is kept]")
         _stream(gen, out)
         out.end()
         reason = gen.stats.stop_reason
         if reason == "interrupted":
             _info("[reply interrupted]")
         elif reason == "context_full":
-            _info("[context full: /reset to start over]")
+            _info("[context full: the next message drops the oldest exchanges]" if shift else
+                  "[context full: /reset to start over]")
+        elif reason == "max_tokens":
+            _info(f"[reply cut at {max_tokens} tokens (-n)]")
+        if len(_stats_lines(gen.stats)) > 1:
+            sys.stderr.write(_stats_lines(gen.stats)[1] + "\n")
 
 
 def cmd_chat(args) -> int:
-    _sampling_kwargs(args)
+    _sampling_kwargs(args, chat=True)
     model = _load(args)
     return _repl(model, args, args.system)
 
@@ -516,12 +645,12 @@ def cmd_demo(args) -> int:
     from .demo import demo_model_path
     from .model import load
 
-    _sampling_kwargs(args)
+    _sampling_kwargs(args, chat=True)
     path = demo_model_path(progress=sys.stderr)
     if args.prompt is None:
         model = load(path, huge_pages=args.huge_pages)
         return _repl(model, args, args.system)
-    args.model, args.chat, args.system = path, True, args.system
+    args.model, args.chat, args.system, args.chat_defaults = path, True, args.system, True
     return cmd_generate(args)
 
 
@@ -672,23 +801,24 @@ def _menu_text(has_chat: bool) -> str:
 def _run_menu_item(model, args, mode, system, prompt) -> None:
     from .generate import generate
 
-    kw = _sampling_kwargs(args)
-    max_tokens = 256 if args.max_tokens is None else args.max_tokens
+    kw = _sampling_kwargs(args, model)
+    max_tokens = _max_tokens(args)
     if mode == "chat":
-        gen = _one_shot_chat(model, system, prompt, max_tokens, args.ctx, kw)
+        gen = _one_shot_chat(model, system, prompt, max_tokens, args.ctx, kw, stop=args.stop)
     else:
-        gen = generate(model, prompt, max_tokens=max_tokens, n_ctx=args.ctx, **kw)
+        gen = generate(model, prompt, max_tokens=max_tokens, n_ctx=args.ctx, stop=args.stop, **kw)
     out = _Out(args.emoji_names)
     if mode == "text":
         out._put(prompt)  # a completion reads on from its prompt
     _stream(gen, out)
     out.end()
-    sys.stderr.write(gen.stats.summary() + "\n")
+    sys.stderr.write("\n".join(_stats_lines(gen.stats)) + "\n")
 
 
 def cmd_menu(args) -> int:
     _sampling_kwargs(args)
     model = _load(args, demo_fallback=False)
+    _check_ctx(args, model)
     has_chat = model.chat_format is not None
     c = model.config
     _info(f"{_model_name(model)}: {c.n_layers} layers, dim {c.dim}, vocab {c.vocab_size}, "
@@ -697,7 +827,7 @@ def cmd_menu(args) -> int:
     while True:
         sys.stdout.write(_menu_text(has_chat))
         try:
-            choice = input(f"Select 0-{n + 2} (q to quit): ").strip().lower()
+            choice = _prompted_input(f"Select 0-{n + 2} (q to quit): ").strip().lower()
         except EOFError:
             sys.stdout.write("\n")
             return 0
@@ -717,12 +847,12 @@ def cmd_menu(args) -> int:
             if k <= n:
                 mode, system, prompt = MENU[k - 1]
             elif k == n + 1:
-                mode, system, prompt = "text", None, input("Prompt: ")
+                mode, system, prompt = "text", None, _prompted_input("Prompt: ")
             else:
                 mode = "chat"
                 if has_chat:
-                    system = input("System prompt (empty for none): ").strip() or None
-                    prompt = input("Message: ")
+                    system = _prompted_input("System prompt (empty for none): ").strip() or None
+                    prompt = _prompted_input("Message: ")
             if mode == "chat" and not has_chat:
                 _say_error("this model has no chat format; choose a text completion")
                 continue

@@ -14,6 +14,7 @@ import math
 import operator
 import os
 import struct
+import time
 from array import array
 from typing import Iterable, List, Optional, Sequence
 
@@ -21,7 +22,8 @@ from . import _kernels
 from .checkpoint import Checkpoint, load_checkpoint
 from .config import ModelConfig
 from .errors import ContextLengthError, FormatError, LlamaCxError, TokenizerMissingError
-from .runtime import available_cpus, set_num_threads
+from ._threads import DecodeThreads
+from .runtime import adaptive_threads, available_cpus, check_environment, set_num_threads
 from .tensor import copy_to_weight_buffer
 
 DEFAULT_CONTEXT = 4096
@@ -86,6 +88,7 @@ class Model:
 
             self.chat_format = chat_format_for(self.tokenizer, checkpoint.metadata.get("tokenizer.chat_template"))
         self._c = self._build_c_model()
+        self.decode_threads = DecodeThreads()  # the thread count of one-token steps, when it adapts
 
     def _build_c_model(self):
         cfg, tensors = self.config, self.checkpoint.tensors
@@ -239,6 +242,15 @@ class Context:
                 f"{t} tokens do not fit: {self.pos} of {self.n_ctx} context positions are in use")
         out = memoryview(bytearray(4 * vocab * (t if all_logits else 1))).cast("f")  # calloc: no per-token memset
         pos, B = self.pos, self.max_batch
+        tuner = self.model.decode_threads if adaptive_threads() else None
+        n = tuner.before(_kernels.get_num_threads()) if tuner else 0
+        self._state.set_max_threads(n if t == 1 else tuner.current if tuner else 0)  # prompts: the count decode found
+        if tuner is not None and t == 1:  # a decode step: timed for the tuner
+            t0 = time.perf_counter()
+            self._state.forward(ids, pos, out, False)
+            tuner.after(time.perf_counter() - t0)
+            self.tokens.extend(ids)
+            return out
         for s in range(0, t, B):
             block = ids[s:s + B]
             last = s + B >= t
@@ -270,6 +282,7 @@ def load(path: str, n_threads: Optional[int] = None, rope_scale_factor: Optional
     huge_pages=True reads the mapped weights from the file into anonymous memory backed by transparent huge
     pages (Linux): load reads the whole file and the weights take their size again in RAM, but every token
     reads them with fewer TLB misses (1.02-1.26x decode in benchmarks/RESULTS.md, run D)."""
+    check_environment()
     if n_threads is not None:
         set_num_threads(n_threads)
     ck = load_checkpoint(os.fspath(path), rope_scale_factor=rope_scale_factor)
