@@ -10,6 +10,7 @@ except ImportError as _e:
     raise ImportError(missing_build_message(_e)) from None
 finally:
     _threads.restore_environment()
+_threads.say_notices()  # e.g. an OMP_NUM_THREADS libgomp would have warned about: one line on stderr
 from ._version import __version__
 from .chat_format import ChatFormat, ChatMLFormat, chat_format_for
 from .config import ModelConfig

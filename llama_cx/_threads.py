@@ -140,8 +140,11 @@ def restore_environment() -> None:
     ENV.restore()
 
 
-def say_notices(stream) -> None:
-    """Print the environment notices (once), `llama_cx: ...` lines."""
+def say_notices(stream=None) -> None:
+    """Print the environment notices (once), `llama_cx: ...` lines on stderr."""
+    import sys
+
+    stream = stream or sys.stderr
     for n in ENV.notices:
         try:
             stream.write(f"llama_cx: {n}\n")

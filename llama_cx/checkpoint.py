@@ -66,8 +66,10 @@ def expected_shapes(config: ModelConfig, tied: bool) -> Dict[str, Tuple[int, ...
     return shapes
 
 
-def load_checkpoint(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
-    """Load a Meta checkpoint directory, a consolidated.00.pth (params.json beside it), or a .gguf file."""
+def load_checkpoint(path, rope_scale_factor: Optional[float] = None, weights: bool = True) -> Checkpoint:
+    """Load a Meta checkpoint directory, a consolidated.00.pth (params.json beside it), or a .gguf file.
+    weights=False: header and metadata only (GGUF quantized tensors are not dequantized; Meta tensors are
+    views of the mapping either way)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FormatError(f"{path}: no such file or directory")
@@ -76,7 +78,7 @@ def load_checkpoint(path, rope_scale_factor: Optional[float] = None) -> Checkpoi
     if _magic(path) == b"GGUF":
         from .gguf import load_gguf  # imports this module: keep the import here
 
-        return load_gguf(path, rope_scale_factor=rope_scale_factor)
+        return load_gguf(path, rope_scale_factor=rope_scale_factor, weights=weights)
     return _load_meta(os.path.dirname(os.path.abspath(path)), path, rope_scale_factor)
 
 

@@ -766,7 +766,9 @@ def _types(counts: dict) -> str:
 
 
 def cmd_info(args) -> int:
-    model = _load(args, demo_fallback=False, quiet=True)
+    from .model_info import open_info
+
+    model = open_info(_model_path(args, demo_fallback=False))  # header and metadata: nothing dequantized
     sys.stdout.write("\n".join(_info_lines(model, args.tensors)) + "\n")
     return 0
 

@@ -220,7 +220,9 @@ class Generation:
         if self._cpu is not None:
             from .runtime import adaptive_threads, get_num_threads
 
-            self.stats.cpu_share = self._cpu.share()
+            # a few milliseconds say nothing about a share of the CPUs
+            long_enough = self.stats.decode_seconds >= 0.2 and self.stats.generated_tokens >= 8
+            self.stats.cpu_share = self._cpu.share() if long_enough else None
             tuner = getattr(self.model, "decode_threads", None)
             self.stats.decode_threads = tuner.current if tuner is not None and adaptive_threads() else get_num_threads()
         if not self.stats.stop_reason or reason == "interrupted":

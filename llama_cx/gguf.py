@@ -487,8 +487,9 @@ def _llama_rope_factors(head_dim: int, theta: float, factor: float, original_con
 class _LlamaGGUF:
     """Turns a parsed GGUFFile of architecture `llama` into config + Meta-named tensors."""
 
-    def __init__(self, gf: GGUFFile, rope_scale_factor: Optional[float]):
+    def __init__(self, gf: GGUFFile, rope_scale_factor: Optional[float], weights: bool = True):
         self.gf, self.path, self.md = gf, gf.path, gf.metadata
+        self.weights = weights  # False: header and metadata only (quantized tensors are not dequantized)
         self.notes: List[str] = []
         arch = self.md.get("general.architecture")
         if arch is None:
@@ -638,7 +639,10 @@ class _LlamaGGUF:
             if ti.type_name in _VIEW_DTYPES:
                 tensors[name] = self.gf.tensor(ti, name)
         self.dequant_buffer = None
-        if quant:
+        if quant and not self.weights:  # what load would make of them, without their data (buffer None)
+            for name, ti in quant:
+                tensors[name] = Tensor("bf16", ti.shape, contiguous_strides(ti.shape), 0, None, name)
+        elif quant:
             buf = weight_buffer(2 * sum(ti.numel for _, ti in quant))  # every dequantized weight, bf16, one allocation
             at = 0
             for name, ti in quant:
@@ -646,6 +650,7 @@ class _LlamaGGUF:
                 tensors[name] = Tensor("bf16", ti.shape, contiguous_strides(ti.shape), at, buf, name)
                 at += 2 * ti.numel
             self.dequant_buffer = buf
+        if quant:
             counts = Counter(ti.type_name for _, ti in quant)
             what = ", ".join(f"{n} {t}" for t, n in sorted(counts.items(), key=lambda kv: -kv[1]))
             self.notes.append(
@@ -671,15 +676,16 @@ class _LlamaGGUF:
         return out
 
 
-def load_gguf(path, rope_scale_factor: Optional[float] = None):
+def load_gguf(path, rope_scale_factor: Optional[float] = None, weights: bool = True):
     """Load a `llama` GGUF file as a llama_cx.checkpoint.Checkpoint (format 'gguf', Meta tensor names).
 
     F32 / F16 / BF16 tensors are zero-copy views of the mmapped file; Q8_0 / Q4_0 / Q4_1 are dequantized
     to bf16 into one buffer. `rope_scale_factor` overrides the Llama 3.1 rope scaling factor.
+    weights=False reads the header and metadata only: quantized tensors are records without data.
     """
     gf = GGUFFile(path)
     try:
-        llama = _LlamaGGUF(gf, rope_scale_factor)
+        llama = _LlamaGGUF(gf, rope_scale_factor, weights)
     except BaseException:
         gf.close()
         raise

@@ -23,6 +23,7 @@ from .checkpoint import Checkpoint, load_checkpoint
 from .config import ModelConfig
 from .errors import ContextLengthError, FormatError, LlamaCxError, TokenizerMissingError
 from ._threads import DecodeThreads
+from .model_info import tokenizer_and_chat_format
 from .runtime import adaptive_threads, available_cpus, check_environment, set_num_threads
 from .tensor import copy_to_weight_buffer
 
@@ -77,16 +78,7 @@ class Model:
         self.checkpoint = checkpoint
         self.config: ModelConfig = checkpoint.config
         self.notes: List[str] = list(checkpoint.notes)
-        self.tokenizer = checkpoint.tokenizer
-        if self.tokenizer is None and checkpoint.tokenizer_path:
-            from .tokenizer import Tokenizer
-
-            self.tokenizer = Tokenizer.from_file(checkpoint.tokenizer_path)
-        self.chat_format = None
-        if self.tokenizer is not None:
-            from .chat_format import chat_format_for
-
-            self.chat_format = chat_format_for(self.tokenizer, checkpoint.metadata.get("tokenizer.chat_template"))
+        self.tokenizer, self.chat_format = tokenizer_and_chat_format(checkpoint)
         self._c = self._build_c_model()
         self.decode_threads = DecodeThreads()  # the thread count of one-token steps, when it adapts
 
