@@ -26,9 +26,14 @@ import os
 import time
 from typing import Dict, List, Optional, Tuple
 
-# libgomp spin rounds before a waiting thread sleeps (its default is 300000: several milliseconds, longer than
-# a scheduler time slice). Chosen in benchmarks/RESULTS.md, "Decode with competing processes".
-SPIN_COUNT = 10000
+# libgomp spin rounds before a waiting thread sleeps. Its default, 300000, spun ~12 ms here (a Xeon, ~40 ns a
+# round), longer than a scheduler time slice. Measured with a 2-thread OpenMP program whose partner thread
+# sleeps: 1000 rounds cost ~15-25 us of CPU per wait, 10000 ~280 us; a decode step's barriers are ~50 us apart
+# and the threads usually arrive within a few us of each other, so 1000 still catches them spinning. 2-thread
+# SmolLM2 decode on the loaded development machine (load average 11-13, one extra competitor), tok/s:
+# 300000: 0.6-1.0, 30000: 2.4-2.9, 10000: 4.5, 3000: 5.6-7.2, 1000: 6.5-6.8, OMP_WAIT_POLICY=passive: 16-37
+# (benchmarks/RESULTS.md, "Decode with competing processes", has the rest).
+SPIN_COUNT = 1000
 MAX_THREADS_PER_CPU = 4
 STARVED_SHARE = 0.8  # below this CPU share a decode counts as starved
 
