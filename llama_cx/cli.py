@@ -77,7 +77,8 @@ def _int(s):
 
 def _build_parsers():
     common = _Parser(add_help=False)
-    common.add_argument("--threads", type=_positive_int, metavar="N", help="kernel threads (default: all CPUs)")
+    common.add_argument("--threads", type=_positive_int, metavar="N", help="kernel threads, fixed (default: all CPUs, and fewer for generated tokens while other processes "
+                             "keep CPUs busy; at most 4x the CPUs)")
     common.add_argument("--huge-pages", action="store_true",
                         help="read the weights into huge-page memory: slower load, more RAM, faster decode")
     common.add_argument("--bf16-prefill", action="store_true",
