@@ -1,7 +1,8 @@
 """Build of llama_cx's compiled parts.
 
 - `llama_cx._kernels`: the Cython layer over every C kernel in csrc/ (one extension, OpenMP).
-- every other `llama_cx/_*.pyx`: a standalone Cython module (tokenizer core, dequantizers).
+- every other `llama_cx/**/_*.pyx`: a standalone Cython module named by its path (llama_cx.tokenizers._bpe,
+  llama_cx.formats._dequant, ...).
 
 The C sources choose their instruction set per function (`#pragma GCC target` in the
 per-ISA files) and dispatch at run time, so the default build runs on any x86-64 and
@@ -95,19 +96,19 @@ class BuildExt(build_ext):
 
 
 def extensions():
-    csources = sorted(glob.glob(os.path.join("csrc", "*.c")))
+    csources = sorted(glob.glob(os.path.join("csrc", "**", "*.c"), recursive=True))
     exts = [
         Extension(
             "llama_cx._kernels",
             ["llama_cx/_kernels.pyx"] + csources,
             include_dirs=["csrc"],
-            depends=sorted(glob.glob(os.path.join("csrc", "*.h"))),
+            depends=sorted(glob.glob(os.path.join("csrc", "**", "*.h"), recursive=True)),
         )
     ]
-    for pyx in sorted(glob.glob(os.path.join("llama_cx", "_*.pyx"))):
-        name = os.path.splitext(os.path.basename(pyx))[0]
-        if name != "_kernels":
-            exts.append(Extension("llama_cx." + name, [pyx], include_dirs=["csrc"]))
+    for pyx in sorted(glob.glob(os.path.join("llama_cx", "**", "_*.pyx"), recursive=True)):
+        name = os.path.splitext(pyx)[0].replace(os.sep, ".")
+        if name != "llama_cx._kernels":
+            exts.append(Extension(name, [pyx], include_dirs=["csrc"]))
     return cythonize(
         exts,
         language_level=3,

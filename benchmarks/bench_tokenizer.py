@@ -55,7 +55,8 @@ def run(tokenizer_path: str = DEFAULT_TOKENIZER, repeat: int = 5, max_bytes: int
     import tiktoken
     import tiktoken.load
 
-    from llama_cx.tokenizer import LLAMA3_PATTERN, Tokenizer
+    from llama_cx.tokenizers import Tokenizer
+    from llama_cx.tokenizers.tiktoken_format import LLAMA3_PATTERN
 
     ours = Tokenizer.from_file(tokenizer_path)
     ranks = tiktoken.load.load_tiktoken_bpe(tokenizer_path)
@@ -72,7 +73,7 @@ def run(tokenizer_path: str = DEFAULT_TOKENIZER, repeat: int = 5, max_bytes: int
         "ratio": round(t_ref / t_ours, 3), "same_ids": same, "tiktoken_version": tiktoken.__version__,
     }
     if gguf_path:
-        from llama_cx.gguf import GGUFFile
+        from llama_cx.formats.gguf import GGUFFile
 
         g = GGUFFile(gguf_path)
         try:

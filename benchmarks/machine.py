@@ -62,14 +62,15 @@ def machine_info() -> dict:
 def source_digest() -> "str | None":
     """Short hash of what decides llama_cx's speed in this checkout (kernels, their built extension, the
     model and weight-loading code): ties the numbers to a state of the code that others may be editing."""
-    files = sorted(glob.glob(os.path.join(REPO, "csrc", "*.[ch]"))) + sorted(
+    files = sorted(glob.glob(os.path.join(REPO, "csrc", "**", "*.[ch]"), recursive=True)) + sorted(
         glob.glob(os.path.join(REPO, "llama_cx", "_kernels*.so")))
-    files += [os.path.join(REPO, "llama_cx", n) for n in ("_kernels.pyx", "model.py", "runtime.py", "checkpoint.py")]
+    files += [os.path.join(REPO, "llama_cx", n) for n in ("_kernels.pyx", "model.py", "runtime.py", "dtypes.py")]
+    files += sorted(glob.glob(os.path.join(REPO, "llama_cx", "formats", "*.py")))
     h, n = hashlib.sha256(), 0
     for path in files:
         if os.path.isfile(path):
             with open(path, "rb") as f:
-                h.update(os.path.basename(path).encode() + b"\0" + f.read())
+                h.update(os.path.relpath(path, REPO).encode() + b"\0" + f.read())
             n += 1
     return h.hexdigest()[:12] if n else None
 

@@ -289,15 +289,15 @@ def _smollm2_state_dict(path: str, log):
         # Without `gguf`, fall back to llama_cx's own GGUF reader, which dequantizes to bf16 at load.
         try:
             import_llama_cx()
-            from llama_cx.checkpoint import load_checkpoint
+            from llama_cx.formats import open_checkpoint
         except Exception as e:
-            raise Unavailable(f"neither the gguf package nor llama_cx.checkpoint can read {path}: {e}") from None
-        ck = load_checkpoint(path)
+            raise Unavailable(f"neither the gguf package nor llama_cx.formats can read {path}: {e}") from None
+        ck = open_checkpoint(path)
         for name, t in ck.tensors.items():
             buf = bytes(t.memoryview())
             dtype = {"bf16": torch.bfloat16, "f16": torch.float16, "f32": torch.float32}[t.dtype]
             sd[name] = torch.frombuffer(bytearray(buf), dtype=dtype).reshape(t.shape).to(torch.bfloat16)
-        log("  gguf package absent: dequantized with llama_cx.checkpoint instead")
+        log("  gguf package absent: dequantized with llama_cx.formats instead")
     order = [n for n, _ in MODELS["smollm2"].matrix_shapes()]
     norms = sorted(n for n in sd if n not in order)
     return {n: sd[n] for n in order + norms}

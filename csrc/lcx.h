@@ -1,8 +1,10 @@
-/* llama_cx compiled core: kernel contracts, the per-ISA kernel table, the model/run-state structs.
+/* llama_cx compiled core, its public contracts: the per-ISA kernel table, the weight-type table (dtypes.c), the
+ * runtime dispatch (runtime.c), the threaded ops (ops/), the model and its run state (model/).
  *
  * Conventions
  *   - Matrices are row-major, W (rows, cols); "W @ x" means y[r] = sum_j W[r][j] * x[j] (a torch Linear).
- *   - Weights are bf16 (uint16_t, the top half of an IEEE f32) or f32; activations are always f32.
+ *   - Weights are of a type in lcx_dtypes (bf16: uint16_t, the top half of an IEEE f32; f32); activations
+ *     are f32, or rounded to a weight type's act_type for the products that read them that way.
  *   - Sizes and offsets are size_t / int64_t; nothing here allocates unless its name says so.
  *   - Kernels named lcx_<op>_<dtype>[_<isa>]; the _generic twin is the scalar fallback and test oracle.
  */
@@ -18,24 +20,16 @@ extern "C" {
 
 /* ---- instruction sets ------------------------------------------------------------------------- */
 enum { LCX_ISA_GENERIC = 0, LCX_ISA_AVX2 = 1, LCX_ISA_AVX512 = 2, LCX_ISA_COUNT = 3 };
-enum { LCX_F32 = 0, LCX_BF16 = 1 };
 
-/* Row kernels of one instruction set; single-threaded, called on a slice of rows by the threaded ops. */
+/* Row kernels of one instruction set that do not depend on the weight type (those are in lcx_dtypes);
+ * single-threaded, called on a slice of rows by the threaded ops. */
 typedef struct {
     const char *name;
-    /* Y (t, ldy) = beta * Y + X (t, ldx) @ W[rows]ᵀ for a block of `rows` rows of W (rows, ldw) over cols
-     * [0, n). beta is 0 or 1 (1 = accumulate, e.g. the residual). Y must not alias X or W. */
-    void (*gemm_bf16)(const uint16_t *W, size_t ldw, const float *X, size_t ldx, float *Y, size_t ldy,
-                      size_t rows, size_t t, size_t n, int beta);
-    void (*gemm_f32)(const float *W, size_t ldw, const float *X, size_t ldx, float *Y, size_t ldy,
-                     size_t rows, size_t t, size_t n, int beta);
     /* out (rows, ldo)[:, :hd] = P (rows, ldp) @ V (ldv)[:, :hd]: row r sums its first n + r terms when
      * causal (probabilities @ values for a block of consecutive queries), its first n otherwise (several
      * heads of one query sharing V) */
     void (*pv_f32)(const float *P, size_t ldp, size_t rows, const float *V, size_t ldv, size_t n, int causal,
                    size_t hd, float *out, size_t ldo);
-    /* dst (n,) f32 = src (n,) bf16 */
-    void (*bf16_to_f32)(const uint16_t *src, float *dst, size_t n);
     /* in place: x (n,) = softmax(scale * x), max-subtracted, f64 sums; returns log(sum(exp(scale * x))) of
      * the input (to merge softmaxes over parts of a row) */
     float (*softmax_f32)(float *x, size_t n, float scale);
@@ -46,21 +40,54 @@ typedef struct {
     void (*rmsnorm_f32)(const float *x, const float *w, float *out, size_t n, float eps);
 } lcx_kernels;
 
-/* Y (t, ldy) = beta*Y + Xb (t, ldx) @ W[rows]ᵀ with W and Xb both bf16 (AVX512-BF16 vdpbf16ps, f32 sums);
- * NULL when not compiled. Used only when bf16 activations are switched on (prefill and/or decode). */
-typedef void (*lcx_gemm_bf16bf16_fn)(const uint16_t *W, size_t ldw, const uint16_t *Xb, size_t ldx, float *Y,
-                                     size_t ldy, size_t rows, size_t t, size_t n, int beta);
-extern const lcx_gemm_bf16bf16_fn lcx_gemm_bf16bf16;
-/* dst (n,) bf16 = round-to-nearest-even(src (n,) f32), exactly lcx_f32_to_bf16_scalar; compiled with the
- * AVX512-BF16 kernel (NULL otherwise), for the bf16-activation paths. */
-typedef void (*lcx_round_bf16_fn)(const float *src, uint16_t *dst, size_t n);
-extern const lcx_round_bf16_fn lcx_round_bf16;
-
 extern const lcx_kernels lcx_kernels_generic;
 extern const lcx_kernels lcx_kernels_avx2;
 extern const lcx_kernels lcx_kernels_avx512;
 
-/* ---- runtime: CPU features, dispatch, threads (lcx_runtime.c) --------------------------------- */
+/* ---- weight types (dtypes.c) ------------------------------------------------------------------ */
+/* Ids of the rows of lcx_dtypes; llama_cx/dtypes.py's c_id column names the same rows. */
+typedef enum { LCX_DT_F32 = 0, LCX_DT_BF16 = 1, LCX_DT_F16 = 2, LCX_DT_COUNT = 3 } lcx_dtype;
+
+/* Y (t, ldy) = beta * Y + X (t, ldx) f32 @ W[0:rows]ᵀ over columns [0, n), W (rows, ldw) of the row's dtype
+ * (ldw and n in elements, multiples of its block size). beta is 0 or 1 (1 = accumulate, e.g. the residual).
+ * Y must not alias X or W. */
+typedef void (*lcx_gemm_fn)(const void *W, size_t ldw, const float *X, size_t ldx, float *Y, size_t ldy,
+                            size_t rows, size_t t, size_t n, int beta);
+/* the same with the activations Xa (t, ldx) already converted to the row's act_type */
+typedef void (*lcx_gemm_act_fn)(const void *W, size_t ldw, const void *Xa, size_t ldx, float *Y, size_t ldy,
+                                size_t rows, size_t t, size_t n, int beta);
+/* dst (n,) f32 = src (n,) of the row's dtype (n a multiple of its block size) */
+typedef void (*lcx_to_f32_fn)(const void *src, float *dst, size_t n);
+/* dst (n,) of the row's dtype = src (n,) f32, rounded or quantized (activations for a gemm_act) */
+typedef void (*lcx_from_f32_fn)(const float *src, void *dst, size_t n);
+
+/* CPU features a kernel needs beyond its instruction set's (checked by the runtime) */
+enum { LCX_CPU_AVX512BF16 = 1 };
+
+/* One weight type: its layout and every kernel that reads or writes it, per instruction set (NULL where an
+ * instruction set has none: the runtime then takes the generic one, or, for gemm, widens the weights at load
+ * to a type that has one). Adding a type = one row in dtypes.c and its kernels. */
+typedef struct {
+    const char *name;                              /* as llama_cx/dtypes.py names it */
+    size_t block_size;                             /* elements per block */
+    size_t block_bytes;                            /* bytes per block */
+    lcx_to_f32_fn to_f32[LCX_ISA_COUNT];           /* embedding rows, norms at load */
+    lcx_from_f32_fn from_f32[LCX_ISA_COUNT];       /* when it is another row's act_type */
+    lcx_gemm_fn gemm[LCX_ISA_COUNT];               /* products with f32 activations */
+    /* Products over activations converted to act_type (bf16 for bf16 weights: AVX512-BF16 dot products;
+     * the 8-bit blocks of a quantized type's dot kernel). Used when the row has no f32 gemm, or when the
+     * bf16-activation switches ask for it. act_type -1: none. */
+    int act_type;
+    lcx_gemm_act_fn gemm_act[LCX_ISA_COUNT];
+    unsigned gemm_act_cpu;                         /* LCX_CPU_* features gemm_act needs */
+} lcx_dtype_traits;
+
+extern const lcx_dtype_traits lcx_dtypes[LCX_DT_COUNT];
+
+/* bytes of n elements of dtype dt (n a multiple of its block size) */
+size_t lcx_dtype_bytes(int dt, size_t n);
+
+/* ---- runtime: CPU features, dispatch, threads (runtime.c) ------------------------------------- */
 int lcx_isa_supported(int isa);        /* CPU *and* OS (XSAVE state) support */
 int lcx_isa_best(void);
 int lcx_isa_compiled(int isa);         /* 0 when the compiler could not build that path (e.g. aarch64) */
@@ -68,6 +95,13 @@ int lcx_set_isa(int isa);              /* 0 ok, -1 unsupported */
 int lcx_get_isa(void);
 const lcx_kernels *lcx_active(void);
 const lcx_kernels *lcx_table(int isa);
+/* the kernels of the active instruction set for weight type dt (see lcx_dtype_traits); to_f32 and from_f32
+ * fall back to the generic ones, gemm and gemm_act are NULL where there is none (gemm_act also when the CPU
+ * lacks a feature it needs) */
+lcx_gemm_fn lcx_gemm_kernel(int dt);
+lcx_gemm_act_fn lcx_gemm_act_kernel(int dt);
+lcx_to_f32_fn lcx_to_f32_kernel(int dt);
+lcx_from_f32_fn lcx_from_f32_kernel(int dt);
 int lcx_openmp_enabled(void);
 int lcx_avx512bf16_supported(void);
 /* bf16 activations for prefill products (opt-in: rounds activations); -1 when unsupported */
@@ -80,7 +114,7 @@ void lcx_set_num_threads(int n);
 int lcx_get_num_threads(void);
 int lcx_omp_max_threads(void);
 
-/* ---- threaded ops (lcx_ops.c) ----------------------------------------------------------------- */
+/* ---- threaded ops (ops/) ---------------------------------------------------------------------- */
 /* The *_part functions do thread tid's share of an op (of nth threads) inside a parallel region the
  * caller owns; the plain names open their own region. */
 void lcx_split(size_t n, size_t align, int tid, int nth, size_t *lo, size_t *hi);
@@ -99,9 +133,9 @@ void lcx_rmsnorm_part(const float *x, const float *w, float *out, size_t t, size
 void lcx_rope_heads(float *x, size_t ldx, size_t t, size_t h0, size_t h1, size_t head_dim, const float *cos_t,
                     const float *sin_t);
 void lcx_swiglu_part(float *a, const float *b, size_t n);
-/* thread tid's share of lcx_attention_f32; with outh (t, n_heads*hd) non-NULL (bf16 activations on) it also
- * writes the bf16 rounding of the rows it computed there */
-void lcx_attention_part(const float *q, const lcx_kv_view *kv, float *out, uint16_t *outh, size_t t,
+/* thread tid's share of lcx_attention_f32; with outh (t, n_heads*hd) of dtype act_type non-NULL (rounded
+ * activations on) it also writes the conversion of the rows it computed there */
+void lcx_attention_part(const float *q, const lcx_kv_view *kv, float *out, void *outh, int act_type, size_t t,
                         size_t pos0, size_t n_heads, size_t n_kv, size_t hd, float *scores, int tid, int nth);
 /* One query's attention (decode) in parts: work items (kv head, up to LCX_ATT_QB of its query heads, up to
  * LCX_DEC_KC keys) dealt round robin, so threads share the keys even with fewer kv heads than threads, and
@@ -117,7 +151,8 @@ void lcx_attention_merge(const float *part, size_t n_keys, size_t n_heads, size_
  * n_scratch x LCX_ATT_QB x LCX_DEC_KC f32, part as above */
 void lcx_attention_decode_f32(const float *q, const float *kc, const float *vc, float *out, size_t n_keys,
                               size_t n_heads, size_t n_kv, size_t hd, float *scratch, float *part, int n_scratch);
-/* Y (t, ldy) = beta*Y + X (t, ldx) @ Wᵀ, W (d, n) of dtype wtype; rows of W split across threads. */
+/* Y (t, ldy) = beta*Y + X (t, ldx) @ Wᵀ, W (d, n) of dtype wtype (a row of lcx_dtypes with a gemm); rows of W
+ * split across threads. */
 void lcx_linear(const void *W, int wtype, const float *X, size_t ldx, float *Y, size_t ldy,
                 size_t d, size_t n, size_t t, int beta);
 /* out (t, n) = x * rsqrt(mean(x²) + eps) * w, per row; out may alias x */
@@ -139,15 +174,13 @@ int64_t lcx_argmax_f32(const float *x, size_t n);
 void lcx_attention_f32(const float *q, const float *kc, const float *vc, float *out, size_t t, size_t pos0,
                        size_t n_heads, size_t n_kv, size_t hd, float *scratch, size_t scratch_stride,
                        int n_scratch);
-/* dst (n,) f32 = src (n,) IEEE half */
-void lcx_f16_to_f32(const uint16_t *src, float *dst, size_t n);
 /* softmax in place over n (max-subtracted, f32) */
 void lcx_softmax_f32(float *x, size_t n);
 
-/* ---- the model (lcx_forward.c) ---------------------------------------------------------------- */
+/* ---- the model (model/forward.c, model/state.c) ------------------------------------------------ */
 typedef struct {
     const void *data;  /* row-major (rows, cols) */
-    int dtype;         /* LCX_BF16 / LCX_F32 */
+    int dtype;         /* a row of lcx_dtypes that has a gemm (LCX_DT_BF16, LCX_DT_F32) */
 } lcx_mat;
 
 typedef struct {
@@ -163,6 +196,9 @@ typedef struct {
     const float *norm;        /* (dim,) */
     const float *rope_freqs;  /* (head_dim/2,) per-pair frequency, scaling already applied */
     const lcx_layer *layers;  /* (n_layers,) */
+    /* the act_type of its matrices (LCX_DT_BF16 for bf16 weights), into which the bf16-activation switches
+     * round the inputs of products; -1 when they have none or disagree (f32 activations throughout) */
+    int act_type;
 } lcx_model;
 
 /* Run state of one context: activations for up to max_batch tokens and the KV cache. */
@@ -180,9 +216,10 @@ typedef struct {
     float *att1;                          /* (n_scratch_threads, q_dim) each thread's merged decode attention */
     int64_t *pos;                         /* (B,) */
     float *rope_cos, *rope_sin;           /* (B, head_dim/2) */
-    uint16_t *xh;                         /* (B, max(dim, q_dim, hidden)) bf16 copy of a product's input */
-    uint16_t *xbh;                        /* (n_scratch_threads, B, dim) bf16 copy of each thread's xb */
-    uint16_t *xh1;                        /* (n_scratch_threads, max(dim, q_dim, hidden)) one token's bf16 input */
+    /* copies in the model's act_type (empty when it has none) */
+    unsigned char *xh;                    /* (B, max(dim, q_dim, hidden)) a product's input */
+    unsigned char *xbh;                   /* (n_scratch_threads, B, dim) each thread's xb */
+    unsigned char *xh1;                   /* (n_scratch_threads, max(dim, q_dim, hidden)) one token's input */
 } lcx_state;
 
 size_t lcx_state_bytes(const lcx_model *m, int64_t n_ctx, int64_t max_batch, int64_t n_threads);
@@ -195,7 +232,7 @@ void lcx_state_free(lcx_state *s);
 int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t t, int64_t pos0,
                 float *logits, int all_logits);
 
-/* dst (n,) f32 <- one row of an embedding table of either dtype */
+/* dst (n,) f32 <- one row of an embedding table of any dtype */
 void lcx_row_to_f32(const lcx_mat *table, int64_t cols, int64_t row, float *dst);
 
 #ifdef __cplusplus

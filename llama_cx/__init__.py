@@ -12,21 +12,24 @@ finally:
     _threads.restore_environment()
 _threads.say_notices()  # e.g. an OMP_NUM_THREADS libgomp would have warned about: one line on stderr
 from ._version import __version__
-from .chat_format import ChatFormat, ChatMLFormat, chat_format_for
 from .config import ModelConfig
 from .errors import (ContextLengthError, FormatError, InvalidArgumentError, LlamaCxError, TokenizerError,
                      TokenizerMissingError, UnsafePickleError)
 from .generate import ChatSession, Generation, GenerationStats, generate, generate_tokens
 from .model import Context, Model, load
-from .runtime import (check_environment, cpu_info, get_bf16_decode, get_bf16_prefill, get_num_threads, set_bf16_decode, set_bf16_prefill,
-                      set_num_threads)
+from .runtime import (check_environment, cpu_info, get_bf16_decode, get_bf16_prefill, get_num_threads,
+                      set_bf16_decode, set_bf16_prefill, set_num_threads)
 from .sampling import Sampler, SamplingParams
-from .tokenizer import Tokenizer
+from .tokenizers import SentencePieceTokenizer, Tokenizer
+from .tokenizers.chat_format import ChatFormat, ChatMLFormat, chat_format_for
+from .tokenizers.chat_llama2 import Llama2ChatFormat
+from .trace import trace
 
 __all__ = [
-    "__version__", "load", "Model", "Context", "ModelConfig", "Tokenizer", "ChatFormat", "ChatMLFormat",
-    "chat_format_for", "generate", "generate_tokens", "Generation", "GenerationStats", "ChatSession",
-    "Sampler", "SamplingParams", "check_environment", "cpu_info", "set_num_threads", "get_num_threads", "set_bf16_prefill",
-    "get_bf16_prefill", "set_bf16_decode", "get_bf16_decode", "LlamaCxError", "FormatError",
+    "__version__", "load", "Model", "Context", "ModelConfig", "Tokenizer", "SentencePieceTokenizer", "ChatFormat",
+    "ChatMLFormat", "Llama2ChatFormat", "chat_format_for", "generate", "generate_tokens", "Generation",
+    "GenerationStats", "ChatSession",
+    "Sampler", "SamplingParams", "check_environment", "cpu_info", "set_num_threads", "get_num_threads",
+    "set_bf16_prefill", "get_bf16_prefill", "set_bf16_decode", "get_bf16_decode", "trace", "LlamaCxError", "FormatError",
     "UnsafePickleError", "TokenizerError", "InvalidArgumentError", "TokenizerMissingError", "ContextLengthError",
 ]

@@ -4,14 +4,22 @@ from __future__ import annotations
 import importlib.machinery
 import os
 
-COMPILED = ("_kernels", "_sampling", "_bpe", "_dequant")
+COMPILED = ("_kernels", "_sampling", "tokenizers/_bpe", "formats/_dequant")  # paths inside the package
+
+
+def _built(pkg: str, module: str) -> bool:
+    folder, _, name = os.path.join(pkg, module).rpartition(os.sep)
+    try:
+        have = set(os.listdir(folder))
+    except OSError:
+        return False
+    return any(name + sfx in have for sfx in importlib.machinery.EXTENSION_SUFFIXES)
 
 
 def missing_build_message(err: ImportError) -> str:
     pkg = os.path.dirname(os.path.abspath(__file__))
     root = os.path.dirname(pkg)
-    have = set(os.listdir(pkg))
-    missing = [m for m in COMPILED if not any(m + sfx in have for sfx in importlib.machinery.EXTENSION_SUFFIXES)]
+    missing = [m.replace("/", ".") for m in COMPILED if not _built(pkg, m.replace("/", os.sep))]
     # Python words a missing extension inside a package as a "circular import": name the files instead
     why = f"no {', '.join(missing)} extension in {pkg}" if missing else str(err)
     if os.path.isfile(os.path.join(root, "setup.py")) and os.path.isdir(os.path.join(root, "csrc")):

@@ -8,20 +8,42 @@ from libc.stdint cimport int32_t, int64_t, uint16_t
 from libc.string cimport memcpy
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
-cdef extern from "lcx_simd.h" nogil:
-    uint16_t lcx_f32_to_bf16_scalar(float f)
-
 cdef extern from "lcx.h" nogil:
     enum:
         LCX_ISA_GENERIC
         LCX_ISA_AVX2
         LCX_ISA_AVX512
         LCX_ISA_COUNT
-        LCX_F32
-        LCX_BF16
+        LCX_DT_BF16
+        LCX_DT_COUNT
+        LCX_ATT_QB
+        LCX_DEC_KC
 
     ctypedef struct lcx_kernels:
         const char *name
+
+    ctypedef void (*lcx_gemm_fn)(const void *W, size_t ldw, const float *X, size_t ldx, float *Y, size_t ldy,
+                                 size_t rows, size_t t, size_t n, int beta)
+    ctypedef void (*lcx_gemm_act_fn)(const void *W, size_t ldw, const void *Xa, size_t ldx, float *Y, size_t ldy,
+                                     size_t rows, size_t t, size_t n, int beta)
+    ctypedef void (*lcx_to_f32_fn)(const void *src, float *dst, size_t n)
+    ctypedef void (*lcx_from_f32_fn)(const float *src, void *dst, size_t n)
+    ctypedef struct lcx_dtype_traits:
+        const char *name
+        size_t block_size
+        size_t block_bytes
+        lcx_to_f32_fn to_f32[3]
+        lcx_from_f32_fn from_f32[3]
+        lcx_gemm_fn gemm[3]
+        int act_type
+        lcx_gemm_act_fn gemm_act[3]
+        unsigned gemm_act_cpu
+    const lcx_dtype_traits lcx_dtypes[]
+    size_t lcx_dtype_bytes(int dt, size_t n)
+    lcx_gemm_fn lcx_gemm_kernel(int dt)
+    lcx_gemm_act_fn lcx_gemm_act_kernel(int dt)
+    lcx_to_f32_fn lcx_to_f32_kernel(int dt)
+    lcx_from_f32_fn lcx_from_f32_kernel(int dt)
 
     int lcx_isa_supported(int isa)
     int lcx_isa_compiled(int isa)
@@ -35,11 +57,6 @@ cdef extern from "lcx.h" nogil:
     int lcx_get_bf16_prefill()
     int lcx_set_bf16_decode(int on)
     int lcx_get_bf16_decode()
-    ctypedef void (*lcx_gemm_bf16bf16_fn)(const uint16_t *W, size_t ldw, const uint16_t *Xb, size_t ldx,
-                                          float *Y, size_t ldy, size_t rows, size_t t, size_t n, int beta)
-    const lcx_gemm_bf16bf16_fn lcx_gemm_bf16bf16
-    ctypedef void (*lcx_round_bf16_fn)(const float *src, uint16_t *dst, size_t n)
-    const lcx_round_bf16_fn lcx_round_bf16
     void lcx_set_num_threads(int n)
     int lcx_get_num_threads()
     int lcx_omp_max_threads()
@@ -58,7 +75,6 @@ cdef extern from "lcx.h" nogil:
                            int n_scratch)
     void lcx_attention_decode_f32(const float *q, const float *kc, const float *vc, float *out, size_t n_keys,
                                   size_t n_heads, size_t n_kv, size_t hd, float *scratch, float *part, int n_scratch)
-    void lcx_f16_to_f32(const uint16_t *src, float *dst, size_t n)
 
     ctypedef struct lcx_mat:
         const void *data
@@ -77,6 +93,7 @@ cdef extern from "lcx.h" nogil:
         const float *norm
         const float *rope_freqs
         const lcx_layer *layers
+        int act_type
 
     ctypedef struct lcx_state:
         int64_t n_ctx, max_batch, n_scratch_threads, max_threads
@@ -89,7 +106,24 @@ cdef extern from "lcx.h" nogil:
     void lcx_row_to_f32(const lcx_mat *table, int64_t cols, int64_t row, float *dst)
 
 ISA_NAMES = ("generic", "avx2", "avx512")
-DTYPE_CODES = {"f32": LCX_F32, "bf16": LCX_BF16}
+# the C weight-type table (csrc/dtypes.c), by name: its row ids are the c_id column of llama_cx/dtypes.py
+DTYPE_CODES = {lcx_dtypes[i].name.decode(): i for i in range(LCX_DT_COUNT)}
+ATT_QB = LCX_ATT_QB  # attention score rows (queries of one head) per thread
+DEC_KC = LCX_DEC_KC  # keys per part of a decode step's attention
+
+
+def dtype_table():
+    """The C weight-type table, one dict per row: id, name, block size, bytes per block, act_type, and the
+    instruction sets that have its f32-activation product (gemm) and its converted-activation one (gemm_act)."""
+    rows = []
+    for i in range(LCX_DT_COUNT):
+        d = &lcx_dtypes[i]
+        rows.append(dict(
+            id=i, name=d.name.decode(), block_size=d.block_size, block_bytes=d.block_bytes,
+            act_type=d.act_type, gemm=[ISA_NAMES[k] for k in range(LCX_ISA_COUNT) if d.gemm[k] != NULL],
+            gemm_act=[ISA_NAMES[k] for k in range(LCX_ISA_COUNT) if d.gemm_act[k] != NULL],
+        ))
+    return rows
 
 
 # ---- run-time information and switches ------------------------------------------------------------
@@ -180,48 +214,60 @@ cdef inline unsigned char *_wr(object buf, size_t need, str what) except NULL:
     return &mv[0]
 
 
-cdef inline size_t _wsize(str dtype) except 0:
-    if dtype == "bf16":
-        return 2
-    if dtype == "f32":
-        return 4
-    raise ValueError(f"unsupported weight dtype {dtype!r} (bf16 or f32)")
+cdef inline int _code(str dtype) except -1:
+    code = DTYPE_CODES.get(dtype)
+    if code is None:
+        raise ValueError(f"unknown dtype {dtype!r} (the C table has {', '.join(DTYPE_CODES)})")
+    return code
+
+
+cdef inline int _gemm_code(str dtype) except -1:
+    """The C id of a weight type a product can read (its row has a gemm)."""
+    cdef int code = _code(dtype)
+    if lcx_gemm_kernel(code) == NULL:
+        readable = [n for n, c in DTYPE_CODES.items() if lcx_gemm_kernel(c) != NULL]
+        raise ValueError(f"no kernel reads {dtype} weights (products read {', '.join(readable)})")
+    return code
 
 
 # ---- kernels, one call each (used by tests and by model set-up) ------------------------------------
 def linear(W, str wtype, X, Y, size_t d, size_t n, size_t t, bint accumulate=False):
-    """Y (t, d) = [Y +] X (t, n) @ Wᵀ, W (d, n) bf16/f32 row-major; threads split rows of W."""
-    cdef const void *w = _rd(W, d * n * _wsize(wtype), "W")
+    """Y (t, d) = [Y +] X (t, n) @ Wᵀ, W (d, n) row-major of a type a product reads; threads split rows of W."""
+    cdef int code = _gemm_code(wtype), beta = 1 if accumulate else 0
+    cdef const void *w = _rd(W, lcx_dtype_bytes(code, d * n), "W")
     cdef const float *x = <const float *>_rd(X, t * n * 4, "X")
     cdef float *y = <float *>_wr(Y, t * d * 4, "Y")
-    cdef int code = DTYPE_CODES[wtype], beta = 1 if accumulate else 0
     with nogil:
         lcx_linear(w, code, x, n, y, d, d, n, t, beta)
 
 
 def linear_bf16bf16(W, XB, Y, size_t d, size_t n, size_t t, bint accumulate=False):
-    """Y (t, d) = [Y +] XB (t, n) @ Wᵀ with W and XB bf16 (AVX512-BF16 kernel, one thread)."""
-    if not lcx_avx512bf16_supported():
+    """Y (t, d) = [Y +] XB (t, n) @ Wᵀ with W and XB bf16: the bf16 row's gemm_act (AVX512-BF16), one thread,
+    of the best instruction set this CPU runs that has it (whichever ISA is active)."""
+    cdef lcx_gemm_act_fn gemm_act = NULL
+    cdef int isa
+    if lcx_avx512bf16_supported():
+        for isa in range(LCX_ISA_COUNT - 1, -1, -1):
+            if lcx_isa_supported(isa) and lcx_dtypes[LCX_DT_BF16].gemm_act[isa] != NULL:
+                gemm_act = lcx_dtypes[LCX_DT_BF16].gemm_act[isa]
+                break
+    if gemm_act == NULL:
         raise ValueError("the AVX512-BF16 kernel is not available on this CPU/build")
-    cdef const uint16_t *w = <const uint16_t *>_rd(W, d * n * 2, "W")
-    cdef const uint16_t *xb = <const uint16_t *>_rd(XB, t * n * 2, "XB")
+    cdef const void *w = _rd(W, d * n * 2, "W")
+    cdef const void *xb = _rd(XB, t * n * 2, "XB")
     cdef float *y = <float *>_wr(Y, t * d * 4, "Y")
     cdef int beta = 1 if accumulate else 0
     with nogil:
-        lcx_gemm_bf16bf16(w, n, xb, n, y, d, d, t, n, beta)
+        gemm_act(w, n, xb, n, y, d, d, t, n, beta)
 
 
 def round_bf16(X, OUT, size_t n):
-    """OUT (n,) bf16 = round-to-nearest-even(X (n,) f32): the vector kernel when compiled, else the scalar."""
+    """OUT (n,) bf16 = round-to-nearest-even(X (n,) f32): the bf16 row's from_f32 kernel of the active ISA."""
     cdef const float *x = <const float *>_rd(X, n * 4, "X")
-    cdef uint16_t *o = <uint16_t *>_wr(OUT, n * 2, "OUT")
-    cdef size_t i
+    cdef void *o = _wr(OUT, n * 2, "OUT")
+    cdef lcx_from_f32_fn f = lcx_from_f32_kernel(LCX_DT_BF16)
     with nogil:
-        if lcx_round_bf16 != NULL:
-            lcx_round_bf16(x, o, n)
-        else:
-            for i in range(n):
-                o[i] = lcx_f32_to_bf16_scalar(x[i])
+        f(x, o, n)
 
 
 def rmsnorm(X, W, OUT, size_t t, size_t n, float eps):
@@ -289,7 +335,7 @@ def attention(Q, KC, VC, OUT, size_t t, size_t pos0, size_t n_heads, size_t n_kv
     cdef const float *vc = <const float *>_rd(VC, n_keys * kv_dim * 4, "VC")
     cdef float *o = <float *>_wr(OUT, t * q_dim * 4, "OUT")
     cdef int nth = lcx_get_num_threads()
-    cdef size_t stride = 16 * n_keys  # LCX_ATT_QB score rows per thread
+    cdef size_t stride = LCX_ATT_QB * n_keys  # score rows per thread
     cdef float *scratch = <float *>PyMem_Malloc(max(nth * stride, 1) * sizeof(float))
     if not scratch:
         raise MemoryError()
@@ -311,8 +357,8 @@ def attention_decode(Q, KC, VC, OUT, size_t n_keys, size_t n_heads, size_t n_kv,
     cdef const float *vc = <const float *>_rd(VC, n_keys * kv_dim * 4, "VC")
     cdef float *o = <float *>_wr(OUT, q_dim * 4, "OUT")
     cdef int nth = lcx_get_num_threads()
-    cdef size_t n_part = (n_keys + 511) // 512 * n_heads * (head_dim + 1)  # LCX_DEC_KC keys per part
-    cdef float *scratch = <float *>PyMem_Malloc(nth * 16 * 512 * sizeof(float))  # LCX_ATT_QB x LCX_DEC_KC
+    cdef size_t n_part = (n_keys + LCX_DEC_KC - 1) // LCX_DEC_KC * n_heads * (head_dim + 1)
+    cdef float *scratch = <float *>PyMem_Malloc(nth * LCX_ATT_QB * LCX_DEC_KC * sizeof(float))
     cdef float *part = <float *>PyMem_Malloc(n_part * sizeof(float))
     if not scratch or not part:
         PyMem_Free(scratch)
@@ -327,20 +373,13 @@ def attention_decode(Q, KC, VC, OUT, size_t n_keys, size_t n_heads, size_t n_kv,
 
 
 def to_f32(SRC, str dtype, DST, size_t n):
-    """DST (n,) f32 <- SRC (n,) of dtype bf16/f16/f32 (a converted copy, e.g. norm weights at load)."""
-    cdef const unsigned char *s
+    """DST (n,) f32 <- SRC (n,) of any dtype of the C table (a converted copy, e.g. norm weights at load)."""
+    cdef int code = _code(dtype)
+    cdef const unsigned char *s = _rd(SRC, lcx_dtype_bytes(code, n), "SRC")
     cdef float *d = <float *>_wr(DST, n * 4, "DST")
-    cdef lcx_mat m
-    if dtype == "f16":
-        s = _rd(SRC, n * 2, "SRC")
-        with nogil:
-            lcx_f16_to_f32(<const uint16_t *>s, d, n)
-        return
-    s = _rd(SRC, n * _wsize(dtype), "SRC")
-    m.data = s
-    m.dtype = DTYPE_CODES[dtype]
+    cdef lcx_to_f32_fn f = lcx_to_f32_kernel(code)
     with nogil:
-        lcx_row_to_f32(&m, n, 0, d)
+        f(s, d, n)
 
 
 # ---- the model and its run state -----------------------------------------------------------------
@@ -368,16 +407,12 @@ cdef class CModel:
         # spec = (buffer, byte offset, dtype)
         cdef lcx_mat r
         buf, off, dtype = spec
-        r.data = self._ptr(buf, off, rows * cols * _wsize(dtype), what)
-        r.dtype = DTYPE_CODES[dtype]
+        r.dtype = _gemm_code(dtype)
+        r.data = self._ptr(buf, off, lcx_dtype_bytes(r.dtype, rows * cols), what)
         return r
 
-    def state_bytes(self, int64_t n_ctx, int64_t max_batch, int64_t n_threads):
-        """What lcx_state_new would allocate (SIZE_MAX when it cannot exist)."""
-        return lcx_state_bytes(&self.m, n_ctx, max_batch, n_threads)
-
     def __init__(self, dict cfg, dict mats, dict vecs, object rope_freqs):
-        """cfg: sizes; mats: name -> (buffer, offset, 'bf16'|'f32'); vecs: name -> f32 buffer (norms)."""
+        """cfg: sizes; mats: name -> (buffer, offset, dtype a product reads); vecs: name -> f32 buffer (norms)."""
         cdef int64_t L = cfg["n_layers"], dim = cfg["dim"], hd = cfg["head_dim"]
         cdef int64_t q_dim = cfg["n_heads"] * hd, kv_dim = cfg["n_kv_heads"] * hd, hidden = cfg["hidden_dim"]
         cdef int64_t vocab = cfg["vocab_size"], i
@@ -408,8 +443,12 @@ cdef class CModel:
             self.layers[i].w3 = self._mat(mats[p + "feed_forward.w3.weight"], hidden, dim, p + "feed_forward.w3.weight")
             self.layers[i].attn_norm = <const float *>self._ptr(vecs[p + "attention_norm.weight"], 0, dim * 4, p + "attention_norm.weight")
             self.layers[i].ffn_norm = <const float *>self._ptr(vecs[p + "ffn_norm.weight"], 0, dim * 4, p + "ffn_norm.weight")
+        # the activation type the matrices' products can read (bf16 for bf16 weights), if they agree on one
+        acts = {lcx_dtypes[_code(spec[2])].act_type for spec in mats.values()} - {-1}
+        self.m.act_type = acts.pop() if len(acts) == 1 else -1
 
     def state_bytes(self, int64_t n_ctx, int64_t max_batch, int64_t n_threads):
+        """Bytes lcx_state_new would allocate for a context (SIZE_MAX when it cannot exist): the one formula."""
         return lcx_state_bytes(&self.m, n_ctx, max_batch, n_threads)
 
     def embedding_row(self, int64_t row, OUT):
@@ -466,3 +505,123 @@ cdef class CState:
             rc = lcx_forward(&self.model.m, self.s, self.tok, t, pos0, lg, all_logits)
         if rc != 0:
             raise ValueError("forward: arguments do not fit the context state")
+
+
+# ---- tracing: the reference forward (csrc/model/reference.c) and test hooks on the fast one --------------
+cdef extern from "model/reference.h" nogil:
+    ctypedef struct lcx_trace:
+        float *tok_embeddings
+        float **attention_norm
+        float **attention
+        float **ffn_norm
+        float **feed_forward
+        float **layers
+        float *norm
+        float *output
+
+    int lcx_forward_reference(const lcx_model *m, const int32_t *tokens, int64_t T, const lcx_trace *tr)
+
+cdef extern from "lcx.h" nogil:
+    ctypedef struct lcx_state_x "lcx_state":
+        float *x
+
+
+TRACE_LAYER_STAGES = ("attention_norm", "attention", "ffn_norm", "feed_forward", "layers")
+
+
+cdef float **_layer_ptrs(dict out, str stage, int64_t n_layers, size_t need, list keep) except? NULL:
+    """The [n_layers] pointer array of one per-layer stage (NULL when no layer of it is asked for)."""
+    cdef int64_t i
+    names = [f"layers.{i}.{stage}" if stage != "layers" else f"layers.{i}" for i in range(n_layers)]
+    if not any(n in out for n in names):
+        return NULL
+    cdef float **p = <float **>PyMem_Malloc(n_layers * sizeof(float *))
+    if not p:
+        raise MemoryError()
+    keep.append(<size_t>p)
+    for i in range(n_layers):
+        p[i] = <float *>_wr(out[names[i]], need, names[i]) if names[i] in out else NULL
+    return p
+
+
+def forward_reference(CModel model, tokens, dict out):
+    """Run the reference forward over tokens (T,) at positions 0..T-1, writing the stages named in `out`
+    (name -> writable f32 buffer: (T, dim), or (T, vocab) for "output"; names as in Meta's model, e.g.
+    "layers.3.attention"). Unknown names are an error; stages not named are not kept."""
+    cdef int64_t T = len(tokens), i, L = model.m.n_layers, v = model.m.vocab_size, rc
+    cdef size_t row = T * model.m.dim * 4
+    known = {"tok_embeddings", "norm", "output"} | {f"layers.{i}" for i in range(L)} | {
+        f"layers.{i}.{s}" for i in range(L) for s in TRACE_LAYER_STAGES[:-1]}
+    unknown = sorted(set(out) - known)
+    if unknown:
+        raise ValueError(f"unknown trace stage {unknown[0]!r}")
+    if T < 1:
+        raise ValueError("the reference forward needs at least one token")
+    cdef int32_t *tok = <int32_t *>PyMem_Malloc(T * sizeof(int32_t))
+    if not tok:
+        raise MemoryError()
+    cdef lcx_trace tr
+    cdef list keep = []
+    try:
+        for i in range(T):
+            t = tokens[i]
+            if not 0 <= t < v:
+                raise ValueError(f"token id {t} out of range [0, {v})")
+            tok[i] = t
+        tr.tok_embeddings = <float *>_wr(out["tok_embeddings"], row, "tok_embeddings") if "tok_embeddings" in out else NULL
+        tr.norm = <float *>_wr(out["norm"], row, "norm") if "norm" in out else NULL
+        tr.output = <float *>_wr(out["output"], T * v * 4, "output") if "output" in out else NULL
+        tr.attention_norm = _layer_ptrs(out, "attention_norm", L, row, keep)
+        tr.attention = _layer_ptrs(out, "attention", L, row, keep)
+        tr.ffn_norm = _layer_ptrs(out, "ffn_norm", L, row, keep)
+        tr.feed_forward = _layer_ptrs(out, "feed_forward", L, row, keep)
+        tr.layers = _layer_ptrs(out, "layers", L, row, keep)
+        with nogil:
+            rc = lcx_forward_reference(&model.m, tok, T, &tr)
+        if rc == -2:
+            raise MemoryError(f"the reference forward cannot allocate its state for {T} tokens")
+        if rc != 0:
+            raise ValueError("the reference forward refused its arguments")
+    finally:
+        PyMem_Free(tok)
+        for p in keep:
+            PyMem_Free(<void *><size_t>p)
+
+
+def logit_lens(CModel model, X, size_t t, OUT):
+    """OUT (t, vocab) = output @ norm(X (t, dim)): the logits each row of a residual stream would give if the
+    model stopped there (the fast kernels, threaded)."""
+    cdef size_t dim = model.m.dim, vocab = model.m.vocab_size
+    cdef const float *x = <const float *>_rd(X, t * dim * 4, "X")
+    cdef float *o = <float *>_wr(OUT, t * vocab * 4, "OUT")
+    cdef float *xn = <float *>PyMem_Malloc(max(t * dim, 1) * sizeof(float))
+    if not xn:
+        raise MemoryError()
+    try:
+        with nogil:
+            lcx_rmsnorm_f32(x, model.m.norm, xn, t, dim, model.m.norm_eps)
+            lcx_linear(model.m.output.data, model.m.output.dtype, xn, dim, o, vocab, vocab, dim, t, 0)
+    finally:
+        PyMem_Free(xn)
+
+
+def model_prefix(CModel model, int64_t n_layers):
+    """Test hook: a CModel that shares model's weights but stops after its first n_layers layers, so the fast
+    forward's residual stream (state_residual) can be compared layer by layer."""
+    if not 0 <= n_layers <= model.m.n_layers:
+        raise ValueError(f"n_layers must be in [0, {model.m.n_layers}]")
+    cdef CModel c = CModel.__new__(CModel)
+    c.m = model.m
+    c.m.n_layers = n_layers
+    c._keep.append(model)  # the layer array and every weight buffer stay model's
+    return c
+
+
+def state_residual(CState state, OUT, size_t t):
+    """Test hook: OUT (t, dim) = the residual stream x of the last forward call's t tokens (lcx_forward leaves it
+    in the state: the final norm writes elsewhere)."""
+    if t < 1 or <int64_t>t > state.max_batch:
+        raise ValueError(f"t must be in [1, {state.max_batch}]")
+    cdef size_t dim = state.model.m.dim
+    cdef float *o = <float *>_wr(OUT, t * dim * 4, "OUT")
+    memcpy(o, (<lcx_state_x *>state.s).x, t * dim * sizeof(float))

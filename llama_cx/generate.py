@@ -18,11 +18,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, List, Optional, Sequence, Union
 
+from . import defaults
 from .errors import ContextLengthError, InvalidArgumentError, LlamaCxError
 from .sampling import Sampler, SamplingParams
 
 STOP_REASONS = ("stop_token", "stop_string", "max_tokens", "context_full", "interrupted")
-DEFAULT_MAX_TOKENS = 256
 
 
 # ---- stats ---------------------------------------------------------------------------------------
@@ -100,13 +100,7 @@ def _check_stop(stop) -> List[str]:
 
 
 def _check_n_ctx(model, n_ctx):
-    if n_ctx is None:
-        return None
-    if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx <= 0:
-        raise ContextLengthError(f"context length must be a positive integer, got {n_ctx!r}")
-    if n_ctx > model.config.max_seq_len:
-        raise ContextLengthError(f"context length {n_ctx} exceeds the model's maximum {model.config.max_seq_len}")
-    return n_ctx
+    return None if n_ctx is None else model.config.check_context(n_ctx)
 
 
 def _prompt_ids(model, prompt, add_bos) -> List[int]:
@@ -312,8 +306,9 @@ def _stop_ids(model, stop_ids):
     return set(tok.stop_ids) if tok is not None else set()
 
 
-def _prepare(model, prompt, *, max_tokens=DEFAULT_MAX_TOKENS, temperature=0.6, top_k=0, top_p=0.9, min_p=0.0,
-             repeat_penalty=1.0, repeat_last_n=64, seed=None, stop=None, stop_ids=None, add_bos=None,
+def _prepare(model, prompt, *, max_tokens=defaults.MAX_TOKENS, temperature=defaults.TEMPERATURE, top_k=defaults.TOP_K,
+             top_p=defaults.TOP_P, min_p=defaults.MIN_P, repeat_penalty=defaults.REPEAT_PENALTY,
+             repeat_last_n=defaults.REPEAT_LAST_N, seed=None, stop=None, stop_ids=None, add_bos=None,
              n_ctx=None, ctx=None, as_text=True, on_finish=None) -> Generation:
     params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                             repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n, seed=seed)
@@ -330,7 +325,7 @@ def _prepare(model, prompt, *, max_tokens=DEFAULT_MAX_TOKENS, temperature=0.6, t
         n_ctx = ctx.n_ctx
     if n_ctx is None:
         # A context just big enough (a KV cache for the model's full window can be gigabytes).
-        default = min(model.config.max_seq_len, 4096)
+        default = model.config.default_context
         n_ctx = default if max_tokens is None else max(1, min(default, len(ids) + max_tokens))
         if len(ids) > default:
             raise ContextLengthError(f"prompt has {len(ids)} tokens but the context holds {default}")
@@ -341,9 +336,10 @@ def _prepare(model, prompt, *, max_tokens=DEFAULT_MAX_TOKENS, temperature=0.6, t
     return Generation(model, ids, params, max_tokens, stop, _stop_ids(model, stop_ids), ctx, as_text, on_finish)
 
 
-def generate(model, prompt: Union[str, Sequence[int]], *, max_tokens: Optional[int] = DEFAULT_MAX_TOKENS,
-             temperature: float = 0.6, top_k: int = 0, top_p: float = 0.9, min_p: float = 0.0,
-             repeat_penalty: float = 1.0, repeat_last_n: int = 64, seed: Optional[int] = None,
+def generate(model, prompt: Union[str, Sequence[int]], *, max_tokens: Optional[int] = defaults.MAX_TOKENS,
+             temperature: float = defaults.TEMPERATURE, top_k: int = defaults.TOP_K, top_p: float = defaults.TOP_P,
+             min_p: float = defaults.MIN_P, repeat_penalty: float = defaults.REPEAT_PENALTY,
+             repeat_last_n: int = defaults.REPEAT_LAST_N, seed: Optional[int] = None,
              stop: Union[None, str, Iterable[str]] = None, stop_ids: Optional[Iterable[int]] = None,
              add_bos: Optional[bool] = None, n_ctx: Optional[int] = None, ctx=None) -> Generation:
     """Stream text generated after `prompt` (a string, or a list of token ids).
@@ -351,7 +347,7 @@ def generate(model, prompt: Union[str, Sequence[int]], *, max_tokens: Optional[i
     max_tokens=None runs until a stop or a full context. temperature 0 = greedy. stop_ids defaults to the
     tokenizer's stop tokens. add_bos defaults to what the tokenizer says (Llama 3: <|begin_of_text|>).
     ctx: a Context to run in (its cached prefix is reused); default a fresh one of n_ctx positions
-    (default: just enough for prompt + max_tokens, at most min(max_seq_len, 4096)).
+    (default: just enough for prompt + max_tokens, at most model.config.default_context).
     Every argument is checked here, before any work: InvalidArgumentError / ContextLengthError.
     """
     return _prepare(model, prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,

@@ -5,8 +5,9 @@
     logits = ctx.forward(prompt_ids)               # prefill in blocks, logits of the last position
     logits = ctx.forward([next_id])                # one decode step at position ctx.pos
 
-The arithmetic is one compiled call per block of tokens (csrc/lcx_forward.c); this file decides what the
-C side sees: pointers to bf16/f32 weight matrices, f32 copies of the (tiny) norm vectors, RoPE frequencies.
+The arithmetic is one compiled call per block of tokens (csrc/model/forward.c); this file decides what the
+C side sees: pointers to weight matrices of a type a kernel reads (llama_cx.dtypes), f32 copies of the (tiny)
+norm vectors, RoPE frequencies.
 """
 from __future__ import annotations
 
@@ -18,21 +19,18 @@ import time
 from array import array
 from typing import Iterable, List, Optional, Sequence
 
-from . import _kernels
-from .checkpoint import Checkpoint, load_checkpoint
+from . import _kernels, dtypes
 from .config import ModelConfig
 from .errors import ContextLengthError, FormatError, LlamaCxError, TokenizerMissingError
 from ._threads import DecodeThreads
-from .model_info import tokenizer_and_chat_format
+from .formats import Checkpoint, open_checkpoint
 from .runtime import adaptive_threads, available_cpus, check_environment, set_num_threads
 from .tensor import copy_to_weight_buffer
 
-DEFAULT_CONTEXT = 4096
 # Prompt tokens per compiled forward call: large enough that each pass over the weights is shared by
 # many tokens (matrix-matrix products), small enough that activations stay in cache.
 PREFILL_BLOCK = 128
-_ATT_QB = 16  # LCX_ATT_QB in csrc/lcx.h: attention score rows per thread
-_DEC_KC = 512  # LCX_DEC_KC in csrc/lcx.h: keys per part of a decode step's attention
+_SIZE_MAX = 2**64 - 1  # what the C side says of a state that cannot exist
 
 _MATRICES = ("attention.wq", "attention.wk", "attention.wv", "attention.wo",
              "feed_forward.w1", "feed_forward.w2", "feed_forward.w3")
@@ -71,14 +69,51 @@ def _to_f32_copy(t) -> array:
     return out
 
 
+def tokenizer_and_chat_format(checkpoint: Checkpoint):
+    """(tokenizer or None, chat format or None, notes) of a checkpoint: what Model and `llama-cx info` show."""
+    tokenizer, chat_format, notes = None, None, []
+    if checkpoint.tokenizer is not None:
+        from .tokenizers import from_spec
+
+        tokenizer, note = from_spec(checkpoint.tokenizer)
+        if note:
+            notes.append(note)
+    if tokenizer is not None:
+        from .tokenizers.chat_format import chat_format_for
+
+        template = checkpoint.metadata.get("tokenizer.chat_template") or tokenizer.chat_template
+        chat_format = chat_format_for(tokenizer, checkpoint.metadata.get("tokenizer.chat_template"))
+        if chat_format is None and template:
+            notes.append("chat template not recognised (llama_cx knows Llama 3 and ChatML templates): chat is "
+                         "off, text completion only")
+    return tokenizer, chat_format, notes
+
+
+def weight_bytes_per_token(tensors) -> int:
+    """Bytes a decoded token streams as the kernels hold the weights (a type no kernel reads is widened at load):
+    every matrix once, the output projection included (of the embedding table only one row is read, which is
+    neglected; tied, the output projection reads the whole table)."""
+    def kernel_bytes(t):
+        return dtypes.kernel_dtype(t.dtype).nbytes(t.numel)
+
+    total = sum(kernel_bytes(t) for n, t in tensors.items() if n != "tok_embeddings.weight" and len(t.shape) == 2)
+    if "output.weight" not in tensors:
+        total += kernel_bytes(tensors["tok_embeddings.weight"])
+    return total
+
+
 class Model:
     """A loaded Llama model. Weights are read-only views shared by every context made from it."""
 
     def __init__(self, checkpoint: Checkpoint):
+        if not checkpoint.has_weights:
+            raise LlamaCxError(f"{checkpoint.path}: opened without its weights (open_checkpoint(weights=False) "
+                               f"describes a model; load() runs it)")
         self.checkpoint = checkpoint
         self.config: ModelConfig = checkpoint.config
         self.notes: List[str] = list(checkpoint.notes)
-        self.tokenizer, self.chat_format = tokenizer_and_chat_format(checkpoint)
+        self.tokenizer, self.chat_format, notes = tokenizer_and_chat_format(checkpoint)
+        self.notes.extend(notes)
         self._c = self._build_c_model()
         self.decode_threads = DecodeThreads()  # the thread count of one-token steps, when it adapts
 
@@ -93,34 +128,33 @@ class Model:
             t = tensors[name]
             if not t.is_contiguous:
                 raise LlamaCxError(f"{self.checkpoint.path}: tensor {name} is not contiguous; not supported")
-            if t.dtype in ("bf16", "f32"):
+            kd = dtypes.kernel_dtype(t.dtype)
+            if kd.name == t.dtype:
                 mats[name] = (t.buffer, t.offset, t.dtype)
-            else:  # f16: the kernels read bf16 or f32, so widen once (exact) at load; views of one storage share it
+            else:  # no kernel reads it: widen once at load (f16 -> f32 is exact); views of one storage share it
                 key = (id(t.buffer), t.offset, t.numel)
                 if key not in widened:
-                    widened[key] = _to_f32_copy(t)
-                mats[name] = (widened[key], 0, "f32")
-        if widened:
-            self.notes.append(f"{len(widened)} f16 matrices widened to f32 at load (no f16 kernels)")
-        numel = {n: tensors[n].numel for n in names}
+                    widened[key] = (t.dtype, _to_f32_copy(t))
+                mats[name] = (widened[key][1], 0, kd.name)
+        for src in sorted({d for d, _ in widened.values()}):
+            n = sum(1 for d, _ in widened.values() if d == src)
+            kd = dtypes.kernel_dtype(src).name
+            self.notes.append(f"{n} {src} matrices widened to {kd} at load (no {src} kernels)")
         if self.tied_embeddings:
             mats["output.weight"] = mats["tok_embeddings.weight"]
-            numel["output.weight"] = numel["tok_embeddings.weight"]
         for name in ["norm.weight"] + [f"layers.{i}.{n}.weight" for i in range(cfg.n_layers) for n in _NORMS]:
             vecs[name] = _to_f32_copy(tensors[name])
         self._rope_freqs = rope_frequencies(cfg)
         sizes = dict(dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads,
                      head_dim=cfg.head_dim, hidden_dim=cfg.hidden_dim, vocab_size=cfg.vocab_size,
                      norm_eps=cfg.norm_eps)
-        # bytes streamed per decoded token: every matrix once, the output projection included (of the
-        # embedding table only one row is read, which we neglect)
-        itemsize = {"bf16": 2, "f32": 4}
-        self.weight_bytes_per_token = sum(numel[n] * itemsize[mats[n][2]] for n in mats if n != "tok_embeddings.weight")
+        self.weight_bytes_per_token = weight_bytes_per_token(tensors)
         return _kernels.CModel(sizes, mats, vecs, self._rope_freqs)
 
     # ---- contexts ------------------------------------------------------------------------------
     def new_context(self, n_ctx: Optional[int] = None) -> "Context":
-        """A fresh context (KV cache + activations) of n_ctx positions (default min(max_seq_len, 4096))."""
+        """A fresh context (KV cache + activations) of n_ctx positions (default config.default_context:
+        min(max_seq_len, llama_cx.defaults.CONTEXT))."""
         return Context(self, n_ctx)
 
     def logits(self, token_ids: Sequence[int]):
@@ -147,24 +181,13 @@ class Model:
     def require_tokenizer(self):
         if self.tokenizer is None:
             raise TokenizerMissingError(
-                f"{self.checkpoint.path}: no tokenizer (tokenizer.model is missing); only token ids can be used")
+                f"{self.checkpoint.path}: no tokenizer ({self.checkpoint.tokenizer_missing}); only token ids can be used")
         return self.tokenizer
 
     def __repr__(self) -> str:
         c = self.config
         return (f"Model({self.checkpoint.path!r}, dim={c.dim}, layers={c.n_layers}, heads={c.n_heads}/"
                 f"{c.n_kv_heads}, vocab={c.vocab_size})")
-
-
-def _state_bytes(cfg: ModelConfig, n_ctx: int, batch: int, n_threads: int) -> int:
-    """Bytes of a context's run state; mirrors lcx_state_bytes in csrc/lcx_forward.c with Python integers."""
-    widest = max(cfg.dim, cfg.q_dim, cfg.hidden_dim)
-    act = batch * (cfg.dim + 2 * cfg.q_dim + 2 * cfg.hidden_dim + cfg.head_dim)
-    private = n_threads * batch * cfg.dim  # each thread's normalised x, f32 and bf16
-    kv = 2 * cfg.n_layers * n_ctx * cfg.kv_dim
-    parts = -(-n_ctx // _DEC_KC) * cfg.n_heads * (cfg.head_dim + 1) + n_threads * cfg.q_dim  # decode attention
-    return (4 * (act + private + kv + n_threads * _ATT_QB * n_ctx + parts) + 2 * private + 2 * n_threads * widest
-            + batch * (8 + 2 * widest))
 
 
 def _memory_limit() -> Optional[int]:
@@ -188,17 +211,13 @@ class Context:
 
     def __init__(self, model: Model, n_ctx: Optional[int] = None, prefill_block: int = PREFILL_BLOCK):
         cfg = model.config
-        if n_ctx is None:
-            n_ctx = min(cfg.max_seq_len, DEFAULT_CONTEXT)
-        if not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or n_ctx < 1:
-            raise ContextLengthError(f"context length must be a positive integer, got {n_ctx!r}")
-        if n_ctx > cfg.max_seq_len:
-            raise ContextLengthError(f"context length {n_ctx} exceeds the model's maximum {cfg.max_seq_len}")
+        n_ctx = cfg.default_context if n_ctx is None else cfg.check_context(n_ctx)
         self.model = model
         self.n_ctx = n_ctx
         self.max_batch = max(1, min(prefill_block, n_ctx))
         n_threads = max(available_cpus(), _kernels.get_num_threads(), os.cpu_count() or 1)
-        self.state_bytes = _state_bytes(cfg, n_ctx, self.max_batch, n_threads)  # exact, before allocating
+        # exactly what lcx_state_new allocates, known before allocating (_SIZE_MAX: it cannot exist)
+        self.state_bytes = model._c.state_bytes(n_ctx, self.max_batch, n_threads) if n_ctx < 2**63 else _SIZE_MAX
         limit = _memory_limit()
         if limit is not None and self.state_bytes > limit:
             raise ContextLengthError(
@@ -273,25 +292,26 @@ def load(path: str, n_threads: Optional[int] = None, rope_scale_factor: Optional
 
     huge_pages=True reads the mapped weights from the file into anonymous memory backed by transparent huge
     pages (Linux): load reads the whole file and the weights take their size again in RAM, but every token
-    reads them with fewer TLB misses (1.02-1.26x decode in benchmarks/RESULTS.md, run D)."""
+    reads them with fewer TLB misses (1.02-1.26x decode, measured in benchmarks/RESULTS.md)."""
     check_environment()
     if n_threads is not None:
         set_num_threads(n_threads)
-    ck = load_checkpoint(os.fspath(path), rope_scale_factor=rope_scale_factor)
+    ck = open_checkpoint(os.fspath(path), rope_scale_factor=rope_scale_factor)
     if huge_pages:
-        need = sum(t.nbytes for t in ck.tensors.values() if t.buffer is ck.mapped)
+        mapped = {id(f.mapping) for f in ck.files}
+        need = sum(t.nbytes for t in ck.tensors.values() if id(t.buffer) in mapped)
         limit = _memory_limit()
         if limit is not None and need > limit // 2:
             raise LlamaCxError(f"{ck.path}: huge pages would copy {need / 2**30:.1f} GiB of weights into memory, "
                                f"more than half of this machine's {limit / 2**30:.1f} GiB; load without huge pages")
         try:
-            ck.tensors, buf = copy_to_weight_buffer(ck.tensors, ck.mapped, ck.path)
+            ck.tensors, buf = copy_to_weight_buffer(ck.tensors, ck.files)
         except OSError as e:
             raise FormatError(f"{ck.path}: cannot read the weights into memory ({e.strerror or e})") from None
         except MemoryError:
             raise LlamaCxError(f"{ck.path}: not enough memory for a copy of the weights; load without huge pages") from None
         if buf is not None:
-            ck.keepalive.append(buf)
+            ck.buffers.append(buf)
             how = "bytearray: no transparent huge pages here" if isinstance(buf, bytearray) else "huge pages requested"
             ck.notes.append(f"weights read into anonymous memory ({len(buf) / 2**20:.0f} MiB, {how})")
     return Model(ck)

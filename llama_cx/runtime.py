@@ -16,7 +16,7 @@ import os
 import platform
 
 from . import _kernels, _threads
-from ._threads import available_cpus, max_threads
+from ._threads import MAX_THREADS_PER_CPU, available_cpus, max_threads  # noqa: F401  (re-exported for the CLI)
 from .errors import LlamaCxError
 
 
@@ -73,7 +73,7 @@ def get_bf16_prefill() -> bool:
 def set_bf16_decode(on: bool) -> None:
     """One-token steps (decode, and their logits) with activations rounded to bf16 and AVX512-BF16 dot
     products, as llama.cpp's BF16 path computes. Since the f32 decode kernels stream the weights at the
-    read bandwidth it is no faster (0.88-1.08x here, benchmarks/RESULTS.md run H); logits as inexact as
+    read bandwidth it is no faster (0.88-1.08x, benchmarks/RESULTS.md); logits as inexact as
     with set_bf16_prefill. Off by default."""
     _switch(_kernels.set_bf16_decode, on)
 

@@ -21,53 +21,50 @@ from array import array
 from dataclasses import dataclass, replace
 from typing import Iterable, Optional
 
-from . import _sampling
-from .errors import InvalidArgumentError
+from . import _sampling, defaults
+from .errors import InvalidArgumentError, brief
 
 
 @dataclass(frozen=True)
 class SamplingParams:
-    temperature: float = 0.6   # Meta's default for Llama 3 chat; 0 = greedy
-    top_k: int = 0             # 0 = off
-    top_p: float = 0.9         # Meta's default; 1 = off
-    min_p: float = 0.0         # 0 = off
-    repeat_penalty: float = 1.0  # 1 = off
-    repeat_last_n: int = 64    # how many recent tokens the penalty looks at
+    temperature: float = defaults.TEMPERATURE  # 0 = greedy
+    top_k: int = defaults.TOP_K  # 0 = off
+    top_p: float = defaults.TOP_P  # 1 = off
+    min_p: float = defaults.MIN_P  # 0 = off
+    repeat_penalty: float = defaults.REPEAT_PENALTY  # 1 = off
+    repeat_last_n: int = defaults.REPEAT_LAST_N  # how many recent tokens the penalty looks at
     seed: Optional[int] = None  # None = a fresh random seed per sampler
 
     def __post_init__(self):
         self.validate()
 
     def validate(self) -> "SamplingParams":
-        def bad(msg):
-            raise InvalidArgumentError(msg)
-
         def number(name):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)):
-                bad(f"{name} must be a number, got {v!r}")
+                raise InvalidArgumentError(f"{name} must be a number, got {brief(v)}")
             if not math.isfinite(v):
-                bad(f"{name} must be finite, got {v!r}")
+                raise InvalidArgumentError(f"{name} must be finite, got {brief(v)}")
             return v
 
         def integer(name):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
-                bad(f"{name} must be an integer, got {v!r}")
+                raise InvalidArgumentError(f"{name} must be an integer, got {brief(v)}")
             return v
 
         if number("temperature") < 0:
-            bad(f"temperature must be >= 0 (0 = greedy), got {self.temperature!r}")
+            raise InvalidArgumentError(f"temperature must be >= 0 (0 = greedy), got {brief(self.temperature)}")
         if integer("top_k") < 0:
-            bad(f"top_k must be >= 0 (0 = off), got {self.top_k!r}")
+            raise InvalidArgumentError(f"top_k must be >= 0 (0 = off), got {brief(self.top_k)}")
         if not 0 < number("top_p") <= 1:
-            bad(f"top_p must be in (0, 1] (1 = off), got {self.top_p!r}")
+            raise InvalidArgumentError(f"top_p must be in (0, 1] (1 = off), got {brief(self.top_p)}")
         if not 0 <= number("min_p") <= 1:
-            bad(f"min_p must be in [0, 1] (0 = off), got {self.min_p!r}")
+            raise InvalidArgumentError(f"min_p must be in [0, 1] (0 = off), got {brief(self.min_p)}")
         if number("repeat_penalty") <= 0:
-            bad(f"repeat_penalty must be > 0 (1 = off), got {self.repeat_penalty!r}")
+            raise InvalidArgumentError(f"repeat_penalty must be > 0 (1 = off), got {brief(self.repeat_penalty)}")
         if integer("repeat_last_n") < 0:
-            bad(f"repeat_last_n must be >= 0, got {self.repeat_last_n!r}")
+            raise InvalidArgumentError(f"repeat_last_n must be >= 0, got {brief(self.repeat_last_n)}")
         if self.seed is not None:
             integer("seed")
         return self

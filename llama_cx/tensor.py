@@ -8,8 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Tuple
 
-# dtype name -> (bytes per element, struct/numpy-ish code used in error messages)
-DTYPE_SIZE = {"bf16": 2, "f16": 2, "f32": 4}
+from . import dtypes
 
 
 def contiguous_strides(shape: Tuple[int, ...]) -> Tuple[int, ...]:
@@ -33,7 +32,7 @@ class Tensor:
 
     @property
     def itemsize(self) -> int:
-        return DTYPE_SIZE[self.dtype]
+        return dtypes.BY_NAME[self.dtype].itemsize
 
     @property
     def numel(self) -> int:
@@ -105,31 +104,43 @@ def weight_buffer(nbytes: int):
     return bytearray(nbytes)
 
 
-def copy_to_weight_buffer(tensors: dict, mapped, path: str, min_bytes: int = 1 << 20) -> "tuple[dict, object]":
-    """(tensors, buffer): every contiguous tensor that views `mapped` (the mmap of the file at `path`) read
-    from the file into one weight_buffer (64-byte aligned each; file reads, not copies out of the mapping,
+def copy_to_weight_buffer(tensors: dict, files, min_bytes: int = 1 << 20) -> "tuple[dict, object]":
+    """(tensors, buffer): every contiguous tensor that views one of `files` (MappedFile records: path and mapping)
+    read from its file into one weight_buffer (64-byte aligned each; file reads, not copies out of the mapping,
     which would fault in every 4 KiB page first), the others kept as they are. Views of the same bytes (tied
     embeddings) stay shared. The buffer is None (nothing copied) below min_bytes in all."""
-    spans = {}  # (offset, nbytes) in the file -> offset in the new buffer
+    by_mapping = {id(f.mapping): f for f in files}
+
+    def source(t):
+        f = by_mapping.get(id(t.buffer))
+        return f if f is not None and f.mapping is t.buffer and t.is_contiguous else None
+
+    spans = {}  # (file, offset, nbytes) -> offset in the new buffer
     total = 0
     for t in tensors.values():
-        if t.buffer is mapped and t.is_contiguous and (t.offset, t.nbytes) not in spans:
-            spans[(t.offset, t.nbytes)] = total
+        f = source(t)
+        if f is not None and (f.path, t.offset, t.nbytes) not in spans:
+            spans[(f.path, t.offset, t.nbytes)] = total
             total += (t.nbytes + 63) // 64 * 64
     if not spans or total < min_bytes:
         return dict(tensors), None
     buf = weight_buffer(total)
-    with open(path, "rb") as f, memoryview(buf) as dst:
-        for (off, n), at in spans.items():
-            f.seek(off)
-            got = 0
-            while got < n:
-                k = f.readinto(dst[at + got : at + n])
-                if not k:
-                    raise OSError("the file is shorter than its tensors (changed while loading?)")
-                got += k
+    with memoryview(buf) as dst:
+        for path in {p for p, _, _ in spans}:
+            with open(path, "rb") as fh:
+                for (p, off, n), at in spans.items():
+                    if p != path:
+                        continue
+                    fh.seek(off)
+                    got = 0
+                    while got < n:
+                        k = fh.readinto(dst[at + got : at + n])
+                        if not k:
+                            raise OSError("the file is shorter than its tensors (changed while loading?)")
+                        got += k
     out = {}
     for name, t in tensors.items():
-        at = spans.get((t.offset, t.nbytes)) if t.buffer is mapped and t.is_contiguous else None
+        f = source(t)
+        at = spans[(f.path, t.offset, t.nbytes)] if f is not None else None
         out[name] = t if at is None else Tensor(t.dtype, t.shape, t.strides, at, buf, t.name)
     return out, buf

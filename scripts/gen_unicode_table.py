@@ -1,4 +1,4 @@
-"""Writes llama_cx/_unicode_data.py: the code point classes the pre-tokenizer regexes use, at a pinned Unicode version.
+"""Writes llama_cx/tokenizers/_unicode_data.py: the code point classes the pre-tokenizer regexes use, at a pinned Unicode version.
 
 Why a generated table instead of `unicodedata` at run time: Python's `unicodedata` follows the Unicode version
 of the running interpreter (3.9: 13.0, 3.11: 14.0, 3.13: 15.1), while the reference tokenizers are built against
@@ -7,7 +7,7 @@ one fixed version (tiktoken 0.14's regex crate: Unicode 16.0). Characters assign
 ids would differ. A table generated once at 16.0 makes the ids independent of the Python version.
 
     pip install unicodedata2==16.0.0      # the Unicode Character Database as a Python module, at that version
-    python scripts/gen_unicode_table.py   # rewrites llama_cx/_unicode_data.py
+    python scripts/gen_unicode_table.py   # rewrites llama_cx/tokenizers/_unicode_data.py
 """
 import os
 import sys
@@ -64,7 +64,7 @@ def main():
         fmt("NUMBER", numbers, "\\p{N}: general category Nd | Nl | No"),
         fmt("WHITE_SPACE", WHITE_SPACE, "\\s: the White_Space property (regex crate, Oniguruma)"),
     ]) + "\n"
-    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "llama_cx", "_unicode_data.py")
+    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "llama_cx", "tokenizers", "_unicode_data.py")
     with open(out, "w") as f:
         f.write(text)
     print(f"wrote {os.path.normpath(out)}: {len(letters)} letter, {len(numbers)} number ranges")

@@ -31,7 +31,7 @@ def hf_smollm2_original(gguf_path: str):
 def gguf_metadata(gguf_path: str) -> dict:
     """The file's metadata as a dict of Python values: llama_cx's GGUF reader, or the gguf package's."""
     try:
-        from llama_cx.gguf import GGUFFile
+        from llama_cx.formats.gguf import GGUFFile
     except ImportError:
         GGUFFile = None
     if GGUFFile is not None:

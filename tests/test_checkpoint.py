@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from _ckpt import SMALL, random_state_dict, write_checkpoint
-from llama_cx.checkpoint import Checkpoint, load_checkpoint
+from llama_cx.formats import Checkpoint, open_checkpoint
 from llama_cx.config import ModelConfig
 
 _UINT = {"bf16": np.uint16, "f16": np.uint16, "f32": np.uint32}
@@ -76,7 +76,7 @@ def rewrite_central(src, dst, zip64=False, override=None):
 def test_torch_save_roundtrip(tmp_path, dtype, tied, n_kv_heads):
     params, _ = write_checkpoint(tmp_path, dtype=dtype, tied=tied, n_kv_heads=n_kv_heads, seed=n_kv_heads)
     pth = str(tmp_path / "consolidated.00.pth")
-    ck = load_checkpoint(tmp_path)
+    ck = open_checkpoint(tmp_path)
     assert_same_as_torch(ck, pth)
     assert ck.format == "meta" and ck.path == pth
     assert ck.config == ModelConfig.from_params(params)
@@ -85,11 +85,11 @@ def test_torch_save_roundtrip(tmp_path, dtype, tied, n_kv_heads):
     assert ck.metadata["tied_embeddings"] is tied
     assert ("output.weight" in ck.tensors) is not tied
     assert ck.file_size == os.path.getsize(pth)
-    assert ck.tokenizer_path is None and ck.tokenizer is None
+    assert ck.tokenizer is None
     assert ck.metadata["n_params"] == ck.config.n_params(tied)
     # zero-copy: every tensor is a view of the one mmap kept alive by the checkpoint
-    assert len(ck.keepalive) == 1
-    assert all(t.buffer is ck.keepalive[0] for t in ck.tensors.values())
+    assert len(ck.files) == 1 and not ck.buffers
+    assert all(t.buffer is ck.files[0].mapping for t in ck.tensors.values())
 
 
 def test_pth_path_and_tokenizer(tmp_path):
@@ -98,10 +98,10 @@ def test_pth_path_and_tokenizer(tmp_path):
     d = tmp_path / "ckpt"
     write_checkpoint(d, tokenizer=str(tok))
     pth = str(d / "consolidated.00.pth")
-    ck = load_checkpoint(pth)
-    assert ck.tokenizer_path == str(d / "tokenizer.model")
+    ck = open_checkpoint(pth)
+    assert ck.tokenizer.kind == "tiktoken" and ck.tokenizer.path == str(d / "tokenizer.model")
     assert_same_as_torch(ck, pth)
-    assert load_checkpoint(str(d)).tokenizer_path == str(d / "tokenizer.model")
+    assert open_checkpoint(str(d)).tokenizer.path == str(d / "tokenizer.model")
 
 
 def test_shared_storage_offsets_and_strides(tmp_path):
@@ -126,10 +126,10 @@ def test_shared_storage_offsets_and_strides(tmp_path):
         n_storages = sum("/data/" in n for n in z.namelist())
     assert n_storages == len(sd) - 3 * c.n_layers  # qkv: 3 -> 1, w13: 2 -> 1
 
-    ck = load_checkpoint(tmp_path)
+    ck = open_checkpoint(tmp_path)
     assert_same_as_torch(ck, pth)
     wq, wk = ck.tensors["layers.0.attention.wq.weight"], ck.tensors["layers.0.attention.wk.weight"]
-    assert wq.buffer is wk.buffer is ck.keepalive[0]  # offset views stay zero-copy
+    assert wq.buffer is wk.buffer is ck.files[0].mapping  # offset views stay zero-copy
     assert wk.offset == wq.offset + c.q_dim * c.dim * 2
     assert sum("copied non-contiguous tensor" in n for n in ck.notes) == 2 * c.n_layers
 
@@ -145,7 +145,7 @@ def test_ordered_dict_metadata_parameters_and_extras(tmp_path):
     sd["step"] = 7
     sd._metadata = collections.OrderedDict({"": {"version": 1}, "layers.0": {"version": 2}})
     write_checkpoint(tmp_path, state_dict=sd)
-    ck = load_checkpoint(tmp_path)
+    ck = open_checkpoint(tmp_path)
     assert_same_as_torch(ck, str(tmp_path / "consolidated.00.pth"), ignored={"lora.a", "step"})
     notes = "\n".join(ck.notes)
     assert "rope.freqs" in notes and "lora.a" in notes and "'step'" in notes
@@ -162,7 +162,7 @@ def test_pickle_protocol_4(tmp_path):
     with zipfile.ZipFile(pth) as z:
         assert b"\x95" == z.read("consolidated.00/data.pkl")[2:3]  # FRAME: protocol 4 really was used
     # torch's own weights_only unpickler refuses FRAME; the data is ours, so the full unpickler is fine
-    assert_same_as_torch(load_checkpoint(tmp_path), pth, weights_only=False)
+    assert_same_as_torch(open_checkpoint(tmp_path), pth, weights_only=False)
 
 
 def test_zip64_central_directory(tmp_path):
@@ -178,14 +178,14 @@ def test_zip64_central_directory(tmp_path):
         assert all(za.read(n) == zb.read(n) for n in za.namelist())
     with open(dst, "rb") as f:
         assert f.read()[-22:][8:10] == b"\xff\xff"
-    assert_same_as_torch(load_checkpoint(dst), src)
+    assert_same_as_torch(open_checkpoint(dst), src)
 
 
 def test_hidden_dim_from_ffn_multiplier(tmp_path):
     """params.json's ffn_dim_multiplier sizes the FFN (Llama 3 8B-style); the loader agrees with the file."""
     params = dict(SMALL, dim=128, n_heads=4, n_kv_heads=1, multiple_of=64, ffn_dim_multiplier=1.3)
     write_checkpoint(tmp_path, params=params, dtype="bf16")
-    ck = load_checkpoint(tmp_path)
+    ck = open_checkpoint(tmp_path)
     assert ck.tensors["layers.0.feed_forward.w1.weight"].shape == (ck.config.hidden_dim, 128)
     assert ck.config.hidden_dim == 64 * -(-int(1.3 * int(2 * 4 * 128 / 3)) // 64)
 
@@ -202,10 +202,10 @@ def test_load_does_not_read_weights(tmp_path):
     write_checkpoint(tmp_path, params=params, dtype="bf16", tied=True, scale=0.02)
     size = os.path.getsize(tmp_path / "consolidated.00.pth")
     assert size > 40e6
-    load_checkpoint(tmp_path)  # warm up imports and caches
+    open_checkpoint(tmp_path)  # warm up imports and caches
     gc.collect()
     before = _rss()
-    ck = load_checkpoint(tmp_path)
+    ck = open_checkpoint(tmp_path)
     after = _rss()
     assert after - before < size / 50, f"resident memory grew by {after - before} bytes for a {size}-byte file"
     # The measurement can see weights being read: summing the embeddings faults their pages in.
@@ -226,7 +226,7 @@ def test_huge_pages_reads_every_weight_exactly(tmp_path, tied):
     mapped, copied = llama_cx.load(str(d)), llama_cx.load(str(d), huge_pages=True)
     assert any("read into anonymous memory" in n for n in copied.checkpoint.notes), copied.checkpoint.notes
     buffers = {id(t.buffer) for t in copied.checkpoint.tensors.values()}
-    assert len(buffers) == 1 and id(copied.checkpoint.mapped) not in buffers
+    assert len(buffers) == 1 and id(copied.checkpoint.files[0].mapping) not in buffers
     for name, t in copied.checkpoint.tensors.items():
         assert t.offset % 64 == 0
         assert bytes(t.memoryview()) == bytes(mapped.checkpoint.tensors[name].memoryview()), name
@@ -241,13 +241,13 @@ def test_huge_pages_skips_tiny_models_and_reads_the_file(tmp_path):
 
     d = tmp_path / "m"
     write_checkpoint(d, params=SMALL, seed=4)
-    ck = load_checkpoint(str(d))
-    same, buf = copy_to_weight_buffer(ck.tensors, ck.mapped, ck.path)  # under 1 MiB: left mapped
+    ck = open_checkpoint(str(d))
+    same, buf = copy_to_weight_buffer(ck.tensors, ck.files)  # under 1 MiB: left mapped
     assert buf is None and all(same[n] is ck.tensors[n] for n in same)
-    out, buf = copy_to_weight_buffer(ck.tensors, ck.mapped, ck.path, min_bytes=0)
+    out, buf = copy_to_weight_buffer(ck.tensors, ck.files, min_bytes=0)
     assert buf is not None and all(bytes(out[n].memoryview()) == bytes(ck.tensors[n].memoryview()) for n in out)
     # a file cut short after its directory was read: a clear error, not garbage weights
     with open(ck.path, "r+b") as f:
         f.truncate(ck.file_size // 2)
     with pytest.raises(OSError, match="shorter than its tensors"):
-        copy_to_weight_buffer(ck.tensors, ck.mapped, ck.path, min_bytes=0)
+        copy_to_weight_buffer(ck.tensors, ck.files, min_bytes=0)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from _ckpt import SMALL, random_state_dict, write_checkpoint
-from llama_cx.checkpoint import load_checkpoint
+from llama_cx.formats import open_checkpoint
 from llama_cx.errors import FormatError, UnsafePickleError
 from test_checkpoint import assert_same_as_torch, rewrite_central
 
@@ -23,7 +23,7 @@ PKL = "consolidated.00/data.pkl"
 
 def error(path, cls=FormatError) -> str:
     with pytest.raises(cls) as info:
-        load_checkpoint(path)
+        open_checkpoint(path)
     msg = str(info.value)
     assert "\n" not in msg and msg.strip() == msg
     return msg
@@ -96,7 +96,7 @@ def test_forged_pickle_is_faithful(ckpt):
     assert zipfile.ZipFile(pth).read(PKL) == zipfile.ZipFile(original).read(PKL)
     forged, ref = torch.load(pth, weights_only=True), torch.load(original, weights_only=True)
     assert all(torch.equal(forged[n], ref[n]) for n in ref)
-    assert_same_as_torch(load_checkpoint(d), original)
+    assert_same_as_torch(open_checkpoint(d), original)
 
 
 # ---- paths and directory layout -------------------------------------------------------------------------
@@ -117,10 +117,12 @@ def test_directory_without_params_or_weights(tmp_path, ckpt):
 
 
 def test_multi_shard(ckpt):
+    """A second copy of a whole checkpoint is not a model-parallel shard (tests/test_meta_shards.py has real ones)."""
     d, pth = ckpt
     shutil.copy(pth, d / "consolidated.01.pth")
-    assert error(d) == f"{d}: multi-shard checkpoints are not supported yet (2 shards: consolidated.00.pth, consolidated.01.pth)"
-    assert error(pth) == f"{pth}: multi-shard checkpoints are not supported yet (2 shards beside it)"
+    want = f"{pth}: tensor tok_embeddings.weight is (600, 64) (2 shards joined along dim 0), expected (300, 64) from params.json"
+    assert error(d) == want
+    assert error(pth) == want
 
 
 # ---- not a torch zip ------------------------------------------------------------------------------------
@@ -324,7 +326,8 @@ def test_hidden_dim_mismatch(tmp_path):
     (json.dumps(dict(SMALL, n_layers=0)), "n_layers must be positive, got 0"),
     (json.dumps(dict(SMALL, n_heads=5)), "dim 64 is not divisible by n_heads 5"),
     (json.dumps(dict(SMALL, n_kv_heads=3)), "n_heads 4 is not a multiple of n_kv_heads 3"),
-    (json.dumps(dict(SMALL, vocab_size=-1)), "vocab_size is missing or -1 (it must be given for Llama 3 checkpoints)"),
+    (json.dumps(dict(SMALL, vocab_size=-1)), "vocab_size is missing or -1 (it must be given for Llama 3 checkpoints; "
+     "a Llama 2 checkpoint takes it from the SentencePiece tokenizer.model beside it)"),
     ("[1, 2]", "expected a JSON object"),
 ])
 def test_bad_params_json(ckpt, text, problem):
@@ -423,7 +426,7 @@ def test_corrupted_headers_never_crash(ckpt):
         with open(pth, "wb") as f:
             f.write(data)
         try:
-            ck = load_checkpoint(d)
+            ck = open_checkpoint(d)
         except FormatError as e:
             assert "\n" not in str(e)
             outcomes["error"] += 1

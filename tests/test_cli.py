@@ -10,9 +10,10 @@ import pexpect
 import pytest
 
 import llama_cx
-from llama_cx.cli import EmojiNamer, _read_message
+from llama_cx.cli.generate import read_message
+from llama_cx.emoji_names import EmojiNamer
 from llama_cx.generate import ChatSession, generate
-from llama_cx.tokenizer import Tokenizer
+from llama_cx.tokenizers import Tokenizer
 
 from _ckpt import SMALL, write_checkpoint
 from _scripted import LLAMA3_VOCAB, cycle, scripted_state_dict
@@ -218,13 +219,13 @@ def test_read_message_joins_continuations_and_blocks():
 
         return read
 
-    assert _read_message(reader(["one \\", "two\\", "three"])) == "one \ntwo\nthree"
-    assert _read_message(reader(['"""first', "", "  second", 'third"""'])) == "first\n\n  second\nthird"
-    assert _read_message(reader(['"""', "a", '"""'])) == "a"
-    assert _read_message(reader(['"""inline"""'])) == "inline"
-    assert _read_message(reader(["plain"])) == "plain"
+    assert read_message(reader(["one \\", "two\\", "three"])) == "one \ntwo\nthree"
+    assert read_message(reader(['"""first', "", "  second", 'third"""'])) == "first\n\n  second\nthird"
+    assert read_message(reader(['"""', "a", '"""'])) == "a"
+    assert read_message(reader(['"""inline"""'])) == "inline"
+    assert read_message(reader(["plain"])) == "plain"
     with pytest.raises(EOFError):
-        _read_message(reader([]))
+        read_message(reader([]))
 
 
 # ---- interactive: a pseudo-terminal -------------------------------------------------------------------------------

@@ -12,10 +12,10 @@ import venv
 import pytest
 
 import llama_cx
-from llama_cx import _threads
-from llama_cx.chat_defaults import CHAT_DEFAULTS, recommended_sampling
+from llama_cx import _threads, defaults
+from llama_cx.cli.common import recommended_sampling, sampling_kwargs
 from llama_cx.generate import ChatSession, generate
-from llama_cx.tokenizer import Tokenizer
+from llama_cx.tokenizers import Tokenizer
 
 from test_cli import EOT, ROOT, SCRIPT, _scripted_dir, cli, ended, env, one_error_line
 
@@ -106,7 +106,7 @@ def test_import_from_a_source_tree_without_its_build(tmp_path):
     assert r.returncode == 1
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: llama_cx is being imported from its source tree without its compiled "
-                           "parts (no _kernels, _sampling, _bpe, _dequant extension in "), last
+                           "parts (no _kernels, _sampling, tokenizers._bpe, formats._dequant extension in "), last
     assert "`pip install -e .` or `python setup.py build_ext --inplace`" in last and "circular" not in last
 
 
@@ -205,24 +205,22 @@ def test_chat_help_shows_the_chat_defaults():
 
 
 def test_model_recommended_sampling():
-    md = {"general.sampling.temp": 0.3, "general.sampling.top_k": 40, "general.sampling.top_p": 2.0,
-          "general.sampling.penalty_last_n": 1.5, "general.sampling.min_p": float("nan"),
-          "general.sampling.penalty_repeat": 1.05}
-    assert recommended_sampling(md) == {"temperature": 0.3, "top_k": 40, "repeat_penalty": 1.05}  # bad ones ignored
-    assert recommended_sampling({}) == {}
-    assert CHAT_DEFAULTS == {"max_tokens": 512, "repeat_penalty": 1.1, "repeat_last_n": 64}
-
     from types import SimpleNamespace
 
-    from llama_cx.cli import _sampling_kwargs
+    recommended = {"temperature": 0.3, "top_k": 40, "top_p": 2.0, "repeat_last_n": 1.5, "min_p": float("nan"),
+                   "repeat_penalty": 1.05}  # Checkpoint.sampling: as the file has them
+    ck = SimpleNamespace(sampling=recommended)
+    assert recommended_sampling(ck) == {"temperature": 0.3, "top_k": 40, "repeat_penalty": 1.05}  # bad ones ignored
+    assert recommended_sampling(SimpleNamespace(sampling={})) == {}
+    assert (defaults.CHAT_MAX_TOKENS, defaults.CHAT_REPEAT_PENALTY, defaults.CHAT_REPEAT_LAST_N) == (512, 1.1, 64)
 
     flags = dict(temperature=None, top_k=None, top_p=None, min_p=None, repeat_penalty=None, repeat_last_n=None,
                  seed=None)
-    model = SimpleNamespace(checkpoint=SimpleNamespace(metadata=md))
-    kw = _sampling_kwargs(SimpleNamespace(**dict(flags, top_k=7)), model, chat=True)
+    model = SimpleNamespace(checkpoint=ck)
+    kw = sampling_kwargs(SimpleNamespace(**dict(flags, top_k=7)), model, chat=True)
     assert kw == dict(temperature=0.3, top_k=7, top_p=0.9, min_p=0.0, repeat_penalty=1.05, repeat_last_n=64)
-    assert _sampling_kwargs(SimpleNamespace(**flags), None, chat=True)["repeat_penalty"] == 1.1
-    assert _sampling_kwargs(SimpleNamespace(**flags), None, chat=False)["repeat_penalty"] == 1.0
+    assert sampling_kwargs(SimpleNamespace(**flags), None, chat=True)["repeat_penalty"] == 1.1
+    assert sampling_kwargs(SimpleNamespace(**flags), None, chat=False)["repeat_penalty"] == 1.0
 
 
 # ---- chat that ends -------------------------------------------------------------------------------------------
@@ -280,10 +278,9 @@ def test_generate_output_ends_with_a_newline_when_piped(scripted_dir):
 
 # ---- info and the demo fetch ---------------------------------------------------------------------------------
 def test_info_reads_no_weights(smollm2_gguf_path):
-    from llama_cx.cli import _info_lines
-    from llama_cx.model_info import open_info
+    from llama_cx.cli.info import ModelInfo, _info_lines
 
-    info = open_info(smollm2_gguf_path)
+    info = ModelInfo(smollm2_gguf_path)
     wq = info.checkpoint.tensors["layers.0.attention.wq.weight"]
     assert wq.buffer is None and wq.dtype == "bf16"  # a record of what load would make: no data
     model = llama_cx.load(smollm2_gguf_path)

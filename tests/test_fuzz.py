@@ -11,15 +11,16 @@ import sys
 import pytest
 
 from fuzz import TARGETS, _engine
-from llama_cx.checkpoint import load_checkpoint
+from llama_cx.formats import open_checkpoint
 from llama_cx.config import ModelConfig
 from llama_cx.errors import FormatError, UnsafePickleError
-from llama_cx._unpickle import load_pickle
+from llama_cx.formats._unpickle import load_pickle
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # hypothesis examples per target: together about 40 s on one busy CI core (seed generation included)
-BUDGET = {"zip": 1000, "unpickle": 1000, "pth": 600, "params_json": 800, "tiktoken": 300, "gguf": 800, "tokenizer": 400}
+BUDGET = {"zip": 1000, "unpickle": 1000, "pth": 600, "params_json": 800, "tiktoken": 300, "gguf": 800, "tokenizer": 400,
+          "spm": 600, "safetensors": 600}
 
 
 def test_every_target_has_a_budget():
@@ -68,7 +69,7 @@ def test_unpickle_deeply_nested_tuple_key_is_refused():
     # 200k TUPLE1 opcodes wrap () 200k times; as a dict key, hashing it recursed in C until the stack
     # overflowed (SIGSEGV). Found by the unpickle harness.
     r = _in_subprocess(
-        "from llama_cx._unpickle import load_pickle\n"
+        "from llama_cx.formats._unpickle import load_pickle\n"
         "from llama_cx.errors import FormatError\n"
         "try:\n"
         "    load_pickle(b'\\x80\\x02}' + b')' + b'\\x85' * 200000 + b'K\\x01s.', 'x.pkl')\n"
@@ -143,7 +144,7 @@ def test_gguf_rope_freqs_of_zeros(tmp_path):
     write_llama_gguf(path, TINY, random_state_dict(TINY, dtype="f32"),
                      extra_tensors=[("rope_freqs.weight", np.zeros(4, dtype=np.float32), Q.F32)])
     with pytest.raises(FormatError, match="rope_freqs.weight"):
-        load_checkpoint(str(path))
+        open_checkpoint(str(path))
 
 
 def test_tiktoken_rank_with_thousands_of_digits(tmp_path, llama3_tokenizer_path):
@@ -152,7 +153,7 @@ def test_tiktoken_rank_with_thousands_of_digits(tmp_path, llama3_tokenizer_path)
     lines = open(llama3_tokenizer_path, "rb").read().split(b"\n")[:300]
     lines[3] = lines[3].split()[0] + b" " + b"9" * 5000
     (tmp_path / "tokenizer.model").write_bytes(b"\n".join(lines) + b"\n")
-    from llama_cx.tokenizer import Tokenizer
+    from llama_cx.tokenizers import Tokenizer
 
     with pytest.raises(FormatError) as e:
         Tokenizer.from_file(tmp_path / "tokenizer.model")

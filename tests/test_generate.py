@@ -8,7 +8,7 @@ import pytest
 import llama_cx
 from llama_cx.errors import ContextLengthError, InvalidArgumentError, LlamaCxError, TokenizerMissingError
 from llama_cx.generate import ChatSession, GenerationStats, generate, generate_tokens
-from llama_cx.tokenizer import Tokenizer
+from llama_cx.tokenizers import Tokenizer
 
 from _ckpt import write_checkpoint
 

@@ -1,4 +1,4 @@
-"""llama_cx.gguf against the real producer and reader of GGUF files, llama.cpp's `gguf` package.
+"""llama_cx.formats.gguf (and gguf_llama) against the real producer and reader of GGUF files, llama.cpp's `gguf` package.
 
 Files are written with gguf.GGUFWriter (quantized with gguf.quants.quantize) and our reader must return the
 same metadata and tensors; quantized tensors must equal gguf.quants.dequantize rounded to bf16 bit for bit.
@@ -22,8 +22,11 @@ from _gguf_files import (
     bf16_rne, hf_permute, key_pos, llama3_rope_factors, llamacpp_permute, meta_to_hf, patch, set_u32, set_u64,
     tensor_info_pos, tensor_to_numpy, write_gguf, write_llama_gguf,
 )
-from llama_cx.errors import FormatError
-from llama_cx.gguf import FILE_TYPES, GGML_TYPES, GGUFFile, load_gguf
+from llama_cx.errors import FormatError, LlamaCxError
+from llama_cx.dtypes import BY_GGML_ID
+from llama_cx.formats.gguf import FILE_TYPES, GGUFFile
+from llama_cx.formats.gguf_llama import load as load_gguf
+from llama_cx.model import Model
 
 # ---- every metadata value type -----------------------------------------------------------------------------
 
@@ -118,10 +121,10 @@ def test_non_utf8_strings_are_kept_recoverable(tmp_path):
 
 
 def test_type_tables_match_gguf():
-    for tid, (name, block, size) in GGML_TYPES.items():
-        assert Q(tid).name == name
-        assert gguf.GGML_QUANT_SIZES[Q(tid)] == (block, size), name
-    assert {int(t) for t in gguf.GGML_QUANT_SIZES} == set(GGML_TYPES)
+    for tid, dt in BY_GGML_ID.items():
+        assert Q(tid).name == dt.ggml_name
+        assert gguf.GGML_QUANT_SIZES[Q(tid)] == (dt.block_size, dt.block_bytes), dt.name
+    assert {int(t) for t in gguf.GGML_QUANT_SIZES} == set(BY_GGML_ID)
     for fid, name in FILE_TYPES.items():
         assert gguf.LlamaFileType(fid).name == name
 
@@ -190,7 +193,7 @@ def test_tensors_of_every_supported_dtype(tmp_path, version):
 
 def test_dequantizer_on_random_block_bytes():
     """Every byte pattern (subnormal / inf / NaN scales too) decodes like gguf's f32 result rounded to bf16."""
-    from llama_cx import _dequant
+    from llama_cx.formats import _dequant
 
     rng = np.random.default_rng(3)
     # the numpy reference rounding is torch's float32 -> bfloat16 conversion (round to nearest even)
@@ -276,7 +279,7 @@ def test_llama_checkpoint_quantized_mix(tmp_path, version):
     assert c.hidden_dim == sd["layers.0.feed_forward.w1.weight"].shape[0] and c.head_dim == 16
     assert c.rope_theta == 500000.0 and c.norm_eps == float(np.float32(1e-5)) and c.max_seq_len == 8192
     assert not c.use_scaled_rope
-    assert ckpt.file_size == os.path.getsize(path) and ckpt.tokenizer_path is None
+    assert ckpt.file_size == os.path.getsize(path) and ckpt.tokenizer is None
     md = ckpt.metadata
     assert md["gguf_version"] == version and md["file_type"] == "MOSTLY_Q4_1" and md["general.name"] == "tiny"
     assert md["tensor_types"] == {"F32": 5, "Q4_1": 5, "Q8_0": 3, "Q4_0": 4, "BF16": 2, "F16": 2}
@@ -308,6 +311,30 @@ def test_llama_checkpoint_quantized_mix(tmp_path, version):
     assert err.max() < 0.2 * np.abs(_meta_np(sd["layers.1.attention.wq.weight"])).max()
 
 
+def test_header_only_open_dequantizes_nothing(tmp_path):
+    """open_checkpoint(weights=False), for `llama-cx info`: the same records a load makes, quantized ones without data;
+    and the sampling the file recommends (general.sampling.*) under SamplingParams' names."""
+    params = _meta_params()
+    sd = random_state_dict(params, dtype="f32", seed=5)
+    path = tmp_path / "mix.gguf"
+    write_llama_gguf(path, params, sd, qtype_of=_qtype_mix, extra_metadata=[
+        ("general.sampling.temp", 0.3, V.FLOAT32), ("general.sampling.top_k", 40, V.INT32),
+        ("general.sampling.penalty_last_n", 32, V.INT32)])
+    full, head = load_gguf(path), load_gguf(path, weights=False)
+    assert full.has_weights and not head.has_weights and head.buffers == [] and len(full.buffers) == 1
+    assert full.notes == head.notes and full.metadata == head.metadata and full.config == head.config
+    for name, t in full.tensors.items():
+        h = head.tensors[name]
+        assert (h.dtype, h.shape) == (t.dtype, t.shape), name
+        if t.buffer is full.buffers[0]:  # dequantized at load
+            assert h.buffer is None, name
+        else:  # a view of the mapped file either way
+            assert h.buffer is head.files[0].mapping, name
+    assert head.sampling == full.sampling == {"temperature": pytest.approx(0.3), "top_k": 40, "repeat_last_n": 32}
+    with pytest.raises(LlamaCxError, match="opened without its weights"):
+        Model(head)
+
+
 def test_tied_llama(tmp_path):
     params = _meta_params()
     sd = random_state_dict(params, dtype="bf16", tied=True, seed=2)
@@ -316,7 +343,7 @@ def test_tied_llama(tmp_path):
     ckpt = load_gguf(path)
     assert "output.weight" not in ckpt.tensors
     t = ckpt.tensors["tok_embeddings.weight"]
-    assert t.dtype == "bf16" and t.buffer is ckpt.keepalive[0]  # a zero-copy view of the mapped file
+    assert t.dtype == "bf16" and t.buffer is ckpt.files[0].mapping  # a zero-copy view of the mapped file
     np.testing.assert_array_equal(tensor_to_numpy(t), sd["tok_embeddings.weight"].view(torch.int16).numpy().view(np.uint16))
     assert not any("dequantized" in n for n in ckpt.notes)
 

@@ -20,7 +20,7 @@ import llama_cx
 from _ckpt import random_state_dict, write_checkpoint
 from fuzz._corpus import zip64_central
 from fuzz._engine import deadline
-from llama_cx.checkpoint import load_checkpoint
+from llama_cx.formats import open_checkpoint
 from llama_cx.config import ffn_hidden_dim
 from llama_cx.errors import ContextLengthError, FormatError, LlamaCxError
 
@@ -128,13 +128,23 @@ def test_empty_forward_and_bad_rewind(model):
 
 
 # ---- KV cache: size known before allocation, absurd sizes refused ------------------------------------------
-@pytest.mark.parametrize("n_ctx,batch,threads", [(1, 1, 1), (8, 8, 2), (100, 64, 7), (4096, 128, 16)])
-def test_state_bytes_mirror_matches_the_c_allocation(model, n_ctx, batch, threads):
-    """The Python estimate checked against the memory limit before allocating is exactly what the C state
-    allocates (every buffer of lcx_state_new, the per-thread ones included)."""
-    from llama_cx.model import _state_bytes
+def _state_bytes(cfg, n_ctx, batch, n_threads, act_bytes):
+    """Every buffer of lcx_state_new (csrc/model/state.c), counted again here with Python integers."""
+    widest = max(cfg.dim, cfg.q_dim, cfg.hidden_dim)
+    act = batch * (cfg.dim + 2 * cfg.q_dim + 2 * cfg.hidden_dim + cfg.head_dim)
+    private = n_threads * batch * cfg.dim  # each thread's normalised x, f32 and act_type
+    kv = 2 * cfg.n_layers * n_ctx * cfg.kv_dim
+    qb, kc = llama_cx._kernels.ATT_QB, llama_cx._kernels.DEC_KC
+    parts = -(-n_ctx // kc) * cfg.n_heads * (cfg.head_dim + 1) + n_threads * cfg.q_dim  # decode attention
+    return (4 * (act + private + kv + n_threads * qb * n_ctx + parts) + act_bytes * private
+            + act_bytes * n_threads * widest + batch * (8 + act_bytes * widest))
 
-    assert _state_bytes(model.config, n_ctx, batch, threads) == model._c.state_bytes(n_ctx, batch, threads)
+
+@pytest.mark.parametrize("n_ctx,batch,threads", [(1, 1, 1), (8, 8, 2), (100, 64, 7), (4096, 128, 16)])
+def test_state_bytes_counts_every_buffer(model, n_ctx, batch, threads):
+    """The size checked against the memory limit before allocating (the C formula, asked by Context) is every
+    buffer of the C state, the per-thread ones and the bf16 copies of a bf16 model's activations included."""
+    assert model._c.state_bytes(n_ctx, batch, threads) == _state_bytes(model.config, n_ctx, batch, threads, 2)
 
 
 def test_state_bytes_counts_the_kv_cache(model):
@@ -274,7 +284,7 @@ W = "layers.1.feed_forward.w2.weight"  # (32, HIDDEN)
 def test_pth_tensor_extent_near_2_64(pth_dir, changes, message):
     _forge(pth_dir, W, **changes)
     with pytest.raises(FormatError) as e:
-        load_checkpoint(pth_dir)
+        open_checkpoint(pth_dir)
     msg = one_line(e)
     assert message in msg and W in msg, msg
 
@@ -283,7 +293,7 @@ def test_pth_tensor_extent_near_2_64(pth_dir, changes, message):
 def test_pth_shape_whose_product_overflows(pth_dir, shape):
     _forge(pth_dir, W, size=shape, stride=(shape[1], 1))
     with pytest.raises(FormatError) as e:
-        load_checkpoint(pth_dir)
+        open_checkpoint(pth_dir)
     assert f"tensor {W} has shape ({shape[0]}, {shape[1]}), expected (32, {HIDDEN})" in one_line(e)
 
 
@@ -319,16 +329,16 @@ def test_zip64_fields_near_2_64(pth_dir, field, value, message):
         struct.pack_into("<Q", data, pos, value)
     pth.write_bytes(bytes(data))
     with pytest.raises(FormatError) as e:
-        load_checkpoint(pth_dir)
+        open_checkpoint(pth_dir)
     assert message in one_line(e)
 
 
 def test_zip64_rewrite_is_faithful(pth_dir):
     """(The archive above, untampered, loads the same tensors as the original.)"""
     pth = pth_dir / "consolidated.00.pth"
-    before = {n: bytes(t.memoryview()) for n, t in load_checkpoint(pth_dir).tensors.items()}
+    before = {n: bytes(t.memoryview()) for n, t in open_checkpoint(pth_dir).tensors.items()}
     pth.write_bytes(zip64_central(pth.read_bytes()))
-    after = {n: bytes(t.memoryview()) for n, t in load_checkpoint(pth_dir).tensors.items()}
+    after = {n: bytes(t.memoryview()) for n, t in open_checkpoint(pth_dir).tensors.items()}
     assert before == after and len(before) == 2 + 9 * TINY["n_layers"] + 1
 
 
@@ -359,7 +369,7 @@ def _gguf(tmp_path, **meta_changes):
 def test_gguf_llama_sizes_beyond_the_tensors(tmp_path, key, value):
     path = _gguf(tmp_path, **{key: value})
     with deadline(20), pytest.raises(FormatError) as e:
-        load_checkpoint(path)
+        open_checkpoint(path)
     assert str(path) in one_line(e)
 
 
@@ -391,7 +401,7 @@ def test_gguf_f32_bf16_weights_are_not_copied(tmp_path):
     before = _rss()
     m = llama_cx.load(path)
     loaded = _rss()
-    mm = m.checkpoint.keepalive[0]
+    mm = m.checkpoint.files[0].mapping
     for name, t in m.checkpoint.tensors.items():
         assert t.buffer is mm and t.dtype in ("f32", "bf16"), name
     assert {t.dtype for t in m.checkpoint.tensors.values()} == {"f32", "bf16"}
@@ -412,14 +422,14 @@ def test_pth_zero_stride_tensors_are_refused(tmp_path):
                                                    for n, t in random_state_dict(params, tied=True).items()})
     assert (d / "consolidated.00.pth").stat().st_size < 16384  # torch.save keeps the expanded views as views
     with pytest.raises(FormatError) as e:
-        load_checkpoint(d)
+        open_checkpoint(d)
     assert "strides (0, 0)) reads some storage elements more than once" in one_line(e)
 
 
 def test_pth_overlapping_strides_are_refused(pth_dir):
     _forge(pth_dir, W, stride=(1, 1))  # rows overlap: row i starts one element after row i - 1
     with pytest.raises(FormatError) as e:
-        load_checkpoint(pth_dir)
+        open_checkpoint(pth_dir)
     assert f"tensor {W} (shape (32, {HIDDEN}), strides (1, 1)) reads some storage elements more than once" in one_line(e)
 
 

@@ -14,17 +14,18 @@ import tiktoken.load
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llama_cx import _bpe_py, _pretokenize, _unicode_data
+from llama_cx.tokenizers import _bpe_py, _pretokenize, _unicode_data
 from llama_cx.errors import FormatError, TokenizerError
-from llama_cx.tokenizer import LLAMA3_PATTERN, Tokenizer
+from llama_cx.tokenizers import Tokenizer
+from llama_cx.tokenizers.tiktoken_format import LLAMA3_PATTERN
 
 from _tokenizer_corpus import INTERESTING, corpus, long_samples, random_strings
 
 try:
-    from llama_cx import _bpe
+    from llama_cx.tokenizers import _bpe
 except ImportError:  # the compiled core is tested when it is built
     _bpe = None
-needs_compiled = pytest.mark.skipif(_bpe is None, reason="llama_cx._bpe is not built")
+needs_compiled = pytest.mark.skipif(_bpe is None, reason="llama_cx.tokenizers._bpe is not built")
 
 
 @pytest.fixture(scope="module")
@@ -335,7 +336,7 @@ def base_bytes(llama3_tokenizer_path):
 
 @needs_compiled
 def test_compiled_scanner_equals_python_scanner():
-    from llama_cx.tokenizer import _py_space_table
+    from llama_cx.tokenizers.tokenizer import _py_space_table
 
     texts = corpus(n_random=800) + random_strings(99, 300, max_len=300)
     for pattern in _pretokenize.PATTERNS:
@@ -357,7 +358,7 @@ def test_compiled_core_equals_python_core(tok, base_bytes):
 def test_heap_merge_equals_linear_merge(tok, base_bytes, monkeypatch):
     """Long pieces use the heap merge: force it on every piece and compare, and on long random pieces against the
     Python twin's linear merge."""
-    from llama_cx.tokenizer import _py_space_table
+    from llama_cx.tokenizers.tokenizer import _py_space_table
 
     core = _bpe.Core(base_bytes, None, "llama3", True, _pretokenize.class_table(), _py_space_table())
     core.short_piece = 1

@@ -10,10 +10,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Regex, pre_tokenizers
 
-from llama_cx import _bpe_py, _pretokenize
-from llama_cx.chat_format import ChatFormat, chat_format_for
+from llama_cx.tokenizers import _bpe_py, _pretokenize
+from llama_cx.tokenizers.chat_format import ChatFormat, chat_format_for
 from llama_cx.errors import FormatError
-from llama_cx.tokenizer import _BYTE_OF_CHAR, LLAMA3_PATTERN, LLAMA3_SPECIAL_TOKENS, Tokenizer
+from llama_cx.tokenizers import Tokenizer
+from llama_cx.tokenizers.gpt2_bpe import _BYTE_OF_CHAR
+from llama_cx.tokenizers.tiktoken_format import LLAMA3_PATTERN, LLAMA3_SPECIAL_TOKENS
 
 from _hf_tokenizers import gguf_metadata, hf_from_gguf, hf_smollm2_original
 from _tokenizer_corpus import INTERESTING, corpus, random_strings

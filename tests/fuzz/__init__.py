@@ -13,4 +13,4 @@ RecursionError, OverflowError, UnicodeDecodeError, a hang, ...) is a finding, sh
 input. tests/test_fuzz.py runs each target for a short deterministic budget; scripts/fuzz.py for longer.
 """
 
-TARGETS = ("zip", "unpickle", "pth", "params_json", "tiktoken", "gguf", "tokenizer")
+TARGETS = ("zip", "unpickle", "pth", "params_json", "tiktoken", "gguf", "tokenizer", "spm", "safetensors")

@@ -11,7 +11,8 @@ import struct
 
 from hypothesis import strategies as st
 
-from llama_cx.checkpoint import load_checkpoint
+from llama_cx.formats import open_checkpoint
+from llama_cx.tokenizers import from_spec
 
 from ._corpus import gguf_seeds, scratch_dir, write_atomic
 from ._engine import BOUNDARY, Input, mutations
@@ -117,8 +118,9 @@ def inputs(seed_list):
 def execute(data: bytes):
     path = os.path.join(scratch_dir(), "fuzz.gguf")
     write_atomic(path, data)
-    ck = load_checkpoint(path)
+    ck = open_checkpoint(path)
     if ck.tokenizer is not None:
-        tok = ck.tokenizer
-        tok.decode(tok.encode("Hello, world! ABC A"))
+        tok, _ = from_spec(ck.tokenizer)
+        if tok is not None:
+            tok.decode(tok.encode("Hello, world! ABC A"))
     run_model(ck)

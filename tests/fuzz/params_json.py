@@ -9,7 +9,7 @@ import os
 
 from hypothesis import strategies as st
 
-from llama_cx.checkpoint import load_checkpoint
+from llama_cx.formats import open_checkpoint
 from llama_cx.config import ModelConfig
 
 from ._corpus import TINY, params_seeds, scratch_dir, torch_checkpoints, write_atomic
@@ -80,4 +80,4 @@ def execute(data: bytes):
     write_atomic(path, data)
     config = ModelConfig.from_params_file(path)
     assert config.head_dim * config.n_heads == config.q_dim and config.hidden_dim > 0
-    run_model(load_checkpoint(d))
+    run_model(open_checkpoint(d))

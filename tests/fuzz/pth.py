@@ -3,7 +3,7 @@ mutated torch.save files beside a valid params.json, then a forward pass over wh
 import json
 import os
 
-from llama_cx.checkpoint import load_checkpoint
+from llama_cx.formats import open_checkpoint
 
 from ._corpus import TINY, scratch_dir, torch_checkpoints, write_atomic, zip_hotspots
 from ._engine import Seed
@@ -29,4 +29,4 @@ def seeds():
 def execute(data: bytes):
     d = _dir()
     write_atomic(os.path.join(d, "consolidated.00.pth"), data)
-    run_model(load_checkpoint(d))
+    run_model(open_checkpoint(d))

@@ -9,7 +9,7 @@ import os
 
 from hypothesis import strategies as st
 
-from llama_cx.tokenizer import Tokenizer
+from llama_cx.tokenizers import Tokenizer
 
 from ._corpus import llama3_tokenizer_path, scratch_dir, write_atomic
 from ._engine import BOUNDARY, Input, Seed, mutations

@@ -12,8 +12,8 @@ import json
 
 from hypothesis import strategies as st
 
-from llama_cx.gguf import GGUFFile
-from llama_cx.tokenizer import Tokenizer
+from llama_cx.formats.gguf import GGUFFile
+from llama_cx.tokenizers import Tokenizer
 
 from ._corpus import llama3_tokenizer_path, smollm2_gguf_path
 from ._engine import BOUNDARY, Input

@@ -1,4 +1,4 @@
-"""Target `unpickle`: llama_cx._unpickle.load_pickle on torch.save's data.pkl and on generated pickles.
+"""Target `unpickle`: llama_cx.formats._unpickle.load_pickle on torch.save's data.pkl and on generated pickles.
 
 Inputs: byte mutations of real data.pkl members (torch.save, protocols 2 and 4, nn.Parameter, shared
 storages), of pickles the standard library writes (protocols 0-5) and of hostile pickles; and opcode
@@ -14,7 +14,7 @@ from collections import OrderedDict
 
 from hypothesis import strategies as st
 
-from llama_cx._unpickle import StorageRef, TensorRef, _Global, _OrderedDict, load_pickle
+from llama_cx.formats._unpickle import StorageRef, TensorRef, _Global, _OrderedDict, load_pickle
 
 from ._corpus import pickle_hotspots, pickle_of, torch_checkpoints
 from ._engine import BOUNDARY, Input, Seed, mutations

@@ -1,11 +1,11 @@
-"""Target `zip`: llama_cx._zipfile.read_zip_directory on torch.save archives.
+"""Target `zip`: llama_cx.formats._zipfile.read_zip_directory on torch.save archives.
 
 Oracle beyond "no crash": every member it returns lies inside the file (the loader maps data by these
 offsets without further checks of its own).
 """
 import io
 
-from llama_cx._zipfile import read_zip_directory
+from llama_cx.formats._zipfile import read_zip_directory
 
 from ._corpus import torch_checkpoints, zip_hotspots
 from ._engine import Seed
