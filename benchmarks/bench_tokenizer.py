@@ -17,7 +17,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 DEFAULT_TOKENIZER = os.path.join(
-    os.environ.get("LLAMA_CX_TEST_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "llama_cx", "test-data"),
+    os.environ.get("LLAMA_CX_TEST_CACHE") or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "test-data"),
     "llama-models-0.3.0", "llama_models", "llama3", "tokenizer.model")
 
 

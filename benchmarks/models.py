@@ -234,7 +234,7 @@ def _wheel_member(name: str, version: str, member: str, log, size_note: str = ""
 
 def llama3_tokenizer(log: Callable[[str], None] = print) -> str:
     """Meta's Llama 3 tokenizer.model from llama-models==0.3.0 (the test suite's copy when it has one)."""
-    test_cache = os.environ.get("LLAMA_CX_TEST_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "llama_cx", "test-data")
+    test_cache = os.environ.get("LLAMA_CX_TEST_CACHE") or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "test-data")
     member = "llama_models/llama3/tokenizer.model"
     existing = os.path.join(test_cache, "llama-models-0.3.0", member)
     if os.path.isfile(existing):

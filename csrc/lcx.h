@@ -204,6 +204,8 @@ typedef struct {
 /* Run state of one context: activations for up to max_batch tokens and the KV cache. */
 typedef struct {
     int64_t n_ctx, max_batch, n_scratch_threads;
+    int64_t max_threads;                  /* 0: lcx_get_num_threads(); else at most this many per call (the
+                                           * decode thread tuner in llama_cx/_threads.py sets it per step) */
     float *x, *q, *att, *hb, *hb2;        /* (B, dim) (B, q_dim) (B, q_dim) (B, hidden) (B, hidden) */
     float *xb;                            /* (n_scratch_threads, B, dim) each thread's normalised x */
     float *k_cache, *v_cache;             /* (n_layers, n_kv, n_ctx, hd) each: head-major; v_cache = k_cache + kv_floats */

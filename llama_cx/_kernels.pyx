@@ -96,7 +96,7 @@ cdef extern from "lcx.h" nogil:
         int act_type
 
     ctypedef struct lcx_state:
-        int64_t n_ctx, max_batch, n_scratch_threads
+        int64_t n_ctx, max_batch, n_scratch_threads, max_threads
 
     size_t lcx_state_bytes(const lcx_model *m, int64_t n_ctx, int64_t max_batch, int64_t n_threads)
     lcx_state *lcx_state_new(const lcx_model *m, int64_t n_ctx, int64_t max_batch, int64_t n_threads)
@@ -481,6 +481,10 @@ cdef class CState:
     def __dealloc__(self):
         lcx_state_free(self.s)
         PyMem_Free(self.tok)
+
+    def set_max_threads(self, int64_t n):
+        """At most n threads for this context's next calls (0: the process-wide count)."""
+        self.s.max_threads = n if n > 0 else 0
 
     def forward(self, tokens, int64_t pos0, LOGITS=None, bint all_logits=False):
         """Run len(tokens) <= max_batch tokens at positions pos0..; logits (t or 1, vocab) into LOGITS."""

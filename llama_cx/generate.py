@@ -37,6 +37,8 @@ class GenerationStats:
     stop_reason: str = ""           # one of STOP_REASONS once finished
     seed: Optional[int] = None      # the sampler's seed (None when greedy: no randomness involved)
     weight_bytes_per_token: int = 0
+    cpu_share: Optional[float] = None  # of the CPU time the decode's threads asked for, the part they got (Linux)
+    decode_threads: int = 0         # kernel threads of the last decode step
 
     @property
     def prefill_tok_s(self) -> float:
@@ -62,7 +64,15 @@ class GenerationStats:
             f"decode {self.decode_tok_s:.2f} tok/s, {self.effective_gb_s:.2f} GB/s | "
             f"first token {self.time_to_first_token:.2f} s | stop: {self.stop_reason or 'running'}"
             + (f" | seed {self.seed}" if self.seed is not None else "")
+            + (f" | starved: {self.cpu_share:.0%} CPU share" if self.starved else "")
         )
+
+    @property
+    def starved(self) -> bool:
+        """Other processes kept the decode from the CPUs it asked for (see llama_cx/_threads.py)."""
+        from ._threads import STARVED_SHARE
+
+        return self.cpu_share is not None and self.cpu_share < STARVED_SHARE
 
 
 # ---- argument checks -------------------------------------------------------------------------------
@@ -164,6 +174,7 @@ class Generation:
         self.stats = GenerationStats(prompt_tokens=len(prompt_ids),
                                      seed=None if params.greedy else self._sampler.seed,
                                      weight_bytes_per_token=getattr(model, "weight_bytes_per_token", 0))
+        self._cpu = None  # CpuShare from the first sampled token on
         self._steps = self._run()
 
     def __iter__(self):
@@ -200,6 +211,14 @@ class Generation:
         if self.finished:
             return
         self.finished = True
+        if self._cpu is not None:
+            from .runtime import adaptive_threads, get_num_threads
+
+            # a few milliseconds say nothing about a share of the CPUs
+            long_enough = self.stats.decode_seconds >= 0.2 and self.stats.generated_tokens >= 8
+            self.stats.cpu_share = self._cpu.share() if long_enough else None
+            tuner = getattr(self.model, "decode_threads", None)
+            self.stats.decode_threads = tuner.current if tuner is not None and adaptive_threads() else get_num_threads()
         if not self.stats.stop_reason or reason == "interrupted":
             self.stats.stop_reason = reason
         if self._on_finish is not None:
@@ -225,7 +244,9 @@ class Generation:
         st.prefill_seconds = time.perf_counter() - t_start
 
         decoder = self.model.tokenizer.stream_decoder() if self.as_text else None
-        history = list(ids)  # what the repeat penalty looks at
+        # what the repeat penalty looks at; never the stop tokens: a chat prompt holds the end-of-turn token
+        # after every message, and penalising it makes replies run on
+        history = [i for i in ids if i not in self.stop_ids]
         pending = ""         # decoded text held back: it could be the start of a stop string
         t_first = None
         while True:
@@ -237,6 +258,9 @@ class Generation:
             if t_first is None:
                 t_first = now
                 st.time_to_first_token = now - t_start
+                from ._threads import CpuShare
+
+                self._cpu = CpuShare()
             st.decode_seconds = now - t_first
 
             if tok in self.stop_ids:
@@ -354,7 +378,8 @@ class ChatSession:
     message and the assistant header. Whatever happens (Ctrl-C, an error), the next turn reuses the longest
     prefix the cache agrees with and recomputes the rest: the cache is never silently wrong.
     When a turn would not fit the context: ContextLengthError, or with drop_oldest=True the oldest exchanges
-    are dropped and the conversation re-prefilled.
+    are dropped (the system prompt is kept; `dropped` says how many, for the turn just sent) so that the
+    message and room for a reply (max_tokens, at most half the context) fit, and the rest is re-prefilled.
     """
 
     def __init__(self, model, system: Optional[str] = None, n_ctx: Optional[int] = None, drop_oldest: bool = False,
@@ -372,6 +397,7 @@ class ChatSession:
         self.drop_oldest = bool(drop_oldest)
         self.ctx = model.new_context(n_ctx)
         self._exchanges: List[list] = []  # [user text, reply ids or None while streaming, reply text]
+        self.dropped = 0  # exchanges dropped to make room for the latest message (drop_oldest)
         self.last: Optional[Generation] = None  # the latest reply (its .stats)
 
     @property
@@ -413,16 +439,24 @@ class ChatSession:
         stop = _check_stop(stop)
         prompt = self.tokens(next_user=text)
         n_ctx = self.ctx.n_ctx
+        # one position at least must be left for the reply; when dropping turns, room for a whole reply
+        room = max(1, min(max_tokens or n_ctx, n_ctx // 2)) if self.drop_oldest else 1
         dropped = 0
-        while len(prompt) >= n_ctx:  # one position at least must be left for the reply
-            if not self.drop_oldest or dropped == len(self._exchanges):
-                what = "the message alone" if dropped == len(self._exchanges) else "the conversation"
-                raise ContextLengthError(
-                    f"{what} needs {len(prompt) + 1} of {n_ctx} context tokens"
-                    + ("" if what == "the message alone" else "; reset it, use a larger context or drop_oldest"))
-            dropped += 1
-            prompt = self.tokens(self._exchanges[dropped:], next_user=text)
+        while len(prompt) + room > n_ctx:
+            if self.drop_oldest and dropped < len(self._exchanges):
+                dropped += 1
+                prompt = self.tokens(self._exchanges[dropped:], next_user=text)
+                continue
+            if len(prompt) < n_ctx:
+                break  # nothing left to drop: a reply shorter than `room` still fits
+            what = "the message alone" if dropped == len(self._exchanges) else "the conversation"
+            raise ContextLengthError(
+                f"{what} needs {len(prompt) + 1} of {n_ctx} context tokens"
+                + ("" if what == "the message alone" else
+                   "; reset it, use a larger context, or let the oldest turns go (ChatSession(drop_oldest=True), "
+                   "the CLI's default)"))
         del self._exchanges[:dropped]
+        self.dropped = dropped
         self._exchanges.append([text, None, ""])
         self.last = _prepare(self.model, prompt, max_tokens=max_tokens, stop=stop,
                              stop_ids=set(self.format.stop_ids), ctx=self.ctx, on_finish=self._record_reply,

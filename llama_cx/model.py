@@ -16,14 +16,16 @@ import operator
 import os
 import struct
 import threading
+import time
 from array import array
 from typing import Iterable, List, Optional, Sequence
 
 from . import _kernels, dtypes
 from .config import ModelConfig
 from .errors import ContextLengthError, FormatError, LlamaCxError, TokenizerMissingError
+from ._threads import DecodeThreads
 from .formats import Checkpoint, open_checkpoint
-from .runtime import available_cpus, set_num_threads
+from .runtime import adaptive_threads, available_cpus, check_environment, set_num_threads
 from .tensor import copy_to_weight_buffer
 
 # Prompt tokens per compiled forward call: large enough that each pass over the weights is shared by
@@ -68,6 +70,39 @@ def _to_f32_copy(t) -> array:
     return out
 
 
+def tokenizer_and_chat_format(checkpoint: Checkpoint):
+    """(tokenizer or None, chat format or None, notes) of a checkpoint: what Model and `llama-cx info` show."""
+    tokenizer, chat_format, notes = None, None, []
+    if checkpoint.tokenizer is not None:
+        from .tokenizers import from_spec
+
+        tokenizer, note = from_spec(checkpoint.tokenizer)
+        if note:
+            notes.append(note)
+    if tokenizer is not None:
+        from .tokenizers.chat_format import chat_format_for
+
+        template = checkpoint.metadata.get("tokenizer.chat_template") or tokenizer.chat_template
+        chat_format = chat_format_for(tokenizer, checkpoint.metadata.get("tokenizer.chat_template"))
+        if chat_format is None and template:
+            notes.append("chat template not recognised (llama_cx knows Llama 3 and ChatML templates): chat is "
+                         "off, text completion only")
+    return tokenizer, chat_format, notes
+
+
+def weight_bytes_per_token(tensors) -> int:
+    """Bytes a decoded token streams as the kernels hold the weights (a type no kernel reads is widened at load):
+    every matrix once, the output projection included (of the embedding table only one row is read, which is
+    neglected; tied, the output projection reads the whole table)."""
+    def kernel_bytes(t):
+        return dtypes.kernel_dtype(t.dtype).nbytes(t.numel)
+
+    total = sum(kernel_bytes(t) for n, t in tensors.items() if n != "tok_embeddings.weight" and len(t.shape) == 2)
+    if "output.weight" not in tensors:
+        total += kernel_bytes(tensors["tok_embeddings.weight"])
+    return total
+
+
 class Model:
     """A loaded Llama model. Weights are read-only views shared by every context made from it.
 
@@ -77,26 +112,16 @@ class Model:
     """
 
     def __init__(self, checkpoint: Checkpoint):
+        if not checkpoint.has_weights:
+            raise LlamaCxError(f"{checkpoint.path}: opened without its weights (open_checkpoint(weights=False) "
+                               f"describes a model; load() runs it)")
         self.checkpoint = checkpoint
         self.config: ModelConfig = checkpoint.config
         self.notes: List[str] = list(checkpoint.notes)
-        self.tokenizer = None
-        if checkpoint.tokenizer is not None:
-            from .tokenizers import from_spec
-
-            self.tokenizer, note = from_spec(checkpoint.tokenizer)
-            if note:
-                self.notes.append(note)
-        self.chat_format = None
-        if self.tokenizer is not None:
-            from .tokenizers.chat_format import chat_format_for
-
-            template = checkpoint.metadata.get("tokenizer.chat_template") or self.tokenizer.chat_template
-            self.chat_format = chat_format_for(self.tokenizer, checkpoint.metadata.get("tokenizer.chat_template"))
-            if self.chat_format is None and template:
-                self.notes.append("chat template not recognised (llama_cx knows Llama 3 and ChatML templates): chat is "
-                                  "off, text completion only")
+        self.tokenizer, self.chat_format, notes = tokenizer_and_chat_format(checkpoint)
+        self.notes.extend(notes)
         self._c = self._build_c_model()
+        self.decode_threads = DecodeThreads()  # the thread count of one-token steps, when it adapts
 
     def _build_c_model(self):
         cfg, tensors = self.config, self.checkpoint.tensors
@@ -121,10 +146,8 @@ class Model:
             n = sum(1 for d, _ in widened.values() if d == src)
             kd = dtypes.kernel_dtype(src).name
             self.notes.append(f"{n} {src} matrices widened to {kd} at load (no {src} kernels)")
-        numel = {n: tensors[n].numel for n in names}
         if self.tied_embeddings:
             mats["output.weight"] = mats["tok_embeddings.weight"]
-            numel["output.weight"] = numel["tok_embeddings.weight"]
         for name in ["norm.weight"] + [f"layers.{i}.{n}.weight" for i in range(cfg.n_layers) for n in _NORMS]:
             vecs[name] = _to_f32_copy(tensors[name])
             if not math.isfinite(sum(vecs[name])):  # cheap (the norms are tiny); the matrices: see Context.forward
@@ -133,10 +156,7 @@ class Model:
         sizes = dict(dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads,
                      head_dim=cfg.head_dim, hidden_dim=cfg.hidden_dim, vocab_size=cfg.vocab_size,
                      norm_eps=cfg.norm_eps)
-        # bytes streamed per decoded token: every matrix once, the output projection included (of the
-        # embedding table only one row is read, which we neglect)
-        self.weight_bytes_per_token = sum(dtypes.BY_NAME[mats[n][2]].nbytes(numel[n]) for n in mats
-                                          if n != "tok_embeddings.weight")
+        self.weight_bytes_per_token = weight_bytes_per_token(tensors)
         return _kernels.CModel(sizes, mats, vecs, self._rope_freqs)
 
     # ---- contexts ------------------------------------------------------------------------------
@@ -260,6 +280,15 @@ class Context:
                 f"{t} tokens do not fit: {self.pos} of {self.n_ctx} context positions are in use")
         out = memoryview(bytearray(4 * vocab * (t if all_logits else 1))).cast("f")  # calloc: no per-token memset
         pos, B = self.pos, self.max_batch
+        tuner = self.model.decode_threads if adaptive_threads() else None
+        n = tuner.before(_kernels.get_num_threads()) if tuner else 0
+        self._state.set_max_threads(n if t == 1 else tuner.current if tuner else 0)  # prompts: the count decode found
+        if tuner is not None and t == 1:  # a decode step: timed for the tuner
+            t0 = time.perf_counter()
+            self._state.forward(ids, pos, out, False)
+            tuner.after(time.perf_counter() - t0)
+            self.tokens.extend(ids)
+            return out
         for s in range(0, t, B):
             block = ids[s:s + B]
             last = s + B >= t
@@ -299,6 +328,7 @@ def load(path: str, n_threads: Optional[int] = None, rope_scale_factor: Optional
     huge_pages=True reads the mapped weights from the file into anonymous memory backed by transparent huge
     pages (Linux): load reads the whole file and the weights take their size again in RAM, but every token
     reads them with fewer TLB misses (1.02-1.26x decode, measured in benchmarks/RESULTS.md)."""
+    check_environment()
     if n_threads is not None:
         set_num_threads(n_threads)
     ck = open_checkpoint(os.fsdecode(path), rope_scale_factor=rope_scale_factor)

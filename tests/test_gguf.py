@@ -22,10 +22,11 @@ from _gguf_files import (
     bf16_rne, hf_permute, key_pos, llama3_rope_factors, llamacpp_permute, meta_to_hf, patch, set_u32, set_u64,
     tensor_info_pos, tensor_to_numpy, write_gguf, write_llama_gguf,
 )
-from llama_cx.errors import FormatError
+from llama_cx.errors import FormatError, LlamaCxError
 from llama_cx.dtypes import BY_GGML_ID
 from llama_cx.formats.gguf import FILE_TYPES, GGUFFile
 from llama_cx.formats.gguf_llama import load as load_gguf
+from llama_cx.model import Model
 
 # ---- every metadata value type -----------------------------------------------------------------------------
 
@@ -308,6 +309,30 @@ def test_llama_checkpoint_quantized_mix(tmp_path, version):
     wq = tensor_to_numpy(ckpt.tensors["layers.1.attention.wq.weight"]).astype(np.uint32) << 16
     err = np.abs(wq.view(np.float32) - _meta_np(sd["layers.1.attention.wq.weight"]))
     assert err.max() < 0.2 * np.abs(_meta_np(sd["layers.1.attention.wq.weight"])).max()
+
+
+def test_header_only_open_dequantizes_nothing(tmp_path):
+    """open_checkpoint(weights=False), for `llama-cx info`: the same records a load makes, quantized ones without data;
+    and the sampling the file recommends (general.sampling.*) under SamplingParams' names."""
+    params = _meta_params()
+    sd = random_state_dict(params, dtype="f32", seed=5)
+    path = tmp_path / "mix.gguf"
+    write_llama_gguf(path, params, sd, qtype_of=_qtype_mix, extra_metadata=[
+        ("general.sampling.temp", 0.3, V.FLOAT32), ("general.sampling.top_k", 40, V.INT32),
+        ("general.sampling.penalty_last_n", 32, V.INT32)])
+    full, head = load_gguf(path), load_gguf(path, weights=False)
+    assert full.has_weights and not head.has_weights and head.buffers == [] and len(full.buffers) == 1
+    assert full.notes == head.notes and full.metadata == head.metadata and full.config == head.config
+    for name, t in full.tensors.items():
+        h = head.tensors[name]
+        assert (h.dtype, h.shape) == (t.dtype, t.shape), name
+        if t.buffer is full.buffers[0]:  # dequantized at load
+            assert h.buffer is None, name
+        else:  # a view of the mapped file either way
+            assert h.buffer is head.files[0].mapping, name
+    assert head.sampling == full.sampling == {"temperature": pytest.approx(0.3), "top_k": 40, "repeat_last_n": 32}
+    with pytest.raises(LlamaCxError, match="opened without its weights"):
+        Model(head)
 
 
 def test_tied_llama(tmp_path):

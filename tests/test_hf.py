@@ -195,6 +195,16 @@ def test_weights_are_views_of_the_mapped_file(tmp_path):
             assert t.buffer is ck.files[0].mapping, name
 
 
+def test_header_only_open_copies_nothing(tmp_path):
+    """open_checkpoint(weights=False), for `llama-cx info`: wq / wk stay views (no reordered copy is made)."""
+    d = _save(tmp_path, "h", dtype="bf16")
+    full, head = open_checkpoint(str(d)), open_checkpoint(str(d), weights=False)
+    assert not head.has_weights and head.buffers == [] and head.notes == full.notes and head.config == full.config
+    for name, t in full.tensors.items():
+        assert (head.tensors[name].dtype, head.tensors[name].shape) == (t.dtype, t.shape), name
+        assert head.tensors[name].buffer is head.files[0].mapping, name
+
+
 def test_huge_pages_copy_gives_the_same_logits(tmp_path):
     d = _save(tmp_path, "hp", dtype="bf16", vocab_size=2048, hidden_size=256, intermediate_size=512)  # > 1 MiB
     a, b = llama_cx.load(str(d)), llama_cx.load(str(d), huge_pages=True)

@@ -60,6 +60,24 @@ def _reference(tmp_path, llama2, dtype="bf16", tied=False):
 IDS = [1, 7, 200, 31, 5, 99, 150, 2, 64, 255, 0, 17]
 
 
+@pytest.mark.parametrize("n", [1, 2])
+def test_header_only_open_joins_nothing(tmp_path, n):
+    """open_checkpoint(weights=False), for `llama-cx info`: shapes and dtypes as a load makes them, no memory made."""
+    single = _reference(tmp_path, llama2=False)
+    d = single
+    if n > 1:
+        d = tmp_path / f"mp{n}"
+        write_sharded(single, d, n)
+    full, head = open_checkpoint(str(d)), open_checkpoint(str(d), weights=False)
+    assert not head.has_weights and head.buffers == [] and len(full.buffers) == (n > 1)
+    assert head.config == full.config and head.metadata == full.metadata and len(head.notes) == len(full.notes)
+    mapped = {id(f.mapping) for f in head.files}
+    for name, t in full.tensors.items():
+        h = head.tensors[name]
+        assert (h.dtype, h.shape) == (t.dtype, t.shape), name
+        assert h.buffer is None or id(h.buffer) in mapped, name  # a record, or a view of a shard file
+
+
 @pytest.mark.parametrize("n", [2, 4])
 @pytest.mark.parametrize("llama2", [False, True], ids=["llama3", "llama2"])
 def test_sharded_logits_equal_unsplit(tmp_path, n, llama2):

@@ -134,6 +134,7 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
 
     int nt = lcx_get_num_threads();
     if (nt > s->n_scratch_threads) nt = (int)s->n_scratch_threads;
+    if (s->max_threads > 0 && nt > s->max_threads) nt = (int)s->max_threads; /* the decode thread tuner's pick */
     if ((size_t)m->dim * (size_t)m->dim * T < (1u << 15)) nt = 1; /* toy sizes: not worth the threads */
     int64_t first = all_logits ? 0 : t - 1;
     /* activations rounded to the model's act_type for this call's products (opt-in, separately for prompt

@@ -97,6 +97,7 @@ lcx_state *lcx_state_new(const lcx_model *m, int64_t n_ctx, int64_t B, int64_t n
     s->n_ctx = n_ctx;
     s->max_batch = B;
     s->n_scratch_threads = n_threads;
+    s->max_threads = 0; /* the process-wide count, until llama_cx/_threads.py's decode tuner sets one */
     size_t kv = (size_t)m->n_layers * (size_t)n_ctx * (size_t)lcx_kv_dim(m);
     s->x = lcx_alloc_f32((size_t)B * m->dim);
     s->xb = lcx_alloc_f32((size_t)n_threads * (size_t)B * m->dim);

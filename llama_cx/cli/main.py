@@ -8,11 +8,10 @@ import sys
 from typing import List, Optional
 
 from .. import defaults
-from .._limits import MAX_THREADS
 from .._text import from_user, setup_streams, show
 from .._version import __version__
 from ..errors import LlamaCxError
-from .common import PROG, UsageError, say_error
+from .common import PROG, UsageError, command_defaults, say, say_error
 from .generate import cmd_chat, cmd_demo, cmd_generate
 from .info import cmd_info, cmd_menu
 from .trace import add_parsers as add_trace_parsers
@@ -44,7 +43,8 @@ def _positive_int(s, hi=_INT_MAX):
 
 
 def _thread_count(s):
-    return _positive_int(s, MAX_THREADS)
+    """Any positive integer: more than the CPUs can use is capped later, with a notice (see main)."""
+    return _positive_int(s, math.inf)
 
 
 def _nonneg_int(s):
@@ -77,7 +77,9 @@ def _int(s):
 
 def _build_parsers():
     common = _Parser(add_help=False)
-    common.add_argument("--threads", type=_thread_count, metavar="N", help="kernel threads (default: all CPUs)")
+    common.add_argument("--threads", type=_thread_count, metavar="N",
+                        help="kernel threads, fixed (default: all CPUs, and fewer for generated tokens while other "
+                             "processes keep CPUs busy; at most 4x the CPUs)")
     common.add_argument("--huge-pages", action="store_true",
                         help="read the weights into huge-page memory: slower load, more RAM, faster decode")
     common.add_argument("--bf16-prefill", action="store_true",
@@ -85,24 +87,32 @@ def _build_parsers():
     common.add_argument("--bf16-decode", action="store_true",
                         help="generated tokens with bf16 activations (AVX512-BF16), as llama.cpp computes: less exact logits")
 
-    sampling = _Parser(add_help=False)
-    g = sampling.add_argument_group("sampling")
-    g.add_argument("-n", "--max-tokens", type=_nonneg_int, metavar="N",
-                   help=f"tokens to generate at most (default {defaults.MAX_TOKENS}; chat: until the reply ends)")
-    g.add_argument("--temperature", "--temp", type=_finite_float, default=defaults.TEMPERATURE, metavar="T",
-                   help=f"0 = greedy (default {defaults.TEMPERATURE})")
-    g.add_argument("--top-k", type=_nonneg_int, default=defaults.TOP_K, metavar="K",
-                   help=f"keep the K most likely tokens (0 = off; default {defaults.TOP_K})")
-    g.add_argument("--top-p", type=_finite_float, default=defaults.TOP_P, metavar="P",
-                   help=f"nucleus sampling (default {defaults.TOP_P}; 1 = off)")
-    g.add_argument("--min-p", type=_finite_float, default=defaults.MIN_P, metavar="P",
-                   help=f"drop tokens below P x the best (0 = off; default {defaults.MIN_P})")
-    g.add_argument("--repeat-penalty", type=_finite_float, default=defaults.REPEAT_PENALTY, metavar="R",
-                   help=f"penalise recent tokens (1 = off; default {defaults.REPEAT_PENALTY})")
-    g.add_argument("--seed", type=_int, metavar="S", help="random seed (same seed + settings = same output)")
-    g.add_argument("--ctx", type=_positive_int, metavar="N",
-                   help=f"context length (default min(model max, {defaults.CONTEXT}))")
-    g.add_argument("--emoji-names", action="store_true", help="follow each emoji in the output by its Unicode name")
+    def sampling_parser(chat: bool):
+        # defaults are None: a flag wins over the model file's recommendation, which wins over the command's default
+        d = command_defaults(chat)
+        sampling = _Parser(add_help=False)
+        g = sampling.add_argument_group(
+            "sampling (defaults: the model file's general.sampling.* settings where it has them, else the ones shown)")
+        g.add_argument("-n", "--max-tokens", type=_nonneg_int, metavar="N",
+                       help=f"tokens to generate at most{' per reply' if chat else ''} (default {d['max_tokens']})")
+        g.add_argument("--temperature", "--temp", type=_finite_float, metavar="T",
+                       help=f"0 = greedy (default {d['temperature']})")
+        g.add_argument("--top-k", type=_nonneg_int, metavar="K", help=f"keep the K most likely tokens (0 = off; default {d['top_k']})")
+        g.add_argument("--top-p", type=_finite_float, metavar="P", help=f"nucleus sampling (1 = off; default {d['top_p']})")
+        g.add_argument("--min-p", type=_finite_float, metavar="P",
+                       help=f"drop tokens below P x the best (0 = off; default {d['min_p']})")
+        g.add_argument("--repeat-penalty", type=_finite_float, metavar="R",
+                       help=f"penalise tokens seen recently (1 = off; default {d['repeat_penalty']})")
+        g.add_argument("--repeat-last-n", type=_nonneg_int, metavar="N",
+                       help=f"how many recent tokens the penalty looks at (default {d['repeat_last_n']})")
+        g.add_argument("--stop", action="append", metavar="STR", help="stop before the text STR (repeatable)")
+        g.add_argument("--seed", type=_int, metavar="S", help="random seed (same seed + settings = same output)")
+        g.add_argument("--ctx", type=_positive_int, metavar="N",
+                       help=f"context length (default min(model max, {defaults.CONTEXT}))")
+        g.add_argument("--emoji-names", action="store_true", help="follow each emoji in the output by its Unicode name")
+        return sampling
+
+    sampling, chat_sampling = sampling_parser(False), sampling_parser(True)
 
     def model_arg(p, demo_fallback=True):
         p.add_argument("model", nargs="?", metavar="MODEL",
@@ -120,17 +130,22 @@ def _build_parsers():
     p = subs["generate"] = _Parser(prog=f"{PROG} generate", parents=[common, sampling],
                                    description="Stream the text generated after a prompt to stdout; stats to stderr.")
     model_arg(p)
-    p.add_argument("-p", "--prompt", required=True, help="the prompt ('-' reads stdin)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("-p", "--prompt", help="the prompt ('-' reads stdin)")
+    src.add_argument("-f", "--file", metavar="FILE", help="read the prompt from FILE")
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat format")
     p.add_argument("--system", metavar="S", help="system prompt (implies --chat)")
     p.add_argument("-q", "--quiet", action="store_true", help="no stats on stderr")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (text, tokens, stop reason, stats) instead of streaming the text")
     p.set_defaults(func=cmd_generate)
 
-    p = subs["chat"] = _Parser(prog=f"{PROG} chat", parents=[common, sampling],
+    p = subs["chat"] = _Parser(prog=f"{PROG} chat", parents=[common, chat_sampling],
                                description="Interactive chat. Commands: /reset, /system TEXT, /stats, /exit; "
                                            "end a line with \\ or use \"\"\" blocks for multi-line input.")
     model_arg(p)
     p.add_argument("--system", metavar="S", help="system prompt")
+    _context_shift_flag(p)
     p.set_defaults(func=cmd_chat)
 
     p = subs["info"] = _Parser(prog=f"{PROG} info", parents=[common], description="Show what a checkpoint holds.")
@@ -138,17 +153,24 @@ def _build_parsers():
     p.add_argument("--tensors", action="store_true", help="also list every tensor")
     p.set_defaults(func=cmd_info)
 
-    p = subs["demo"] = _Parser(prog=f"{PROG} demo", parents=[common, sampling],
+    p = subs["demo"] = _Parser(prog=f"{PROG} demo", parents=[common, chat_sampling],
                                description="Chat with the demo model (SmolLM2-135M-Instruct; fetched on first use).")
     p.add_argument("-p", "--prompt", help="answer this one prompt and exit")
     p.add_argument("--system", metavar="S", help="system prompt")
     p.add_argument("-q", "--quiet", action="store_true", help="no stats on stderr (with -p)")
-    p.set_defaults(func=cmd_demo, model=None)
+    _context_shift_flag(p)
+    p.set_defaults(func=cmd_demo, model=None, file=None, json=False)
     add_trace_parsers(subs, _Parser, common)
     add_serve_parser(subs, _Parser, [common])
     for name, p in subs.items():
         p.set_defaults(command=name)
     return top, subs
+
+
+def _context_shift_flag(p) -> None:
+    p.add_argument("--no-context-shift", dest="context_shift", action="store_false",
+                   help="when the conversation fills the context, stop (/reset) instead of dropping the oldest "
+                        "turns (the system prompt is always kept)")
 
 
 def _parse(argv: List[str]):
@@ -158,6 +180,12 @@ def _parse(argv: List[str]):
     i = 0
     while i < len(argv) and argv[i].startswith("-") and argv[i] not in ("-", "--"):
         i += 2 if argv[i] in takes_value else 1
+    if i < len(argv) and argv[i] not in COMMANDS and not os.path.exists(argv[i]):
+        import difflib
+
+        close = difflib.get_close_matches(argv[i], COMMANDS, n=1, cutoff=0.6)
+        if close:  # `llama-cx generat`: a command mistyped, not a model path
+            raise UsageError(f"unknown command {argv[i]!r} (did you mean {close[0]}?)")
     if i < len(argv) and argv[i] in COMMANDS:
         sub = subs[argv[i]]
         try:
@@ -181,11 +209,18 @@ def main(argv: Optional[List[str]] = None) -> int:
             return e.code if isinstance(e.code, int) else 0
         if getattr(args, "system", None) is not None:
             args.system = from_user(args.system)  # argv bytes that are not UTF-8 -> U+FFFD, as on stdin
-        if args.threads is not None or args.bf16_prefill or args.bf16_decode:
-            from .. import runtime  # only now: --help and --version run without the compiled core
+        from .. import runtime  # only now: --help and --version run without the compiled core
 
+        try:
+            runtime.check_environment()  # a bad LLAMA_CX_ISA etc.: one line
+        except LlamaCxError as e:
+            raise UsageError(str(e)) from None
+        if args.threads is not None or args.bf16_prefill or args.bf16_decode:
             if args.threads is not None:
-                runtime.set_num_threads(args.threads)
+                used = runtime.set_num_threads(args.threads)
+                if used < args.threads:
+                    say(f"--threads {args.threads} is more than {runtime.MAX_THREADS_PER_CPU}x the "
+                        f"{runtime.available_cpus()} CPUs available; using {used}")
             if args.bf16_prefill:
                 runtime.set_bf16_prefill(True)
             if args.bf16_decode:

@@ -92,7 +92,7 @@ def _ids(args, model) -> List[int]:
     from .common import read_prompt
 
     tok = model.require_tokenizer()
-    return tok.encode(read_prompt(args.prompt), bos=bool(tok.add_bos))
+    return tok.encode(read_prompt(args), bos=bool(tok.add_bos))
 
 
 def _piece(model, i: int, width: int = 12) -> str:

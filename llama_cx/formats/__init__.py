@@ -48,24 +48,28 @@ def sniff(path: str) -> str:
                       f"a consolidated .pth (zip), a GGUF file, a Hugging Face directory or a .safetensors file")
 
 
-def open_checkpoint(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
+def open_checkpoint(path, rope_scale_factor: Optional[float] = None, weights: bool = True) -> Checkpoint:
     """Open a Meta checkpoint directory (one or several consolidated.NN.pth), a consolidated.00.pth (params.json
     beside it), a .gguf file, a Hugging Face directory (config.json + safetensors) or one .safetensors file (its
-    config.json beside it)."""
+    config.json beside it).
+
+    weights=False reads the header and metadata only (`llama-cx info`): every loader checks names, shapes and
+    dtypes as usual but makes no weight memory (no dequantizing, joining of shards or reordering of rows), so
+    tensors are records for describing the model (Checkpoint.has_weights is False)."""
     path = os.fsdecode(path)  # bytes (a name that is not UTF-8) -> str with surrogateescape, as argv gives it
     check_model_path(path)  # a FIFO or a device would block or stream forever
     kind = sniff(path)
     if kind == "meta":
         from . import meta
 
-        return meta.load(path, rope_scale_factor)
+        return meta.load(path, rope_scale_factor, weights)
     if kind == "gguf":
         from . import gguf_llama
 
-        return gguf_llama.load(path, rope_scale_factor)
+        return gguf_llama.load(path, rope_scale_factor, weights)
     from . import hf  # 'hf' or 'safetensors': a directory, or one of its files
 
-    return hf.load(path, rope_scale_factor)
+    return hf.load(path, rope_scale_factor, weights)
 
 
 def _head(path: str, n: int) -> bytes:

@@ -57,6 +57,11 @@ class Checkpoint:
     format_description: str = ""  # the format in words, for `llama-cx info` ("GGUF v3, MOSTLY_Q4_1")
     display_name: str = ""  # the model's name as the loader sees it (GGUF general.name, a Meta directory's name)
     tokenizer_missing: str = "no tokenizer found"  # what a checkpoint without a tokenizer lacks, for messages
+    # sampling settings the file recommends (SamplingParams field names: GGUF general.sampling.*), unchecked
+    sampling: dict = field(default_factory=dict)
+    # False: opened with weights=False (header and metadata only): tensors are records whose buffer may be None
+    # (nothing dequantized, joined or reordered), for describing the model, never for running it
+    has_weights: bool = True
 
     @property
     def file_size(self) -> int:

@@ -44,6 +44,16 @@ _BLOCK_RE = re.compile(r"blk\.(0|[1-9][0-9]{0,5})\.([a-z_]+)\.weight")
 _ROPE_FREQS = "rope_freqs.weight"
 # metadata arrays too big to repeat in Checkpoint.metadata (the tokenizer gets them whole)
 _BULKY_LEN = 1024
+# the sampling a model recommends (llama.cpp's converter writes them from generation_config.json) -> SamplingParams
+# field names; Checkpoint.sampling holds them as found, the CLI checks them before use
+SAMPLING_KEYS = {
+    "general.sampling.temp": "temperature",
+    "general.sampling.top_k": "top_k",
+    "general.sampling.top_p": "top_p",
+    "general.sampling.min_p": "min_p",
+    "general.sampling.penalty_repeat": "repeat_penalty",
+    "general.sampling.penalty_last_n": "repeat_last_n",
+}
 
 # The type of each metadata key read here without _int/_float (which check theirs); tokenizer.ggml.* are checked
 # by the tokenizer, which a bad vocabulary only drops. Checked once at load, so no later read meets an array
@@ -103,7 +113,8 @@ def _llama_rope_factors(head_dim: int, theta: float, factor: float, original_con
 class _LlamaGGUF:
     """Turns a parsed GGUFFile of architecture `llama` into config + Meta-named tensors."""
 
-    def __init__(self, gf: GGUFFile, rope_scale_factor: Optional[float]):
+    def __init__(self, gf: GGUFFile, rope_scale_factor: Optional[float], weights: bool = True):
+        self.weights = weights  # False: header and metadata only (quantized tensors are not dequantized)
         self.gf, self.path, self.md = gf, gf.path, gf.metadata
         self.notes: List[str] = []
         for key, kind in _KEY_TYPES.items():
@@ -255,7 +266,11 @@ class _LlamaGGUF:
             if is_view(ti.dtype):
                 tensors[name] = self.gf.tensor(ti, name)
         self.dequant_buffer = None
-        if quant:
+        if quant and not self.weights:  # what load would make of them, without their data (buffer None)
+            for name, ti in quant:
+                kind = dtypes.BY_NAME[ti.dtype.widen_to]
+                tensors[name] = Tensor(kind.name, ti.shape, contiguous_strides(ti.shape), 0, None, name)
+        elif quant:
             out = {n: dtypes.BY_NAME[ti.dtype.widen_to] for n, ti in quant}  # bf16: what _dequant writes
             buf = weight_buffer(sum(out[n].nbytes(ti.numel) for n, ti in quant))  # every dequantized weight, one allocation
             at = 0
@@ -264,6 +279,7 @@ class _LlamaGGUF:
                 tensors[name] = Tensor(out[name].name, ti.shape, contiguous_strides(ti.shape), at, buf, name)
                 at += out[name].nbytes(ti.numel)
             self.dequant_buffer = buf
+        if quant:
             counts = Counter(ti.type_name for _, ti in quant)
             what = ", ".join(f"{n} {t}" for t, n in sorted(counts.items(), key=lambda kv: -kv[1]))
             self.notes.append(
@@ -289,15 +305,16 @@ class _LlamaGGUF:
         return out
 
 
-def load(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
+def load(path, rope_scale_factor: Optional[float] = None, weights: bool = True) -> Checkpoint:
     """Load a `llama` GGUF file as a Checkpoint (format 'gguf', Meta tensor names).
 
     F32 / F16 / BF16 tensors are zero-copy views of the mmapped file; Q8_0 / Q4_0 / Q4_1 are dequantized
     to bf16 into one buffer. `rope_scale_factor` overrides the Llama 3.1 rope scaling factor.
+    weights=False reads the header and metadata only: quantized tensors are records without data.
     """
     gf = GGUFFile(path)
     try:
-        llama = _LlamaGGUF(gf, rope_scale_factor)
+        llama = _LlamaGGUF(gf, rope_scale_factor, weights)
     except BaseException:
         gf.close()
         raise
@@ -321,4 +338,6 @@ def load(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
         format_description=f"GGUF v{gf.version}" + (f", {md['file_type']}" if md.get("file_type") else ""),
         tokenizer_missing="the GGUF has no usable tokenizer.ggml.* metadata",
         display_name=name if isinstance(name, str) and name else "",
+        sampling={field: gf.metadata[key] for key, field in SAMPLING_KEYS.items() if key in gf.metadata},
+        has_weights=weights,
     )

@@ -173,8 +173,9 @@ def _open_weights(path: str) -> Tuple[str, Dict[str, SafetensorsFile], List[Safe
     return directory, {n: st for n in st.entries}, [st], f"one safetensors file ({os.path.basename(path)})"
 
 
-def load(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
-    """Load an HF Llama directory (or one .safetensors file with config.json beside it) as a Checkpoint."""
+def load(path, rope_scale_factor: Optional[float] = None, weights: bool = True) -> Checkpoint:
+    """Load an HF Llama directory (or one .safetensors file with config.json beside it) as a Checkpoint
+    (weights=False: wq / wk stay views in HF's row order, nothing is copied; for describing the model)."""
     path = os.fsdecode(path)
     directory = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
     config_path = os.path.join(directory, "config.json")
@@ -236,10 +237,15 @@ def load(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
             raise FormatError(f"{by_tensor[names[m]].path}: tensor {names[m]} has shape {list(t.shape)}, "
                               f"expected {list(shape)} from config.json")
         tensors[m] = t
-    copy = _unpermute_qk(tensors, config, where)
-    mib = len(copy) / 2**20
-    notes.append(f"q_proj/k_proj rows reordered from HF's rotate-half layout into a copy at load "
-                 f"({mib:.1f} MiB of memory beside the mapped files)")
+    if weights:
+        copy = _unpermute_qk(tensors, config, where)
+        notes.append(f"q_proj/k_proj rows reordered from HF's rotate-half layout into a copy at load "
+                     f"({len(copy) / 2**20:.1f} MiB of memory beside the mapped files)")
+    else:
+        copy = None
+        mib = sum(tensors[f"layers.{i}.attention.{w}.weight"].nbytes for i in range(config.n_layers) for w in ("wq", "wk"))
+        notes.append(f"q_proj/k_proj rows reordered from HF's rotate-half layout into a copy at load "
+                     f"({mib / 2**20:.1f} MiB of memory beside the mapped files)")
 
     dtypes = sorted({t.dtype for t in tensors.values()})
     metadata = {
@@ -248,7 +254,8 @@ def load(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
     }
     return Checkpoint(
         path=where, format="hf", config=config, tensors=tensors,
-        files=[MappedFile(f.path, f.size, f.mm) for f in files], buffers=[copy],
+        files=[MappedFile(f.path, f.size, f.mm) for f in files], buffers=[copy] if copy is not None else [],
+        has_weights=weights,
         tokenizer=_tokenizer(directory, notes), metadata=metadata, notes=notes,
         format_description=f"Hugging Face: config.json + {layout}", tokenizer_missing="tokenizer.json is missing or unreadable",
         display_name=os.path.basename(os.path.abspath(directory)),

@@ -18,27 +18,28 @@ from .checkpoint import Checkpoint, MappedFile, expected_shapes
 DESCRIPTION = "params.json + consolidated .pth, read without torch"
 
 
-def load(path: str, rope_scale_factor=None) -> Checkpoint:
-    """A Meta checkpoint directory, or a consolidated.00.pth with params.json beside it."""
+def load(path: str, rope_scale_factor=None, weights: bool = True) -> Checkpoint:
+    """A Meta checkpoint directory, or a consolidated.00.pth with params.json beside it (weights=False: no copies,
+    see llama_cx.formats.open_checkpoint)."""
     if os.path.isdir(path):
-        return _load_meta_dir(path, rope_scale_factor)
-    return _load_meta(os.path.dirname(os.path.abspath(path)), path, rope_scale_factor)
+        return _load_meta_dir(path, rope_scale_factor, weights)
+    return _load_meta(os.path.dirname(os.path.abspath(path)), path, rope_scale_factor, weights)
 
 
-def _load_meta_dir(directory: str, rope_scale_factor) -> Checkpoint:
+def _load_meta_dir(directory: str, rope_scale_factor, weights: bool) -> Checkpoint:
     if sum(1 for n in os.listdir(directory) if SHARD_RE.match(n)) > 1:
-        return meta_shards.load(directory, meta_shards.shard_names(directory), rope_scale_factor)
+        return meta_shards.load(directory, meta_shards.shard_names(directory), rope_scale_factor, weights)
     if not os.path.lexists(os.path.join(directory, "params.json")):  # a FIFO etc.: refused when opened
         raise FormatError(f"{directory}: no params.json (expected a Meta checkpoint directory: params.json, consolidated.00.pth, tokenizer.model)")
     pth = os.path.join(directory, "consolidated.00.pth")
     if not os.path.lexists(pth):
         raise FormatError(f"{directory}: no consolidated.00.pth (expected a Meta checkpoint directory: params.json, consolidated.00.pth, tokenizer.model)")
-    return _load_meta(directory, pth, rope_scale_factor)
+    return _load_meta(directory, pth, rope_scale_factor, weights)
 
 
-def _load_meta(directory: str, pth: str, rope_scale_factor) -> Checkpoint:
+def _load_meta(directory: str, pth: str, rope_scale_factor, weights: bool) -> Checkpoint:
     if SHARD_RE.match(os.path.basename(pth)) and sum(1 for n in os.listdir(directory) if SHARD_RE.match(n)) > 1:
-        return _load_meta_dir(directory, rope_scale_factor)  # one shard of several opens the whole set
+        return _load_meta_dir(directory, rope_scale_factor, weights)  # one shard of several opens the whole set
     params_path = os.path.join(directory, "params.json")
     if not os.path.lexists(params_path):
         raise FormatError(f"{params_path}: file not found (a Meta .pth needs the params.json beside it)")
@@ -92,7 +93,7 @@ def _load_meta(directory: str, pth: str, rope_scale_factor) -> Checkpoint:
             dtype, first = t.dtype, name
         elif t.dtype != dtype:
             raise FormatError(f"{pth}: mixed dtypes: {first} is {dtype} but {name} is {t.dtype}")
-        if not t.is_contiguous:
+        if not t.is_contiguous and weights:
             t = contiguous_copy(t)
             notes.append(f"copied non-contiguous tensor {name} into memory")
         tensors[name] = t
@@ -114,5 +115,6 @@ def _load_meta(directory: str, pth: str, rope_scale_factor) -> Checkpoint:
         format_description=DESCRIPTION,
         display_name=os.path.basename(os.path.abspath(directory)),
         tokenizer_missing=TOKENIZER_MISSING,
+        has_weights=weights,
     )
 

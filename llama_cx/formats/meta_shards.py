@@ -66,8 +66,9 @@ def _split_dim(name: str, shard_shape: Tuple[int, ...], n: int, config: ModelCon
     return None
 
 
-def load(directory: str, shards: List[str], rope_scale_factor: Optional[float] = None) -> Checkpoint:
-    """A Checkpoint from params.json + consolidated.00.pth ... consolidated.NN.pth, split tensors joined."""
+def load(directory: str, shards: List[str], rope_scale_factor: Optional[float] = None, weights: bool = True) -> Checkpoint:
+    """A Checkpoint from params.json + consolidated.00.pth ... consolidated.NN.pth, split tensors joined
+    (weights=False: shapes and dtypes checked, nothing joined or compared; the joined tensors are records)."""
     params_path = os.path.join(directory, "params.json")
     if not os.path.lexists(params_path):  # a FIFO etc.: refused by name when opened
         raise FormatError(f"{directory}: no params.json (expected a Meta checkpoint directory: params.json, "
@@ -140,11 +141,19 @@ def load(directory: str, shards: List[str], rope_scale_factor: Optional[float] =
                 dtype, first = t.dtype, name
             elif t.dtype != dtype:
                 raise FormatError(f"{tf.path}: mixed dtypes: {first} is {dtype} but {name} is {t.dtype}")
-            if not t.is_contiguous:
+            if not t.is_contiguous and weights:
                 t = contiguous_copy(t)
             pieces[name].append(t)
 
     total = sum(sum(t.nbytes for t in pieces[x]) for x in shapes if dims[x] is not None)
+    emb = "dim 0 (Llama 3)" if dims["tok_embeddings.weight"] == 0 else "dim 1 (Llama 2)"
+    if not weights:  # header only: what load would make, without its memory
+        tensors = {name: pieces[name][0] if dims[name] is None else
+                   Tensor(dtype, want, contiguous_strides(want), 0, None, name) for name, want in shapes.items()}
+        notes.append(f"{n} model-parallel shards, joined into one buffer at load ({total / 2**20:.1f} MiB of memory; "
+                     f"tok_embeddings split along {emb})")
+        return _checkpoint(directory, shards, files, config, tensors, None, tokenizer, dtype, tied, params_path, notes,
+                           has_weights=False)
     try:
         buf = weight_buffer(total)
     except MemoryError:
@@ -161,12 +170,18 @@ def load(directory: str, shards: List[str], rope_scale_factor: Optional[float] =
             _join(ps, dims[name], dst, at)
             tensors[name] = Tensor(dtype, want, contiguous_strides(want), at, buf, name)
             at += tensors[name].nbytes
-    emb = "dim 0 (Llama 3)" if dims["tok_embeddings.weight"] == 0 else "dim 1 (Llama 2)"
     notes.append(f"{n} model-parallel shards joined into one buffer at load ({total / 2**20:.1f} MiB of memory; "
                  f"tok_embeddings split along {emb})")
+    return _checkpoint(directory, shards, files, config, tensors, buf, tokenizer, dtype, tied, params_path, notes)
+
+
+def _checkpoint(directory, shards, files, config, tensors, buf, tokenizer, dtype, tied, params_path, notes,
+                has_weights=True):
+    n = len(shards)
     return Checkpoint(
         path=files[0].path, format="meta", config=config, tensors=tensors,
-        files=[MappedFile(tf.path, tf.size, tf.mm) for tf in files], buffers=[buf],
+        files=[MappedFile(tf.path, tf.size, tf.mm) for tf in files], buffers=[buf] if buf is not None else [],
+        has_weights=has_weights,
         tokenizer=tokenizer,
         metadata={"dtype": dtype, "tied_embeddings": tied, "n_params": sum(t.numel for t in tensors.values()),
                   "params_path": params_path},
