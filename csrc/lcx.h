@@ -218,6 +218,7 @@ typedef struct {
     unsigned char *xh;                    /* (B, max(dim, q_dim, hidden)) a product's input */
     unsigned char *xbh;                   /* (n_scratch_threads, B, dim) each thread's xb */
     unsigned char *xh1;                   /* (n_scratch_threads, max(dim, q_dim, hidden)) one token's input */
+    float *kvb;                           /* (B, 2 * kv_dim) a batch step's new K | V rows (lcx_batch_new only) */
 } lcx_state;
 
 size_t lcx_state_bytes(const lcx_model *m, int64_t n_ctx, int64_t max_batch, int64_t n_threads);
@@ -229,6 +230,23 @@ void lcx_state_free(lcx_state *s);
  * Returns 0, or -1 when the arguments do not fit the state (nothing is written then). */
 int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t t, int64_t pos0,
                 float *logits, int all_logits);
+
+/* Continuous batching (model/batch.c): one step over several sequences, each with its own state (KV cache,
+ * positions), every weight matrix read once for all of the step's rows.
+ *
+ * The work state of such steps: activations for up to max_tokens rows in all, attention scratch for sequences
+ * of up to n_ctx positions; no KV cache. */
+lcx_state *lcx_batch_new(const lcx_model *m, int64_t n_ctx, int64_t max_tokens, int64_t n_threads);
+/* Sequence i (of n_seq) appends n_tok[i] >= 1 tokens at positions pos0[i].. to the KV cache of states[i]
+ * (distinct states of this model); tokens (sum n_tok,) are the sequences' tokens one after the other. Rows go
+ * through each matrix together (one product of sum n_tok rows); attention is per sequence, causal within its
+ * chunk. logits (n_seq, vocab): each sequence's last row; with all_logits (sum n_tok, vocab), every row; NULL:
+ * none. The activation buffers of `work` are used, those of states[] are not. A row's products equal those of
+ * a prompt block run alone (the gemm tile's sums do not depend on the other rows), not those of a one-token
+ * lcx_forward (the matvec sums in another order). Returns 0, or -1 when the arguments do not fit (nothing is
+ * written then). */
+int lcx_forward_batch(const lcx_model *m, lcx_state *work, lcx_state *const *states, const int32_t *tokens,
+                      const int64_t *n_tok, const int64_t *pos0, int64_t n_seq, float *logits, int all_logits);
 
 /* dst (n,) f32 <- one row of an embedding table of any dtype */
 void lcx_row_to_f32(const lcx_mat *table, int64_t cols, int64_t row, float *dst);

@@ -104,6 +104,9 @@ cdef extern from "lcx.h" nogil:
     int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t t, int64_t pos0,
                     float *logits, int all_logits)
     void lcx_row_to_f32(const lcx_mat *table, int64_t cols, int64_t row, float *dst)
+    lcx_state *lcx_batch_new(const lcx_model *m, int64_t n_ctx, int64_t max_tokens, int64_t n_threads)
+    int lcx_forward_batch(const lcx_model *m, lcx_state *work, lcx_state *const *states, const int32_t *tokens,
+                          const int64_t *n_tok, const int64_t *pos0, int64_t n_seq, float *logits, int all_logits)
 
 ISA_NAMES = ("generic", "avx2", "avx512")
 # the C weight-type table (csrc/dtypes.c), by name: its row ids are the c_id column of llama_cx/dtypes.py
@@ -501,6 +504,76 @@ cdef class CState:
             rc = lcx_forward(&self.model.m, self.s, self.tok, t, pos0, lg, all_logits)
         if rc != 0:
             raise ValueError("forward: arguments do not fit the context state")
+
+
+
+cdef class CBatch:
+    """The work state of batched steps (lcx_batch_new): activations for up to max_tokens rows in all, attention
+    scratch for contexts of up to n_ctx positions; the KV caches stay in each context's CState."""
+    cdef lcx_state *s
+    cdef CModel model
+    cdef readonly int64_t n_ctx, max_tokens
+
+    def __cinit__(self, CModel model, int64_t n_ctx, int64_t max_tokens, int64_t n_threads):
+        self.s = NULL
+        self.model = model
+        self.n_ctx = n_ctx
+        self.max_tokens = max_tokens
+        self.s = lcx_batch_new(&model.m, n_ctx, max_tokens, n_threads)
+        if self.s is NULL:
+            raise MemoryError(f"cannot allocate a batch work state for {max_tokens} tokens")
+
+    def __dealloc__(self):
+        lcx_state_free(self.s)
+
+    def forward(self, list states, list blocks, list positions, LOGITS=None, bint all_logits=False):
+        """One step: blocks[i] (a list of token ids) at positions positions[i].. of CState states[i]; logits
+        (len(states), vocab), or (sum of lengths, vocab) with all_logits, into LOGITS."""
+        cdef int64_t n = len(states), t = 0, i, j, v = self.model.m.vocab_size, rc
+        cdef CState st
+        if n < 1 or len(blocks) != n or len(positions) != n:
+            raise ValueError("states, blocks and positions must be non-empty and of one length")
+        for i in range(n):
+            st = states[i]
+            if st.model is not self.model:
+                raise ValueError(f"state {i} belongs to another model")
+            if st.n_ctx > self.n_ctx:
+                raise ValueError(f"state {i} has {st.n_ctx} positions, the work state {self.n_ctx}")
+            t += len(blocks[i])
+        if t > self.max_tokens:
+            raise ValueError(f"{t} tokens in one step ({self.max_tokens} allowed)")
+        cdef lcx_state **ps = <lcx_state **>PyMem_Malloc(n * sizeof(lcx_state *))
+        cdef int64_t *nt = <int64_t *>PyMem_Malloc(n * sizeof(int64_t))
+        cdef int64_t *p0 = <int64_t *>PyMem_Malloc(n * sizeof(int64_t))
+        cdef int32_t *tok = <int32_t *>PyMem_Malloc(max(t, 1) * sizeof(int32_t))
+        cdef float *lg = NULL
+        try:
+            if not ps or not nt or not p0 or not tok:
+                raise MemoryError()
+            t = 0
+            for i in range(n):
+                st = states[i]
+                ps[i] = st.s
+                nt[i] = len(blocks[i])
+                p0[i] = positions[i]
+                for j in range(nt[i]):
+                    tid = blocks[i][j]
+                    if not 0 <= tid < v:
+                        raise ValueError(f"token id {tid} out of range [0, {v})")
+                    tok[t] = tid
+                    t += 1
+            if LOGITS is not None:
+                lg = <float *>_wr(LOGITS, (t if all_logits else n) * v * 4, "LOGITS")
+            with nogil:
+                rc = lcx_forward_batch(&self.model.m, self.s, ps, tok, nt, p0, n, lg, all_logits)
+            if rc != 0:
+                raise ValueError("forward_batch: arguments do not fit the states (empty block, positions past a "
+                                 "context, or a state given twice)")
+        finally:
+            PyMem_Free(ps)
+            PyMem_Free(nt)
+            PyMem_Free(p0)
+            PyMem_Free(tok)
 
 
 # ---- tracing: the reference forward (csrc/model/reference.c) and test hooks on the fast one --------------

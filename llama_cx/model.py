@@ -15,6 +15,7 @@ import math
 import operator
 import os
 import struct
+import threading
 from array import array
 from typing import Iterable, List, Optional, Sequence
 
@@ -29,6 +30,8 @@ DEFAULT_CONTEXT = 4096
 # Prompt tokens per compiled forward call: large enough that each pass over the weights is shared by
 # many tokens (matrix-matrix products), small enough that activations stay in cache.
 PREFILL_BLOCK = 128
+# Tokens in one forward_batch step, all contexts together (a long prompt goes in chunks between decode steps).
+MAX_BATCH_TOKENS = 4096
 _SIZE_MAX = 2**64 - 1  # what the C side says of a state that cannot exist
 
 _MATRICES = ("attention.wq", "attention.wk", "attention.wv", "attention.wo",
@@ -69,7 +72,21 @@ def _to_f32_copy(t) -> array:
 
 
 class Model:
-    """A loaded Llama model. Weights are read-only views shared by every context made from it."""
+    """A loaded Llama model. Weights are read-only views shared by every context made from it.
+
+    Continuous batching: `forward_batch(contexts, token_lists)` advances several contexts in one step, each by
+    its own tokens (one for a decode step, or a chunk of its prompt), every weight matrix read once for all of
+    them; contexts join and leave between steps (any subset of this model's contexts per call):
+
+        a, b = model.new_context(), model.new_context()
+        la, lb = model.forward_batch([a, b], [prompt_a, prompt_b])        # two prompts (or chunks of them)
+        la, lb = model.forward_batch([a, b], [[next_a], [next_b]])        # one decode step for both
+        (lb,) = model.forward_batch([b], [[next_b2]])                     # a left
+
+    Results equal each context's own `forward` up to floating-point summation order: a decode token in a
+    batch goes through the matrix-product tile (as a prompt row does), not the one-token matvec kernel; the
+    greedy ids of tests/test_batch.py stay identical and the logits within the tolerance stated there.
+    """
 
     def __init__(self, checkpoint: Checkpoint):
         self.checkpoint = checkpoint
@@ -92,6 +109,8 @@ class Model:
                 self.notes.append("chat template not recognised (llama_cx knows Llama 3 and ChatML templates): chat is "
                                   "off, text completion only")
         self._c = self._build_c_model()
+        self._batch_lock = threading.Lock()
+        self._batch_work = None  # _kernels.CBatch of the largest forward_batch step so far
 
     def _build_c_model(self):
         cfg, tensors = self.config, self.checkpoint.tensors
@@ -136,6 +155,63 @@ class Model:
     def new_context(self, n_ctx: Optional[int] = None) -> "Context":
         """A fresh context (KV cache + activations) of n_ctx positions (default min(max_seq_len, 4096))."""
         return Context(self, n_ctx)
+
+    def forward_batch(self, contexts: Sequence["Context"], token_lists: Sequence[Iterable[int]],
+                      all_logits: bool = False) -> list:
+        """One batched step: context i appends token_lists[i] (>= 1 tokens) to its cache. Returns a list with,
+        per context, the logits (vocab,) of its last token, or (len, vocab) of all its tokens if all_logits
+        (float32 memoryviews). The contexts must be distinct contexts of this model, not in use by another
+        call; at most MAX_BATCH_TOKENS tokens in all."""
+        contexts = list(contexts)
+        token_lists = list(token_lists)
+        if not contexts:
+            raise LlamaCxError("forward_batch needs at least one context")
+        if len(token_lists) != len(contexts):
+            raise LlamaCxError(f"forward_batch: {len(contexts)} contexts but {len(token_lists)} token lists")
+        seen = set()
+        for i, ctx in enumerate(contexts):
+            if not isinstance(ctx, Context) or ctx.model is not self:
+                raise LlamaCxError(f"forward_batch: context {i} is not a context of this model")
+            if id(ctx) in seen:
+                raise LlamaCxError(f"forward_batch: context {i} appears twice (one step per context)")
+            seen.add(id(ctx))
+        blocks = []
+        for i, (ctx, ids) in enumerate(zip(contexts, token_lists)):
+            try:
+                blocks.append(ctx._check_ids(ids))
+            except LlamaCxError as e:
+                raise type(e)(f"forward_batch: context {i}: {e}") from None
+        total = sum(len(b) for b in blocks)
+        if total > MAX_BATCH_TOKENS:
+            raise LlamaCxError(f"forward_batch: {total} tokens in one step, at most {MAX_BATCH_TOKENS}; "
+                               "split long prompts into chunks")
+        vocab = self.config.vocab_size
+        out = memoryview(bytearray(4 * vocab * (total if all_logits else len(blocks)))).cast("f")
+        with self._batch_lock:
+            w = self._batch_work
+            n_ctx = max([ctx.n_ctx for ctx in contexts] + ([w.n_ctx] if w else []))
+            if w is None or w.n_ctx < n_ctx or w.max_tokens < total:  # grow to the largest step so far
+                n_threads = max(available_cpus(), _kernels.get_num_threads(), os.cpu_count() or 1)
+                self._batch_work = w = None  # free the old one first
+                w = self._batch_work = _kernels.CBatch(self._c, n_ctx, max(total, 8), n_threads)
+            entered = []
+            try:
+                for ctx in contexts:
+                    ctx._enter()
+                    entered.append(ctx)
+                w.forward([ctx._state for ctx in contexts], blocks, [ctx.pos for ctx in contexts], out, all_logits)
+                for ctx, block in zip(contexts, blocks):
+                    ctx.tokens.extend(block)
+            finally:
+                for ctx in entered:
+                    ctx._busy = False
+        result, r = [], 0  # per context: (vocab,) or (len, vocab) views of `out`
+        for block in blocks:
+            n = len(block) if all_logits else 1
+            view = out[r * vocab:(r + n) * vocab]
+            result.append(view.cast("B").cast("f", (n, vocab)) if all_logits else view)
+            r += n
+        return result
 
     def logits(self, token_ids: Sequence[int]):
         """Float32 logits for every position of `token_ids`, shape (len, vocab), from a fresh context."""
@@ -214,14 +290,15 @@ class Context:
             raise ContextLengthError(
                 f"not enough memory for a context of {n_ctx} tokens ({self.state_bytes / 2**20:.0f} MiB)") from None
         self.tokens: List[int] = []
+        self._busy = False
 
     @property
     def pos(self) -> int:
         """Number of tokens in the cache = position of the next token."""
         return len(self.tokens)
 
-    def forward(self, token_ids: Iterable[int], all_logits: bool = False):
-        """Append token_ids to the cache; logits (vocab,) of the last one, or (len, vocab) if all_logits."""
+    def _check_ids(self, token_ids: Iterable[int]) -> List[int]:
+        """token_ids as a list of ints, each in the vocabulary, >= 1 of them, fitting the free positions."""
         try:  # ints and integer-like (numpy) ids; 1.7 or "5" are refused, not truncated
             ids = [operator.index(i) for i in token_ids]
         except TypeError:
@@ -236,6 +313,25 @@ class Context:
         if self.pos + t > self.n_ctx:
             raise ContextLengthError(
                 f"{t} tokens do not fit: {self.pos} of {self.n_ctx} context positions are in use")
+        return ids
+
+    def _enter(self) -> None:
+        """Mark the context busy for one forward call (a second call on it from another thread is refused)."""
+        if self._busy:
+            raise LlamaCxError("this context is in use by another forward call")
+        self._busy = True
+
+    def forward(self, token_ids: Iterable[int], all_logits: bool = False):
+        """Append token_ids to the cache; logits (vocab,) of the last one, or (len, vocab) if all_logits."""
+        ids = self._check_ids(token_ids)
+        t, vocab = len(ids), self.model.config.vocab_size
+        self._enter()
+        try:
+            return self._forward(ids, t, vocab, all_logits)
+        finally:
+            self._busy = False
+
+    def _forward(self, ids: List[int], t: int, vocab: int, all_logits: bool):
         out = memoryview(bytearray(4 * vocab * (t if all_logits else 1))).cast("f")  # calloc: no per-token memset
         pos, B = self.pos, self.max_batch
         for s in range(0, t, B):

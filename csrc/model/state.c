@@ -86,11 +86,13 @@ void lcx_state_free(lcx_state *s) {
     free(s->x); free(s->xb); free(s->q); free(s->att); free(s->hb); free(s->hb2);
     lcx_free_kv(s->k_cache, 2 * s->kv_floats, s->kv_mapped); /* v_cache is its second half */
     free(s->scratch); free(s->part); free(s->att1); free(s->pos); free(s->rope_cos); free(s->rope_sin);
-    free(s->xh); free(s->xbh); free(s->xh1);
+    free(s->xh); free(s->xbh); free(s->xh1); free(s->kvb);
     free(s);
 }
 
-lcx_state *lcx_state_new(const lcx_model *m, int64_t n_ctx, int64_t B, int64_t n_threads) {
+/* with_kv 0: a batch step's work state (lcx_batch_new): no KV cache (each sequence's is in its own state),
+ * kvb (B, 2 * kv_dim) instead for the step's new K / V rows */
+static lcx_state *lcx_state_alloc(const lcx_model *m, int64_t n_ctx, int64_t B, int64_t n_threads, int with_kv) {
     if (n_ctx < 1 || B < 1 || n_threads < 1 || lcx_state_bytes(m, n_ctx, B, n_threads) == SIZE_MAX) return NULL;
     lcx_state *s = (lcx_state *)calloc(1, sizeof *s);
     if (!s) return NULL;
@@ -104,8 +106,9 @@ lcx_state *lcx_state_new(const lcx_model *m, int64_t n_ctx, int64_t B, int64_t n
     s->att = lcx_alloc_f32((size_t)B * lcx_q_dim(m));
     s->hb = lcx_alloc_f32((size_t)B * m->hidden_dim);
     s->hb2 = lcx_alloc_f32((size_t)B * m->hidden_dim);
+    if (!with_kv) kv = 0;
     s->kv_floats = kv;
-    s->k_cache = lcx_alloc_kv(2 * kv, &s->kv_mapped); /* K, then V */
+    s->k_cache = lcx_alloc_kv(2 * kv, &s->kv_mapped); /* K, then V (one float when with_kv is 0) */
     s->v_cache = s->k_cache ? s->k_cache + kv : NULL;
     s->scratch = lcx_alloc_f32((size_t)n_threads * LCX_ATT_QB * (size_t)n_ctx);
     size_t n_parts = ((size_t)n_ctx + LCX_DEC_KC - 1) / LCX_DEC_KC;
@@ -117,7 +120,8 @@ lcx_state *lcx_state_new(const lcx_model *m, int64_t n_ctx, int64_t B, int64_t n
     s->xh = lcx_alloc_act(m, (size_t)B * lcx_widest(m));
     s->xbh = lcx_alloc_act(m, (size_t)n_threads * (size_t)B * m->dim);
     s->xh1 = lcx_alloc_act(m, (size_t)n_threads * lcx_widest(m));
-    if (!s->x || !s->xb || !s->q || !s->att || !s->hb || !s->hb2 || !s->k_cache || !s->v_cache || !s->scratch ||
+    s->kvb = with_kv ? NULL : lcx_alloc_f32((size_t)B * 2 * (size_t)lcx_kv_dim(m));
+    if ((!with_kv && !s->kvb) || !s->x || !s->xb || !s->q || !s->att || !s->hb || !s->hb2 || !s->k_cache || !s->v_cache || !s->scratch ||
         !s->part || !s->att1 ||
         !s->pos || !s->rope_cos || !s->rope_sin || !s->xh || !s->xbh || !s->xh1) {
         lcx_state_free(s);
@@ -126,3 +130,11 @@ lcx_state *lcx_state_new(const lcx_model *m, int64_t n_ctx, int64_t B, int64_t n
     return s;
 }
 
+
+lcx_state *lcx_state_new(const lcx_model *m, int64_t n_ctx, int64_t B, int64_t n_threads) {
+    return lcx_state_alloc(m, n_ctx, B, n_threads, 1);
+}
+
+lcx_state *lcx_batch_new(const lcx_model *m, int64_t n_ctx, int64_t max_tokens, int64_t n_threads) {
+    return lcx_state_alloc(m, n_ctx, max_tokens, n_threads, 0);
+}
