@@ -6,7 +6,9 @@
  *   embed -> for each layer: RMSNorm, q/k/v for all rows, RoPE at each row's position, K/V rows into each
  *   sequence's cache, attention per sequence, out-proj + residual, RMSNorm, SwiGLU FFN + residual ->
  *   RMSNorm of each sequence's last row -> logits.
- * f32 activations throughout (the bf16-activation switches of lcx_forward are not applied here).
+ * A sequence's rows get the same arithmetic as in lcx_forward alone (lcx_product_rows), so its logits are the
+ * same bits, whatever the other sequences of the step; f32 activations throughout (the bf16-activation
+ * switches of lcx_forward are not applied here).
  *
  * Performance notes
  * - Work items of the per-sequence attention calls are dealt round robin continuing from where the previous
@@ -43,6 +45,36 @@ static void lcx_store_kv(float *cache, int64_t n_ctx, size_t hd, const float *sr
     }
 }
 
+/* bytes of weight rows per block of the one-token products: read from memory for the first token of the step
+ * and from L2 for the others */
+#define LCX_BATCH_BLOCK_BYTES (64u << 10)
+
+/* Rows [r0, r1) of Y (t, ldy) (+)= X (t, ldx) @ Wᵀ over n columns, for the step's rows as lcx_forward computes
+ * them for each sequence alone, so a batched sequence gets the same bits: a prompt chunk's rows as one block
+ * (the gemm tile, whose per-row sums do not depend on the other rows), each one-token row by the matvec kernel
+ * (the gemm with t = 1). The one-token rows take a block of weight rows at a time, all of them, so the block
+ * comes from memory once per step and from cache for the other rows (the matvec sums a row the same way
+ * whatever the block: see LCX_MATVEC_BODY). n_tok NULL: n_seq rows of one token each. */
+static void lcx_product_rows(const lcx_mat *W, const float *X, size_t ldx, float *Y, size_t ldy, size_t r0,
+                             size_t r1, size_t n, const int64_t *n_tok, int64_t n_seq, int beta) {
+    if (r0 >= r1) return;
+    int64_t r = 0;
+    for (int64_t i = 0; n_tok && i < n_seq; r += n_tok[i], i++)
+        if (n_tok[i] > 1)
+            lcx_linear_rows(W->data, W->dtype, X + (size_t)r * ldx, ldx, Y + (size_t)r * ldy + r0, ldy, r0, r1, n,
+                            (size_t)n_tok[i], beta);
+    const lcx_gemm_fn gemm = lcx_gemm_kernel(W->dtype);
+    size_t row_bytes = lcx_dtype_bytes(W->dtype, n), blk = LCX_BATCH_BLOCK_BYTES / (row_bytes ? row_bytes : 1) / 4 * 4;
+    if (blk < 4) blk = 4;
+    for (size_t b0 = r0; b0 < r1; b0 += blk) {
+        size_t rows = r1 - b0 < blk ? r1 - b0 : blk;
+        const void *wb = (const unsigned char *)W->data + lcx_dtype_bytes(W->dtype, b0 * n);
+        r = 0;
+        for (int64_t i = 0; i < n_seq; r += n_tok ? n_tok[i] : 1, i++)
+            if (!n_tok || n_tok[i] == 1) gemm(wb, n, X + (size_t)r * ldx, ldx, Y + (size_t)r * ldy + b0, ldy, rows, 1, n, beta);
+    }
+}
+
 int lcx_forward_batch(const lcx_model *m, lcx_state *w, lcx_state *const *states, const int32_t *tokens,
                       const int64_t *n_tok, const int64_t *pos0, int64_t n_seq, float *logits, int all_logits) {
     if (n_seq < 1 || w->kvb == NULL) return -1;
@@ -76,7 +108,6 @@ int lcx_forward_batch(const lcx_model *m, lcx_state *w, lcx_state *const *states
     int nt = lcx_get_num_threads();
     if (nt > w->n_scratch_threads) nt = (int)w->n_scratch_threads;
     if (dim * dim * T < (1u << 15)) nt = 1; /* toy sizes: not worth the threads */
-    const size_t n_out = all_logits ? T : (size_t)n_seq; /* rows of logits */
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
@@ -102,11 +133,11 @@ int lcx_forward_batch(const lcx_model *m, lcx_state *w, lcx_state *const *states
             /* attention block: xb = norm(x); q, k, v = xb @ wq/wk/wv ᵀ; rope; K/V rows to the caches */
             lcx_rmsnorm_part(x, L->attn_norm, xb, T, dim, eps, tid, nth);
 #pragma omp barrier
-            lcx_linear_rows(L->wq.data, L->wq.dtype, xb, dim, q + qh0 * hd, q_dim, qh0 * hd, qh1 * hd, dim, T, 0);
+            lcx_product_rows(&L->wq, xb, dim, q, q_dim, qh0 * hd, qh1 * hd, dim, n_tok, n_seq, 0);
             lcx_rope_heads(q, q_dim, T, qh0, qh1, hd, w->rope_cos, w->rope_sin);
-            lcx_linear_rows(L->wk.data, L->wk.dtype, xb, dim, kb + kh0 * hd, kv_dim, kh0 * hd, kh1 * hd, dim, T, 0);
+            lcx_product_rows(&L->wk, xb, dim, kb, kv_dim, kh0 * hd, kh1 * hd, dim, n_tok, n_seq, 0);
             lcx_rope_heads(kb, kv_dim, T, kh0, kh1, hd, w->rope_cos, w->rope_sin);
-            lcx_linear_rows(L->wv.data, L->wv.dtype, xb, dim, vb + b0, kv_dim, b0, b1, dim, T, 0);
+            lcx_product_rows(&L->wv, xb, dim, vb, kv_dim, b0, b1, dim, n_tok, n_seq, 0);
             for (int64_t i = 0, r = 0; i < n_seq; r += n_tok[i], i++) { /* the rows this thread computed */
                 const lcx_state *s = states[i];
                 float *kc = s->k_cache + (size_t)l * (size_t)s->n_ctx * kv_dim; /* (n_kv, n_ctx, hd) */
@@ -135,17 +166,17 @@ int lcx_forward_batch(const lcx_model *m, lcx_state *w, lcx_state *const *states
                 if (n_tok[i] == 1 && k++ % nth == tid)
                     lcx_attention_merge(states[i]->part, (size_t)pos0[i] + 1, n_heads, hd, att + (size_t)r * q_dim);
 #pragma omp barrier
-            lcx_linear_rows(L->wo.data, L->wo.dtype, att, q_dim, x + c0, dim, c0, c1, q_dim, T, 1);
+            lcx_product_rows(&L->wo, att, q_dim, x, dim, c0, c1, q_dim, n_tok, n_seq, 1);
 #pragma omp barrier
 
             /* feed-forward block: xb = norm(x); x += w2(silu(w1 xb) * w3 xb) */
             lcx_rmsnorm_part(x, L->ffn_norm, xb, T, dim, eps, tid, nth);
 #pragma omp barrier
-            lcx_linear_rows(L->w1.data, L->w1.dtype, xb, dim, hb + d0, hidden, d0, d1, dim, T, 0);
-            lcx_linear_rows(L->w3.data, L->w3.dtype, xb, dim, hb2 + d0, hidden, d0, d1, dim, T, 0);
+            lcx_product_rows(&L->w1, xb, dim, hb, hidden, d0, d1, dim, n_tok, n_seq, 0);
+            lcx_product_rows(&L->w3, xb, dim, hb2, hidden, d0, d1, dim, n_tok, n_seq, 0);
             for (size_t i = 0; i < T && d0 < d1; i++) lcx_swiglu_part(hb + i * hidden + d0, hb2 + i * hidden + d0, d1 - d0);
 #pragma omp barrier
-            lcx_linear_rows(L->w2.data, L->w2.dtype, hb, hidden, x + c0, dim, c0, c1, hidden, T, 1);
+            lcx_product_rows(&L->w2, hb, hidden, x, dim, c0, c1, hidden, n_tok, n_seq, 1);
 #pragma omp barrier
         }
 
@@ -164,7 +195,8 @@ int lcx_forward_batch(const lcx_model *m, lcx_state *w, lcx_state *const *states
 #pragma omp barrier
             size_t v0, v1;
             lcx_split(vocab, 4, tid, nth, &v0, &v1);
-            lcx_linear_rows(m->output.data, m->output.dtype, xb, dim, logits + v0, vocab, v0, v1, dim, n_out, 0);
+            /* all rows: grouped as the sequences' blocks; last rows: one token each, as lcx_forward's logits */
+            lcx_product_rows(&m->output, xb, dim, logits, vocab, v0, v1, dim, all_logits ? n_tok : NULL, n_seq, 0);
         }
     }
     return 0;
