@@ -30,6 +30,10 @@ DEFAULT_CONTEXT = 4096
 # Prompt tokens per compiled forward call: large enough that each pass over the weights is shared by
 # many tokens (matrix-matrix products), small enough that activations stay in cache.
 PREFILL_BLOCK = 128
+# Element types of a KV cache (Model.new_context(kv_dtype=...)). bf16 / f16 halve its bytes: rows are rounded
+# when written and widened to f32 when attention reads them. Accuracy and speed measured in tests/test_batch.py
+# and the commit that added them; f32 stays the default.
+KV_DTYPES = ("f32", "bf16", "f16")
 # Tokens in one forward_batch step, all contexts together (a long prompt goes in chunks between decode steps).
 MAX_BATCH_TOKENS = 4096
 _SIZE_MAX = 2**64 - 1  # what the C side says of a state that cannot exist
@@ -152,9 +156,11 @@ class Model:
         return _kernels.CModel(sizes, mats, vecs, self._rope_freqs)
 
     # ---- contexts ------------------------------------------------------------------------------
-    def new_context(self, n_ctx: Optional[int] = None) -> "Context":
-        """A fresh context (KV cache + activations) of n_ctx positions (default min(max_seq_len, 4096))."""
-        return Context(self, n_ctx)
+    def new_context(self, n_ctx: Optional[int] = None, kv_dtype: str = "f32") -> "Context":
+        """A fresh context (KV cache + activations) of n_ctx positions (default min(max_seq_len, 4096)).
+        kv_dtype "bf16" or "f16" keeps the KV cache in half the bytes (rows rounded when written, widened to f32
+        when read: see KV_DTYPES for what it costs)."""
+        return Context(self, n_ctx, kv_dtype=kv_dtype)
 
     def forward_batch(self, contexts: Sequence["Context"], token_lists: Sequence[Iterable[int]],
                       all_logits: bool = False) -> list:
@@ -190,10 +196,11 @@ class Model:
         with self._batch_lock:
             w = self._batch_work
             n_ctx = max([ctx.n_ctx for ctx in contexts] + ([w.n_ctx] if w else []))
-            if w is None or w.n_ctx < n_ctx or w.max_tokens < total:  # grow to the largest step so far
+            conv = any(ctx.kv_dtype != "f32" for ctx in contexts) or bool(w and w.kv_conv)
+            if w is None or w.n_ctx < n_ctx or w.max_tokens < total or conv > w.kv_conv:  # grow to the largest step
                 n_threads = max(available_cpus(), _kernels.get_num_threads(), os.cpu_count() or 1)
                 self._batch_work = w = None  # free the old one first
-                w = self._batch_work = _kernels.CBatch(self._c, n_ctx, max(total, 8), n_threads)
+                w = self._batch_work = _kernels.CBatch(self._c, n_ctx, max(total, 8), n_threads, conv)
             entered = []
             try:
                 for ctx in contexts:
@@ -265,8 +272,12 @@ def _human(n: int) -> str:
 class Context:
     """Run state of one sequence: KV cache, activation buffers, and the ids already in the cache."""
 
-    def __init__(self, model: Model, n_ctx: Optional[int] = None, prefill_block: int = PREFILL_BLOCK):
+    def __init__(self, model: Model, n_ctx: Optional[int] = None, prefill_block: int = PREFILL_BLOCK,
+                 kv_dtype: str = "f32"):
         cfg = model.config
+        if kv_dtype not in KV_DTYPES:
+            raise LlamaCxError(f"KV cache dtype {kv_dtype!r} not supported (one of {', '.join(KV_DTYPES)})")
+        self.kv_dtype = kv_dtype
         if n_ctx is None:
             n_ctx = min(cfg.max_seq_len, DEFAULT_CONTEXT)
         if not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or n_ctx < 1:
@@ -278,14 +289,14 @@ class Context:
         self.max_batch = max(1, min(prefill_block, n_ctx))
         n_threads = max(available_cpus(), _kernels.get_num_threads(), os.cpu_count() or 1)
         # exactly what lcx_state_new allocates, known before allocating (_SIZE_MAX: it cannot exist)
-        self.state_bytes = model._c.state_bytes(n_ctx, self.max_batch, n_threads) if n_ctx < 2**63 else _SIZE_MAX
+        self.state_bytes = model._c.state_bytes(n_ctx, self.max_batch, n_threads, kv_dtype) if n_ctx < 2**63 else _SIZE_MAX
         limit = _memory_limit()
         if limit is not None and self.state_bytes > limit:
             raise ContextLengthError(
                 f"a context of {n_ctx} tokens needs {_human(self.state_bytes)} (KV cache + activations), more than "
                 f"this machine's {_human(limit)}; use a smaller n_ctx")
         try:
-            self._state = _kernels.CState(model._c, n_ctx, self.max_batch, n_threads)
+            self._state = _kernels.CState(model._c, n_ctx, self.max_batch, n_threads, kv_dtype)
         except MemoryError:
             raise ContextLengthError(
                 f"not enough memory for a context of {n_ctx} tokens ({self.state_bytes / 2**20:.0f} MiB)") from None

@@ -34,14 +34,21 @@ static size_t lcx_att_items(const lcx_model *m, int64_t n, int64_t pos0) {
 }
 
 /* Rows [lo, hi) of kv_dim (within whole heads or not) of the step's new rows src (T, kv_dim), rows r0 .. r0 + n
- * of sequence s, into its head-major cache of layer l (n_kv, n_ctx, hd) at positions pos0 .. pos0 + n. */
-static void lcx_store_kv(float *cache, int64_t n_ctx, size_t hd, const float *src, size_t kv_dim, size_t r0,
-                         int64_t n, int64_t pos0, size_t lo, size_t hi) {
+ * of sequence s, into its head-major cache of layer l (n_kv, n_ctx, hd) of kv_dtype at positions pos0 ..
+ * pos0 + n, rounded when it is not f32. */
+static void lcx_store_kv(void *cache, int kv_dtype, int64_t n_ctx, size_t hd, const float *src, size_t kv_dim,
+                         size_t r0, int64_t n, int64_t pos0, size_t lo, size_t hi) {
+    const lcx_from_f32_fn round_kv = kv_dtype == LCX_DT_F32 ? 0 : lcx_from_f32_kernel(kv_dtype);
     for (size_t g = lo / hd; g * hd < hi; g++) {
         size_t a = g * hd > lo ? g * hd : lo, b = (g + 1) * hd < hi ? (g + 1) * hd : hi;
-        for (int64_t j = 0; j < n; j++)
-            memcpy(cache + (g * (size_t)n_ctx + (size_t)(pos0 + j)) * hd + (a - g * hd),
-                   src + (r0 + (size_t)j) * kv_dim + a, (b - a) * sizeof(float));
+        for (int64_t j = 0; j < n; j++) {
+            size_t at = (g * (size_t)n_ctx + (size_t)(pos0 + j)) * hd + (a - g * hd);
+            const float *row = src + (r0 + (size_t)j) * kv_dim + a;
+            if (round_kv)
+                round_kv(row, (unsigned char *)cache + lcx_dtype_bytes(kv_dtype, at), b - a);
+            else
+                memcpy((float *)cache + at, row, (b - a) * sizeof(float));
+        }
     }
 }
 
@@ -81,7 +88,7 @@ int lcx_forward_batch(const lcx_model *m, lcx_state *w, lcx_state *const *states
     int64_t t = 0;
     for (int64_t i = 0; i < n_seq; i++) {
         const lcx_state *s = states[i];
-        if (!s || s->kvb || n_tok[i] < 1 || pos0[i] < 0 || pos0[i] + n_tok[i] > s->n_ctx || s->n_ctx > w->n_ctx)
+        if (!s || s->kvb || (s->kv_dtype != LCX_DT_F32 && !w->kvconv) || n_tok[i] < 1 || pos0[i] < 0 || pos0[i] + n_tok[i] > s->n_ctx || s->n_ctx > w->n_ctx)
             return -1;
         for (int64_t k = 0; k < i; k++)
             if (states[k] == s) return -1; /* one sequence per cache */
@@ -117,6 +124,7 @@ int lcx_forward_batch(const lcx_model *m, lcx_state *w, lcx_state *const *states
         nth = omp_get_num_threads();
 #endif
         float *scores = w->scratch + (size_t)tid * LCX_ATT_QB * (size_t)w->n_ctx;
+        float *conv = w->kvconv ? w->kvconv + (size_t)tid * 2 * (size_t)w->n_ctx * hd : NULL; /* (2, n_ctx, hd) */
         size_t u0, u1, qh0, qh1, kh0, kh1, b0, b1, c0, c1, d0, d1;
         lcx_split(n_heads + n_kv, 1, tid, nth, &u0, &u1); /* my heads of [q heads | k heads] */
         qh0 = u0 < n_heads ? u0 : n_heads;
@@ -140,18 +148,19 @@ int lcx_forward_batch(const lcx_model *m, lcx_state *w, lcx_state *const *states
             lcx_product_rows(&L->wv, xb, dim, vb, kv_dim, b0, b1, dim, n_tok, n_seq, 0);
             for (int64_t i = 0, r = 0; i < n_seq; r += n_tok[i], i++) { /* the rows this thread computed */
                 const lcx_state *s = states[i];
-                float *kc = s->k_cache + (size_t)l * (size_t)s->n_ctx * kv_dim; /* (n_kv, n_ctx, hd) */
-                float *vc = s->v_cache + (size_t)l * (size_t)s->n_ctx * kv_dim;
-                lcx_store_kv(kc, s->n_ctx, hd, kb, kv_dim, (size_t)r, n_tok[i], pos0[i], kh0 * hd, kh1 * hd);
-                lcx_store_kv(vc, s->n_ctx, hd, vb, kv_dim, (size_t)r, n_tok[i], pos0[i], b0, b1);
+                const size_t off = lcx_dtype_bytes(s->kv_dtype, (size_t)l * (size_t)s->n_ctx * kv_dim);
+                void *kc = (unsigned char *)s->k_cache + off, *vc = (unsigned char *)s->v_cache + off; /* (n_kv, n_ctx, hd) */
+                lcx_store_kv(kc, s->kv_dtype, s->n_ctx, hd, kb, kv_dim, (size_t)r, n_tok[i], pos0[i], kh0 * hd, kh1 * hd);
+                lcx_store_kv(vc, s->kv_dtype, s->n_ctx, hd, vb, kv_dim, (size_t)r, n_tok[i], pos0[i], b0, b1);
             }
 #pragma omp barrier
             /* attention per sequence: decode steps in parts (merged below), prompt chunks causal */
             size_t rot = 0;
             for (int64_t i = 0, r = 0; i < n_seq; r += n_tok[i], i++) {
                 const lcx_state *s = states[i];
-                const size_t off = (size_t)l * (size_t)s->n_ctx * kv_dim;
-                const lcx_kv_view kv = {s->k_cache + off, s->v_cache + off, (size_t)s->n_ctx * hd, hd};
+                const size_t off = lcx_dtype_bytes(s->kv_dtype, (size_t)l * (size_t)s->n_ctx * kv_dim);
+                const lcx_kv_view kv = {(unsigned char *)s->k_cache + off, (unsigned char *)s->v_cache + off,
+                                        (size_t)s->n_ctx * hd, hd, s->kv_dtype, conv, (size_t)w->n_ctx * hd};
                 const int me = (int)(((size_t)tid + rot) % (size_t)nth); /* deal on from the last sequence */
                 if (n_tok[i] == 1)
                     lcx_attention_decode_part(q + (size_t)r * q_dim, &kv, (size_t)pos0[i] + 1, n_heads, n_kv, hd,
