@@ -158,3 +158,72 @@ def test_a_context_in_use_is_refused(model):
     b._busy = False
     model.forward_batch([a, b], [[1], [2]])
     assert a.pos == b.pos == 1
+
+
+# ---- the KV cache option: bf16 / f16 rows (rounded on write, widened to read) --------------------------------
+# Against Meta's reference (f32 KV there), max |Δlogit| / std(reference logits) measured on the six checkpoints
+# of tests/test_model_reference.py (37-token prompt, prefill then decode): f32 1.9-2.4e-6, f16 0.8-1.1e-3,
+# bf16 6.9-9.7e-3 (bf16 keeps 8 bits of mantissa, f16 11). Bounds: about 2x the worst measured.
+KV_TOL = {"f32": 2e-4, "f16": 2.5e-3, "bf16": 2e-2}
+
+
+def test_f16_rounding_matches_numpy(path):
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.standard_normal(1000) * s for s in (1e-8, 1e-5, 1e-3, 1, 300, 7e4)]).astype(np.float32)
+    x = np.concatenate([x, np.float32([0.0, -0.0, 65504, 65519.99, 65520, -65520, np.inf, -np.inf, 5.96e-8,
+                                       2.98e-8, 2.99e-8, 6.1e-5, 6.103e-5])])[:-1]  # odd length: the masked tail
+    with np.errstate(over="ignore"):  # numpy warns of the values that become inf
+        want = x.astype(np.float16)
+    out = np.full(len(x), 0xDEAD, dtype=np.uint16)
+    K.from_f32(x, "f16", out, len(x))
+    assert (out == want.view(np.uint16)).all()
+    back = np.full(len(x), np.nan, dtype=np.float32)
+    K.to_f32(out, "f16", back, len(x))
+    assert (back == want.astype(np.float32)).all()
+
+
+@pytest.mark.parametrize("kv", ["bf16", "f16"])
+def test_half_kv_cache_matches_meta_within_tolerance(tmp_path, llama_models_root, kv):
+    from _reference import meta_reference, reference_logits
+    from test_model_reference import CASES, _make
+
+    for case in ("gqa-untied", "mha-tied-f32"):
+        p, params, sd = _make(tmp_path, case, **CASES[case])
+        model = llama_cx.load(p)
+        prompt = [int(i) for i in np.random.default_rng(1).integers(0, params["vocab_size"], 37)]
+        ref = np.asarray(reference_logits(meta_reference(llama_models_root, params, sd, max_seq_len=256), prompt),
+                         dtype=np.float64)
+        ctx = model.new_context(128, kv_dtype=kv)
+        ours = [np.asarray(ctx.forward(prompt[:20], all_logits=True))]
+        ours += [np.asarray(ctx.forward([t]))[None] for t in prompt[20:]]
+        err = np.abs(np.concatenate(ours) - ref).max() / ref.std()
+        assert KV_TOL["f32"] < err <= KV_TOL[kv], f"{case}: max |Δ| = {err:.2e} x std with a {kv} KV cache"
+
+
+@pytest.mark.parametrize("kv", ["bf16", "f16"])
+def test_batched_steps_with_a_half_kv_cache_equal_alone(model, kv):
+    """The batched step rounds the same rows the same way (one from_f32 of the table): bits equal alone, also
+    with an f32-cache context in the same step."""
+    prompts = [_ids(40 + k, n) for k, n in enumerate((3, 50, 1))]
+    kvs = [kv, kv, "f32"]
+    alone = []
+    for p, d in zip(prompts, kvs):
+        ctx = model.new_context(256, kv_dtype=d)
+        alone.append([bytes(ctx.forward(p))] + [bytes(ctx.forward([t])) for t in (5, 6)])
+    ctxs = [model.new_context(256, kv_dtype=d) for d in kvs]
+    got = [[bytes(lg)] for lg in model.forward_batch(ctxs, prompts)]
+    for t in (5, 6):
+        for g, lg in zip(got, model.forward_batch(ctxs, [[t]] * 3)):
+            g.append(bytes(lg))
+    assert got == alone
+
+
+def test_kv_dtype_is_checked_and_halves_the_cache(model):
+    with pytest.raises(LlamaCxError, match="KV cache dtype 'q8' not supported \\(one of f32, bf16, f16\\)"):
+        model.new_context(16, kv_dtype="q8")
+    cfg = model.config
+    kv_bytes = 2 * cfg.n_layers * 1024 * cfg.n_kv_heads * cfg.head_dim * 4  # f32 K and V of 1024 positions
+    f32, bf16 = model.new_context(1024).state_bytes, model.new_context(1024, kv_dtype="bf16").state_bytes
+    # half the cache, plus the per-thread f32 scratch the widened rows go to
+    n_threads = (bf16 - f32 + kv_bytes // 2) // (2 * 1024 * cfg.head_dim * 4)
+    assert n_threads >= 1 and bf16 - f32 == n_threads * 2 * 1024 * cfg.head_dim * 4 - kv_bytes // 2
