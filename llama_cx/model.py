@@ -87,9 +87,13 @@ class Model:
         la, lb = model.forward_batch([a, b], [[next_a], [next_b]])        # one decode step for both
         (lb,) = model.forward_batch([b], [[next_b2]])                     # a left
 
-    Results equal each context's own `forward` up to floating-point summation order: a decode token in a
-    batch goes through the matrix-product tile (as a prompt row does), not the one-token matvec kernel; the
-    greedy ids of tests/test_batch.py stay identical and the logits within the tolerance stated there.
+    Each context gets the same bits as from its own `forward` with the same blocks (tests/test_batch.py): a
+    decode token goes through the matvec kernel as alone (a block of weight rows at a time for all decode
+    tokens of the step, so the weights come from memory once), a prompt chunk through the gemm tile, whose
+    per-row sums do not depend on the other rows. One exception: `forward` cuts a prompt into pieces of 128
+    tokens, so a chunk of 128k + 1 tokens ends alone with a one-token piece (matvec, one-query attention) and
+    agrees with the batched chunk only up to summation order; chunks of at most 128 tokens avoid it.
+    The bf16-activation switches (opt-in) apply to `forward` only; batched steps keep f32 activations.
     """
 
     def __init__(self, checkpoint: Checkpoint):
