@@ -15,11 +15,10 @@
  *   every decode token (lcx_product_rows): exact against the sequence alone, weights from memory once per
  *   step. SmolLM2 decode at position 64, 1 thread, on the shared 2-vCPU VM under load ~9 (absolute numbers
  *   ~4x below a quiet machine): aggregate 18.9 tok/s for 1 sequence, 34.2 for 2, 47.7 for 4, 50.9 for 8
- *   (2.69x). The gemm tile for all rows (the first version, not bit-exact: max |Δlogit| ~1e-6 x std) was not
- *   measured against it on a quiet machine; at 2 threads the load made every batch size 3-9 tok/s.
- * - Work items of the per-sequence attention calls are dealt round robin continuing from where the previous
- *   sequence stopped (the `rot` offset), not from thread 0 each time: SmolLM2's 3 kv heads per decode step
- *   would otherwise give thread 0 two items of every sequence and thread 1 one.
+ *   (2.69x); a second run under load ~8: 27.1-27.6 for 1, 107.9-110.0 for 8 (3.98-3.99x). The gemm tile for
+ *   all rows (the first version, not bit-exact: max |Δlogit| ~1e-6 x std), alternated with it in that run:
+ *   28.3 / 26.9 for 1, 110.5 / 109.2 for 8: the same speed, so the exact path stays. At 2 threads the load
+ *   (7-9 on 2 vCPUs) made the OpenMP barriers dominate: 1-20 tok/s for any batch size, not a measurement.
  */
 #include <string.h>
 
