@@ -227,3 +227,25 @@ def test_kv_dtype_is_checked_and_halves_the_cache(model):
     # half the cache, plus the per-thread f32 scratch the widened rows go to
     n_threads = (bf16 - f32 + kv_bytes // 2) // (2 * 1024 * cfg.head_dim * 4)
     assert n_threads >= 1 and bf16 - f32 == n_threads * 2 * 1024 * cfg.head_dim * 4 - kv_bytes // 2
+
+
+def test_smollm2_sequences_decoding_together_equal_alone(smollm2_gguf_path):
+    """A real model (SmolLM2-135M, 30 layers, 9 heads on 3 kv heads): 4 sequences decoding together, greedy ids
+    and logits bit for bit those of each alone."""
+    model = llama_cx.load(smollm2_gguf_path)
+    prompts = [[1, 2, 3, 4, 5], list(range(100, 140)), [7], list(range(2000, 2013))]
+    alone = []
+    for p in prompts:
+        ctx, ids = model.new_context(128), []
+        lg = ctx.forward(p)
+        for _ in range(4):
+            ids.append(K.argmax(lg))
+            lg = ctx.forward([ids[-1]])
+        alone.append((ids, bytes(lg)))
+    ctxs = [model.new_context(128) for _ in prompts]
+    lgs, ids = model.forward_batch(ctxs, prompts), [[] for _ in prompts]
+    for _ in range(4):
+        for k, lg in enumerate(lgs):
+            ids[k].append(K.argmax(lg))
+        lgs = model.forward_batch(ctxs, [[i[-1]] for i in ids])
+    assert [(i, bytes(lg)) for i, lg in zip(ids, lgs)] == alone
