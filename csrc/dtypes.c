@@ -28,10 +28,13 @@ const lcx_dtype_traits lcx_dtypes[LCX_DT_COUNT] = {
         .gemm_act = {[LCX_ISA_AVX512] = LCX_X86_ONLY(lcx_gemm_bf16bf16_avx512bf16)},
         .gemm_act_cpu = LCX_CPU_AVX512BF16,
     },
-    /* no product reads f16: f16 matrices are widened to f32 at load (exact) */
+    /* no product reads f16: f16 matrices are widened to f32 at load (exact); from_f32 rounds the rows of an
+     * f16 KV cache */
     [LCX_DT_F16] = {
         .name = "f16", .block_size = 1, .block_bytes = 2,
-        .to_f32 = {[LCX_ISA_GENERIC] = lcx_to_f32_f16_generic},
+        .to_f32 = {[LCX_ISA_GENERIC] = lcx_to_f32_f16_generic, [LCX_ISA_AVX512] = LCX_X86_ONLY(lcx_to_f32_f16_avx512)},
+        .from_f32 = {[LCX_ISA_GENERIC] = lcx_from_f32_f16_generic,
+                     [LCX_ISA_AVX512] = LCX_X86_ONLY(lcx_from_f32_f16_avx512)},
         .act_type = -1,
     },
 };

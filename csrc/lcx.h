@@ -122,11 +122,17 @@ void lcx_split(size_t n, size_t align, int tid, int nth, size_t *lo, size_t *hi)
 void lcx_linear_rows(const void *W, int wtype, const float *X, size_t ldx, float *Yr0, size_t ldy, size_t r0,
                      size_t r1, size_t n, size_t t, int beta);
 /* Where the cached key / value of position j for kv head g lives: k / v + g * head_stride + j * row_stride
- * (hd floats each). The model's caches are head-major (head_stride = n_ctx * hd, row_stride = hd): a head's
+ * (hd elements each). The model's caches are head-major (head_stride = n_ctx * hd, row_stride = hd): a head's
  * rows are contiguous, which one core reads ~2x faster than the same rows 3 heads apart. */
 typedef struct {
-    const float *k, *v;
+    const void *k, *v;           /* elements of dtype; strides below in elements */
     size_t head_stride, row_stride;
+    /* LCX_DT_F32, or a type (bf16, f16: the KV cache option) whose rows the attention widens into this
+     * thread's conv (K rows, then V rows at conv + conv_stride) before the f32 kernels read them; such caches
+     * are head-major (row_stride = hd) */
+    int dtype;
+    float *conv;
+    size_t conv_stride;
 } lcx_kv_view;
 void lcx_rmsnorm_part(const float *x, const float *w, float *out, size_t t, size_t n, float eps, int tid, int nth);
 /* RoPE on heads [h0, h1) of t rows of x (t, ldx) (see lcx_rope_f32) */
@@ -208,8 +214,10 @@ typedef struct {
                                            * decode thread tuner in llama_cx/_threads.py sets it per step) */
     float *x, *q, *att, *hb, *hb2;        /* (B, dim) (B, q_dim) (B, q_dim) (B, hidden) (B, hidden) */
     float *xb;                            /* (n_scratch_threads, B, dim) each thread's normalised x */
-    float *k_cache, *v_cache;             /* (n_layers, n_kv, n_ctx, hd) each: head-major; v_cache = k_cache + kv_floats */
-    size_t kv_floats;                     /* floats in each of them */
+    void *k_cache, *v_cache;              /* (n_layers, n_kv, n_ctx, hd) each of kv_dtype: head-major; V after K */
+    size_t kv_floats;                     /* elements in each of them */
+    int kv_dtype;                         /* LCX_DT_F32, BF16 or F16: rows rounded on write, widened to read */
+    float *kvconv;                        /* (n_scratch_threads, 2, n_ctx, hd) f32 for the widened rows (not f32) */
     int kv_mapped;                        /* 1: its own mapping (huge-page hint), 0: calloc */
     float *scratch;                       /* (n_scratch_threads, n_ctx) attention scores */
     float *part;                          /* (n_ctx / LCX_DEC_KC rounded up, n_heads, hd + 1) decode attention parts */
@@ -220,10 +228,12 @@ typedef struct {
     unsigned char *xh;                    /* (B, max(dim, q_dim, hidden)) a product's input */
     unsigned char *xbh;                   /* (n_scratch_threads, B, dim) each thread's xb */
     unsigned char *xh1;                   /* (n_scratch_threads, max(dim, q_dim, hidden)) one token's input */
+    float *kvb;                           /* (B, 2 * kv_dim) a batch step's new K | V rows (lcx_batch_new only) */
 } lcx_state;
 
-size_t lcx_state_bytes(const lcx_model *m, int64_t n_ctx, int64_t max_batch, int64_t n_threads);
-lcx_state *lcx_state_new(const lcx_model *m, int64_t n_ctx, int64_t max_batch, int64_t n_threads);
+/* kv_dtype: the KV cache's element type, a row of lcx_dtypes with from_f32 and to_f32 (f32, bf16, f16) */
+size_t lcx_state_bytes(const lcx_model *m, int64_t n_ctx, int64_t max_batch, int64_t n_threads, int kv_dtype);
+lcx_state *lcx_state_new(const lcx_model *m, int64_t n_ctx, int64_t max_batch, int64_t n_threads, int kv_dtype);
 void lcx_state_free(lcx_state *s);
 
 /* Run t (1 <= t <= max_batch) tokens at positions pos0.. through the model, writing their K/V into the
@@ -231,6 +241,23 @@ void lcx_state_free(lcx_state *s);
  * Returns 0, or -1 when the arguments do not fit the state (nothing is written then). */
 int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t t, int64_t pos0,
                 float *logits, int all_logits);
+
+/* Continuous batching (model/batch.c): one step over several sequences, each with its own state (KV cache,
+ * positions), every weight matrix read once for all of the step's rows.
+ *
+ * The work state of such steps: activations for up to max_tokens rows in all, attention scratch for sequences
+ * of up to n_ctx positions; no KV cache. kv_dtype other than LCX_DT_F32: it can run sequences whose caches are
+ * not f32 (it holds the widening scratch). */
+lcx_state *lcx_batch_new(const lcx_model *m, int64_t n_ctx, int64_t max_tokens, int64_t n_threads, int kv_dtype);
+/* Sequence i (of n_seq) appends n_tok[i] >= 1 tokens at positions pos0[i].. to the KV cache of states[i]
+ * (distinct states of this model); tokens (sum n_tok,) are the sequences' tokens one after the other. Rows go
+ * through each matrix together (one product of sum n_tok rows); attention is per sequence, causal within its
+ * chunk. logits (n_seq, vocab): each sequence's last row; with all_logits (sum n_tok, vocab), every row; NULL:
+ * none. The activation buffers of `work` are used, those of states[] are not. A sequence's logits and cache
+ * rows are the bits lcx_forward gives it alone for the same blocks (f32 activations: the bf16-activation
+ * switches do not apply). Returns 0, or -1 when the arguments do not fit (nothing is written then). */
+int lcx_forward_batch(const lcx_model *m, lcx_state *work, lcx_state *const *states, const int32_t *tokens,
+                      const int64_t *n_tok, const int64_t *pos0, int64_t n_seq, float *logits, int all_logits);
 
 /* dst (n,) f32 <- one row of an embedding table of any dtype */
 void lcx_row_to_f32(const lcx_mat *table, int64_t cols, int64_t row, float *dst);

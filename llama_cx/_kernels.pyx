@@ -14,6 +14,7 @@ cdef extern from "lcx.h" nogil:
         LCX_ISA_AVX2
         LCX_ISA_AVX512
         LCX_ISA_COUNT
+        LCX_DT_F32
         LCX_DT_BF16
         LCX_DT_COUNT
         LCX_ATT_QB
@@ -98,12 +99,15 @@ cdef extern from "lcx.h" nogil:
     ctypedef struct lcx_state:
         int64_t n_ctx, max_batch, n_scratch_threads, max_threads
 
-    size_t lcx_state_bytes(const lcx_model *m, int64_t n_ctx, int64_t max_batch, int64_t n_threads)
-    lcx_state *lcx_state_new(const lcx_model *m, int64_t n_ctx, int64_t max_batch, int64_t n_threads)
+    size_t lcx_state_bytes(const lcx_model *m, int64_t n_ctx, int64_t max_batch, int64_t n_threads, int kv_dtype)
+    lcx_state *lcx_state_new(const lcx_model *m, int64_t n_ctx, int64_t max_batch, int64_t n_threads, int kv_dtype)
     void lcx_state_free(lcx_state *s)
     int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t t, int64_t pos0,
                     float *logits, int all_logits)
     void lcx_row_to_f32(const lcx_mat *table, int64_t cols, int64_t row, float *dst)
+    lcx_state *lcx_batch_new(const lcx_model *m, int64_t n_ctx, int64_t max_tokens, int64_t n_threads, int kv_dtype)
+    int lcx_forward_batch(const lcx_model *m, lcx_state *work, lcx_state *const *states, const int32_t *tokens,
+                          const int64_t *n_tok, const int64_t *pos0, int64_t n_seq, float *logits, int all_logits)
 
 ISA_NAMES = ("generic", "avx2", "avx512")
 # the C weight-type table (csrc/dtypes.c), by name: its row ids are the c_id column of llama_cx/dtypes.py
@@ -219,6 +223,15 @@ cdef inline int _code(str dtype) except -1:
     if code is None:
         raise ValueError(f"unknown dtype {dtype!r} (the C table has {', '.join(DTYPE_CODES)})")
     return code
+
+
+KV_DTYPES = ("f32", "bf16", "f16")  # element types a KV cache may have (rows of lcx_dtypes with from_f32)
+
+
+cdef inline int _kv_code(str dtype) except -1:
+    if dtype not in KV_DTYPES:
+        raise ValueError(f"KV cache dtype {dtype!r} not supported (one of {', '.join(KV_DTYPES)})")
+    return DTYPE_CODES[dtype]
 
 
 cdef inline int _gemm_code(str dtype) except -1:
@@ -372,6 +385,18 @@ def attention_decode(Q, KC, VC, OUT, size_t n_keys, size_t n_heads, size_t n_kv,
         PyMem_Free(part)
 
 
+def from_f32(SRC, str dtype, DST, size_t n):
+    """DST (n,) of dtype <- SRC (n,) f32, rounded by the active ISA's from_f32 of the C table (KV cache rows)."""
+    cdef int code = _code(dtype)
+    cdef lcx_from_f32_fn f = lcx_from_f32_kernel(code)
+    if f == NULL:
+        raise ValueError(f"no f32 -> {dtype} conversion in the C table")
+    cdef const float *s = <const float *>_rd(SRC, n * 4, "SRC")
+    cdef unsigned char *d = _wr(DST, lcx_dtype_bytes(code, n), "DST")
+    with nogil:
+        f(s, d, n)
+
+
 def to_f32(SRC, str dtype, DST, size_t n):
     """DST (n,) f32 <- SRC (n,) of any dtype of the C table (a converted copy, e.g. norm weights at load)."""
     cdef int code = _code(dtype)
@@ -447,9 +472,9 @@ cdef class CModel:
         acts = {lcx_dtypes[_code(spec[2])].act_type for spec in mats.values()} - {-1}
         self.m.act_type = acts.pop() if len(acts) == 1 else -1
 
-    def state_bytes(self, int64_t n_ctx, int64_t max_batch, int64_t n_threads):
+    def state_bytes(self, int64_t n_ctx, int64_t max_batch, int64_t n_threads, str kv_dtype="f32"):
         """Bytes lcx_state_new would allocate for a context (SIZE_MAX when it cannot exist): the one formula."""
-        return lcx_state_bytes(&self.m, n_ctx, max_batch, n_threads)
+        return lcx_state_bytes(&self.m, n_ctx, max_batch, n_threads, _kv_code(kv_dtype))
 
     def embedding_row(self, int64_t row, OUT):
         cdef float *d = <float *>_wr(OUT, self.m.dim * 4, "OUT")
@@ -465,18 +490,21 @@ cdef class CState:
     cdef CModel model
     cdef int32_t *tok
     cdef readonly int64_t n_ctx, max_batch
+    cdef readonly str kv_dtype
 
-    def __cinit__(self, CModel model, int64_t n_ctx, int64_t max_batch, int64_t n_threads):
+    def __cinit__(self, CModel model, int64_t n_ctx, int64_t max_batch, int64_t n_threads, str kv_dtype="f32"):
         self.s = NULL
         self.tok = NULL
         self.model = model
         self.n_ctx = n_ctx
         self.max_batch = max_batch
-        self.s = lcx_state_new(&model.m, n_ctx, max_batch, n_threads)
+        self.kv_dtype = kv_dtype
+        cdef int kv = _kv_code(kv_dtype)
+        self.s = lcx_state_new(&model.m, n_ctx, max_batch, n_threads, kv)
         self.tok = <int32_t *>PyMem_Malloc(max(max_batch, 1) * sizeof(int32_t))
         if self.s is NULL or self.tok is NULL:
             raise MemoryError(
-                f"cannot allocate the context state ({lcx_state_bytes(&model.m, n_ctx, max_batch, n_threads) / 2**20:.0f} MiB)")
+                f"cannot allocate the context state ({lcx_state_bytes(&model.m, n_ctx, max_batch, n_threads, kv) / 2**20:.0f} MiB)")
 
     def __dealloc__(self):
         lcx_state_free(self.s)
@@ -505,6 +533,81 @@ cdef class CState:
             rc = lcx_forward(&self.model.m, self.s, self.tok, t, pos0, lg, all_logits)
         if rc != 0:
             raise ValueError("forward: arguments do not fit the context state")
+
+
+
+cdef class CBatch:
+    """The work state of batched steps (lcx_batch_new): activations for up to max_tokens rows in all, attention
+    scratch for contexts of up to n_ctx positions; the KV caches stay in each context's CState."""
+    cdef lcx_state *s
+    cdef CModel model
+    cdef readonly int64_t n_ctx, max_tokens
+    cdef readonly bint kv_conv
+
+    def __cinit__(self, CModel model, int64_t n_ctx, int64_t max_tokens, int64_t n_threads, bint kv_conv=False):
+        """kv_conv: it will run contexts whose KV cache is not f32 (it holds their widening scratch)."""
+        self.s = NULL
+        self.model = model
+        self.n_ctx = n_ctx
+        self.max_tokens = max_tokens
+        self.kv_conv = kv_conv
+        self.s = lcx_batch_new(&model.m, n_ctx, max_tokens, n_threads, LCX_DT_BF16 if kv_conv else LCX_DT_F32)
+        if self.s is NULL:
+            raise MemoryError(f"cannot allocate a batch work state for {max_tokens} tokens")
+
+    def __dealloc__(self):
+        lcx_state_free(self.s)
+
+    def forward(self, list states, list blocks, list positions, LOGITS=None, bint all_logits=False):
+        """One step: blocks[i] (a list of token ids) at positions positions[i].. of CState states[i]; logits
+        (len(states), vocab), or (sum of lengths, vocab) with all_logits, into LOGITS."""
+        cdef int64_t n = len(states), t = 0, i, j, v = self.model.m.vocab_size, rc
+        cdef CState st
+        if n < 1 or len(blocks) != n or len(positions) != n:
+            raise ValueError("states, blocks and positions must be non-empty and of one length")
+        for i in range(n):
+            st = states[i]
+            if st.model is not self.model:
+                raise ValueError(f"state {i} belongs to another model")
+            if st.n_ctx > self.n_ctx:
+                raise ValueError(f"state {i} has {st.n_ctx} positions, the work state {self.n_ctx}")
+            if st.kv_dtype != "f32" and not self.kv_conv:
+                raise ValueError(f"state {i} has a {st.kv_dtype} KV cache; the work state was made for f32 ones")
+            t += len(blocks[i])
+        if t > self.max_tokens:
+            raise ValueError(f"{t} tokens in one step ({self.max_tokens} allowed)")
+        cdef lcx_state **ps = <lcx_state **>PyMem_Malloc(n * sizeof(lcx_state *))
+        cdef int64_t *nt = <int64_t *>PyMem_Malloc(n * sizeof(int64_t))
+        cdef int64_t *p0 = <int64_t *>PyMem_Malloc(n * sizeof(int64_t))
+        cdef int32_t *tok = <int32_t *>PyMem_Malloc(max(t, 1) * sizeof(int32_t))
+        cdef float *lg = NULL
+        try:
+            if not ps or not nt or not p0 or not tok:
+                raise MemoryError()
+            t = 0
+            for i in range(n):
+                st = states[i]
+                ps[i] = st.s
+                nt[i] = len(blocks[i])
+                p0[i] = positions[i]
+                for j in range(nt[i]):
+                    tid = blocks[i][j]
+                    if not 0 <= tid < v:
+                        raise ValueError(f"token id {tid} out of range [0, {v})")
+                    tok[t] = tid
+                    t += 1
+            if LOGITS is not None:
+                lg = <float *>_wr(LOGITS, (t if all_logits else n) * v * 4, "LOGITS")
+            with nogil:
+                rc = lcx_forward_batch(&self.model.m, self.s, ps, tok, nt, p0, n, lg, all_logits)
+            if rc != 0:
+                raise ValueError("forward_batch: arguments do not fit the states (empty block, positions past a "
+                                 "context, or a state given twice)")
+        finally:
+            PyMem_Free(ps)
+            PyMem_Free(nt)
+            PyMem_Free(p0)
+            PyMem_Free(tok)
 
 
 # ---- tracing: the reference forward (csrc/model/reference.c) and test hooks on the fast one --------------

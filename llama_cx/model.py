@@ -31,6 +31,12 @@ from .tensor import copy_to_weight_buffer
 # Prompt tokens per compiled forward call: large enough that each pass over the weights is shared by
 # many tokens (matrix-matrix products), small enough that activations stay in cache.
 PREFILL_BLOCK = 128
+# Element types of a KV cache (Model.new_context(kv_dtype=...)). bf16 / f16 halve its bytes: rows are rounded
+# when written and widened to f32 when attention reads them. Accuracy and speed measured in tests/test_batch.py
+# and the commit that added them; f32 stays the default.
+KV_DTYPES = ("f32", "bf16", "f16")
+# Tokens in one forward_batch step, all contexts together (a long prompt goes in chunks between decode steps).
+MAX_BATCH_TOKENS = 4096
 _SIZE_MAX = 2**64 - 1  # what the C side says of a state that cannot exist
 
 _MATRICES = ("attention.wq", "attention.wk", "attention.wv", "attention.wo",
@@ -109,6 +115,23 @@ class Model:
     Threads: a Model, its tokenizer and its chat format may be shared by any number of threads (generate,
     chat_session, new_context, logits); each generation gets its own Context and Sampler. A Context is not:
     see Context.
+
+    Continuous batching: `forward_batch(contexts, token_lists)` advances several contexts in one step, each by
+    its own tokens (one for a decode step, or a chunk of its prompt), every weight matrix read once for all of
+    them; contexts join and leave between steps (any subset of this model's contexts per call):
+
+        a, b = model.new_context(), model.new_context()
+        la, lb = model.forward_batch([a, b], [prompt_a, prompt_b])        # two prompts (or chunks of them)
+        la, lb = model.forward_batch([a, b], [[next_a], [next_b]])        # one decode step for both
+        (lb,) = model.forward_batch([b], [[next_b2]])                     # a left
+
+    Each context gets the same bits as from its own `forward` with the same blocks (tests/test_batch.py): a
+    decode token goes through the matvec kernel as alone (a block of weight rows at a time for all decode
+    tokens of the step, so the weights come from memory once), a prompt chunk through the gemm tile, whose
+    per-row sums do not depend on the other rows. One exception: `forward` cuts a prompt into pieces of 128
+    tokens, so a chunk of 128k + 1 tokens ends alone with a one-token piece (matvec, one-query attention) and
+    agrees with the batched chunk only up to summation order; chunks of at most 128 tokens avoid it.
+    The bf16-activation switches (opt-in) apply to `forward` only; batched steps keep f32 activations.
     """
 
     def __init__(self, checkpoint: Checkpoint):
@@ -122,6 +145,8 @@ class Model:
         self.notes.extend(notes)
         self._c = self._build_c_model()
         self.decode_threads = DecodeThreads()  # the thread count of one-token steps, when it adapts
+        self._batch_lock = threading.Lock()
+        self._batch_work = None  # _kernels.CBatch of the largest forward_batch step so far
 
     def _build_c_model(self):
         cfg, tensors = self.config, self.checkpoint.tensors
@@ -160,10 +185,70 @@ class Model:
         return _kernels.CModel(sizes, mats, vecs, self._rope_freqs)
 
     # ---- contexts ------------------------------------------------------------------------------
-    def new_context(self, n_ctx: Optional[int] = None) -> "Context":
+    def new_context(self, n_ctx: Optional[int] = None, kv_dtype: str = "f32") -> "Context":
         """A fresh context (KV cache + activations) of n_ctx positions (default config.default_context:
-        min(max_seq_len, llama_cx.defaults.CONTEXT))."""
-        return Context(self, n_ctx)
+        min(max_seq_len, llama_cx.defaults.CONTEXT)).
+        kv_dtype "bf16" or "f16" keeps the KV cache in half the bytes (rows rounded when written, widened to f32
+        when read: see KV_DTYPES for what it costs)."""
+        return Context(self, n_ctx, kv_dtype=kv_dtype)
+
+    def forward_batch(self, contexts: Sequence["Context"], token_lists: Sequence[Iterable[int]],
+                      all_logits: bool = False) -> list:
+        """One batched step: context i appends token_lists[i] (>= 1 tokens) to its cache. Returns a list with,
+        per context, the logits (vocab,) of its last token, or (len, vocab) of all its tokens if all_logits
+        (float32 memoryviews). The contexts must be distinct contexts of this model, not in use by another
+        call; at most MAX_BATCH_TOKENS tokens in all."""
+        contexts = list(contexts)
+        token_lists = list(token_lists)
+        if not contexts:
+            raise LlamaCxError("forward_batch needs at least one context")
+        if len(token_lists) != len(contexts):
+            raise LlamaCxError(f"forward_batch: {len(contexts)} contexts but {len(token_lists)} token lists")
+        seen = set()
+        for i, ctx in enumerate(contexts):
+            if not isinstance(ctx, Context) or ctx.model is not self:
+                raise LlamaCxError(f"forward_batch: context {i} is not a context of this model")
+            if id(ctx) in seen:
+                raise LlamaCxError(f"forward_batch: context {i} appears twice (one step per context)")
+            seen.add(id(ctx))
+        blocks = []
+        for i, (ctx, ids) in enumerate(zip(contexts, token_lists)):
+            try:
+                blocks.append(ctx._check_ids(ids))
+            except LlamaCxError as e:
+                raise type(e)(f"forward_batch: context {i}: {e}") from None
+        total = sum(len(b) for b in blocks)
+        if total > MAX_BATCH_TOKENS:
+            raise LlamaCxError(f"forward_batch: {total} tokens in one step, at most {MAX_BATCH_TOKENS}; "
+                               "split long prompts into chunks")
+        vocab = self.config.vocab_size
+        out = memoryview(bytearray(4 * vocab * (total if all_logits else len(blocks)))).cast("f")
+        with self._batch_lock:
+            w = self._batch_work
+            n_ctx = max([ctx.n_ctx for ctx in contexts] + ([w.n_ctx] if w else []))
+            conv = any(ctx.kv_dtype != "f32" for ctx in contexts) or bool(w and w.kv_conv)
+            if w is None or w.n_ctx < n_ctx or w.max_tokens < total or conv > w.kv_conv:  # grow to the largest step
+                n_threads = max(available_cpus(), _kernels.get_num_threads(), os.cpu_count() or 1)
+                self._batch_work = w = None  # free the old one first
+                w = self._batch_work = _kernels.CBatch(self._c, n_ctx, max(total, 8), n_threads, conv)
+            entered = []
+            try:
+                for ctx in contexts:
+                    ctx._enter()
+                    entered.append(ctx)
+                w.forward([ctx._state for ctx in contexts], blocks, [ctx.pos for ctx in contexts], out, all_logits)
+                for ctx, block in zip(contexts, blocks):
+                    ctx.tokens.extend(block)
+            finally:
+                for ctx in entered:
+                    ctx._busy.release()
+        result, r = [], 0  # per context: (vocab,) or (len, vocab) views of `out`
+        for block in blocks:
+            n = len(block) if all_logits else 1
+            view = out[r * vocab:(r + n) * vocab]
+            result.append(view.cast("B").cast("f", (n, vocab)) if all_logits else view)
+            r += n
+        return result
 
     def logits(self, token_ids: Sequence[int]):
         """Float32 logits for every position of `token_ids`, shape (len, vocab), from a fresh context."""
@@ -223,27 +308,31 @@ class Context:
     thread (they share the model's weights).
     """
 
-    def __init__(self, model: Model, n_ctx: Optional[int] = None, prefill_block: int = PREFILL_BLOCK):
+    def __init__(self, model: Model, n_ctx: Optional[int] = None, prefill_block: int = PREFILL_BLOCK,
+                 kv_dtype: str = "f32"):
         cfg = model.config
+        if kv_dtype not in KV_DTYPES:
+            raise LlamaCxError(f"KV cache dtype {kv_dtype!r} not supported (one of {', '.join(KV_DTYPES)})")
+        self.kv_dtype = kv_dtype
         n_ctx = cfg.default_context if n_ctx is None else cfg.check_context(n_ctx)
         self.model = model
         self.n_ctx = n_ctx
         self.max_batch = max(1, min(prefill_block, n_ctx))
         n_threads = max(available_cpus(), _kernels.get_num_threads(), os.cpu_count() or 1)
         # exactly what lcx_state_new allocates, known before allocating (_SIZE_MAX: it cannot exist)
-        self.state_bytes = model._c.state_bytes(n_ctx, self.max_batch, n_threads) if n_ctx < 2**63 else _SIZE_MAX
+        self.state_bytes = model._c.state_bytes(n_ctx, self.max_batch, n_threads, kv_dtype) if n_ctx < 2**63 else _SIZE_MAX
         limit = _memory_limit()
         if limit is not None and self.state_bytes > limit:
             raise ContextLengthError(
                 f"a context of {n_ctx} tokens needs {_human(self.state_bytes)} (KV cache + activations), more than "
                 f"this machine's {_human(limit)}; use a smaller n_ctx")
         try:
-            self._state = _kernels.CState(model._c, n_ctx, self.max_batch, n_threads)
+            self._state = _kernels.CState(model._c, n_ctx, self.max_batch, n_threads, kv_dtype)
         except MemoryError:
             raise ContextLengthError(
                 f"not enough memory for a context of {n_ctx} tokens ({self.state_bytes / 2**20:.0f} MiB)") from None
         self.tokens: List[int] = []
-        self._busy = threading.Lock()  # held for the whole of forward; never waited on (see the class doc)
+        self._busy = threading.Lock()  # held for a whole forward or batched step; never waited on (see the class doc)
 
     def _enter(self) -> None:
         if not self._busy.acquire(blocking=False):
@@ -255,15 +344,8 @@ class Context:
         """Number of tokens in the cache = position of the next token."""
         return len(self.tokens)
 
-    def forward(self, token_ids: Iterable[int], all_logits: bool = False):
-        """Append token_ids to the cache; logits (vocab,) of the last one, or (len, vocab) if all_logits."""
-        self._enter()
-        try:
-            return self._forward(token_ids, all_logits)
-        finally:
-            self._busy.release()
-
-    def _forward(self, token_ids, all_logits):
+    def _check_ids(self, token_ids: Iterable[int]) -> List[int]:
+        """token_ids as a list of ints, each in the vocabulary, >= 1 of them, fitting the free positions."""
         try:  # ints and integer-like (numpy) ids; 1.7 or "5" are refused, not truncated
             ids = [operator.index(i) for i in token_ids]
         except TypeError:
@@ -278,6 +360,19 @@ class Context:
         if self.pos + t > self.n_ctx:
             raise ContextLengthError(
                 f"{t} tokens do not fit: {self.pos} of {self.n_ctx} context positions are in use")
+        return ids
+
+    def forward(self, token_ids: Iterable[int], all_logits: bool = False):
+        """Append token_ids to the cache; logits (vocab,) of the last one, or (len, vocab) if all_logits."""
+        ids = self._check_ids(token_ids)
+        t, vocab = len(ids), self.model.config.vocab_size
+        self._enter()
+        try:
+            return self._forward(ids, t, vocab, all_logits)
+        finally:
+            self._busy.release()
+
+    def _forward(self, ids: List[int], t: int, vocab: int, all_logits: bool):
         out = memoryview(bytearray(4 * vocab * (t if all_logits else 1))).cast("f")  # calloc: no per-token memset
         pos, B = self.pos, self.max_batch
         tuner = self.model.decode_threads if adaptive_threads() else None

@@ -52,7 +52,7 @@ def test_bad_omp_num_threads_is_one_notice_not_a_libgomp_warning(scripted_dir, v
     one_notice(r, text)
 
 
-@pytest.mark.parametrize("n", ["1000", "60000", "100000"])
+@pytest.mark.parametrize("n", ["1000", "60000", "100000", "99999999999", str(2**70)])
 def test_huge_thread_counts_are_capped_with_one_line(scripted_dir, n):
     """--threads 100000 segfaulted, 60000 printed libgomp's 'Thread creation failed', 1000 ran at 1.6 tok/s."""
     r = cli("generate", scripted_dir, "-p", "hi", "-n", "3", "--threads", n)

@@ -17,6 +17,7 @@ void lcx_to_f32_f32_generic(const void *src, float *dst, size_t n);
 void lcx_to_f32_bf16_generic(const void *src, float *dst, size_t n);
 void lcx_to_f32_f16_generic(const void *src, float *dst, size_t n);
 void lcx_from_f32_bf16_generic(const float *src, void *dst, size_t n);
+void lcx_from_f32_f16_generic(const float *src, void *dst, size_t n);
 
 /* x86/ : compiled per function for their instruction set (#pragma GCC target), chosen at run time */
 #if LCX_X86_KERNELS
@@ -32,6 +33,8 @@ void lcx_gemm_bf16_avx512(const void *W, size_t ldw, const float *X, size_t ldx,
                           size_t rows, size_t t, size_t n, int beta);
 void lcx_to_f32_bf16_avx512(const void *src, float *dst, size_t n);
 void lcx_from_f32_bf16_avx512(const float *src, void *dst, size_t n);
+void lcx_to_f32_f16_avx512(const void *src, float *dst, size_t n);
+void lcx_from_f32_f16_avx512(const float *src, void *dst, size_t n);
 
 void lcx_gemm_bf16bf16_avx512bf16(const void *W, size_t ldw, const void *X, size_t ldx, float *Y, size_t ldy,
                                   size_t rows, size_t t, size_t n, int beta);

@@ -39,16 +39,22 @@ static void lcx_product(const lcx_model *m, const lcx_mat *W, const float *A, co
 }
 
 /* Rows [r0, r1) of wk or wv (kv_dim rows: n_kv heads of hd) into the head-major cache of one layer,
- * (n_kv, n_ctx, hd): head g's rows for positions pos0.. at cache + (g * n_ctx + pos0) * hd. With rope,
- * [r0, r1) are whole heads and each is rotated once written. */
-static void lcx_product_kv(const lcx_model *m, const lcx_mat *W, const float *A, const void *ah, float *cache,
-                           size_t n_ctx, size_t pos0, size_t hd, size_t r0, size_t r1, size_t n, size_t t,
-                           const float *cos_t, const float *sin_t) {
+ * (n_kv, n_ctx, hd) of kv_dtype: head g's rows for positions pos0.. at cache + (g * n_ctx + pos0) * hd. With
+ * rope, [r0, r1) are whole heads and each is rotated once written. A cache of another type than f32 gets the
+ * rows computed in f32 into tmp (t, hd), rounded on the way in (from_f32 of its row in lcx_dtypes). */
+static void lcx_product_kv(const lcx_model *m, const lcx_mat *W, const float *A, const void *ah, void *cache,
+                           int kv_dtype, size_t n_ctx, size_t pos0, size_t hd, size_t r0, size_t r1, size_t n,
+                           size_t t, const float *cos_t, const float *sin_t, float *tmp) {
+    const lcx_from_f32_fn round_kv = kv_dtype == LCX_DT_F32 ? 0 : lcx_from_f32_kernel(kv_dtype);
     for (size_t g = r0 / hd; g * hd < r1; g++) {
         size_t lo = g * hd > r0 ? g * hd : r0, hi = (g + 1) * hd < r1 ? (g + 1) * hd : r1;
-        float *head = cache + (g * n_ctx + pos0) * hd; /* (t, hd) */
+        size_t at = (g * n_ctx + pos0) * hd; /* the head's rows for this block, (t, hd) */
+        float *head = round_kv ? tmp : (float *)cache + at;
         lcx_product_to(m, W, A, ah, head + (lo - g * hd), hd, lo, hi, n, t, 0);
         if (cos_t) lcx_rope_heads(head, hd, t, 0, 1, hd, cos_t, sin_t);
+        for (size_t i = 0; round_kv && i < t; i++)
+            round_kv(head + i * hd + (lo - g * hd),
+                     (unsigned char *)cache + lcx_dtype_bytes(kv_dtype, at + i * hd + (lo - g * hd)), hi - lo);
     }
 }
 
@@ -151,6 +157,8 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
         nth = omp_get_num_threads();
 #endif
         float *scores = s->scratch + (size_t)tid * LCX_ATT_QB * (size_t)s->n_ctx;
+        /* (2, n_ctx, hd) widened K / V rows of a bf16 / f16 cache, and the new rows before rounding */
+        float *conv = s->kvconv ? s->kvconv + (size_t)tid * 2 * (size_t)s->n_ctx * hd : NULL;
         /* normalised inputs: one shared copy for a prompt block, each thread's own for one token */
         const int shared_norm = T > 1 && nth > 1;
         const size_t slot = shared_norm ? 0 : (size_t)tid;
@@ -171,17 +179,19 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
 
         for (int64_t l = 0; l < m->n_layers; l++) {
             const lcx_layer *L = &m->layers[l];
-            float *kc = s->k_cache + (size_t)l * (size_t)s->n_ctx * kv_dim; /* (n_kv, n_ctx, hd): head-major */
-            float *vc = s->v_cache + (size_t)l * (size_t)s->n_ctx * kv_dim;
-            const lcx_kv_view kv = {kc, vc, (size_t)s->n_ctx * hd, hd};
+            const size_t off = lcx_dtype_bytes(s->kv_dtype, (size_t)l * (size_t)s->n_ctx * kv_dim);
+            void *kc = (unsigned char *)s->k_cache + off; /* (n_kv, n_ctx, hd) of kv_dtype: head-major */
+            void *vc = (unsigned char *)s->v_cache + off;
+            const lcx_kv_view kv = {kc, vc, (size_t)s->n_ctx * hd, hd, s->kv_dtype, conv, (size_t)s->n_ctx * hd};
 
             /* attention block: xb = norm(x); q, k, v = xb @ wq/wk/wv ᵀ; rope; attend; x += att @ woᵀ */
             const void *ah = lcx_norm_input(m, to_act, x, L->attn_norm, xb, xbh, T, dim, eps, shared_norm, tid, nth);
             lcx_product(m, &L->wq, xb, ah, q, q_dim, qh0 * hd, qh1 * hd, dim, T, 0);
             lcx_rope_heads(q, q_dim, T, qh0, qh1, hd, s->rope_cos, s->rope_sin);
-            lcx_product_kv(m, &L->wk, xb, ah, kc, (size_t)s->n_ctx, (size_t)pos0, hd, kh0 * hd, kh1 * hd, dim, T,
-                           s->rope_cos, s->rope_sin);
-            lcx_product_kv(m, &L->wv, xb, ah, vc, (size_t)s->n_ctx, (size_t)pos0, hd, b0, b1, dim, T, NULL, NULL);
+            lcx_product_kv(m, &L->wk, xb, ah, kc, s->kv_dtype, (size_t)s->n_ctx, (size_t)pos0, hd, kh0 * hd, kh1 * hd,
+                           dim, T, s->rope_cos, s->rope_sin, conv);
+            lcx_product_kv(m, &L->wv, xb, ah, vc, s->kv_dtype, (size_t)s->n_ctx, (size_t)pos0, hd, b0, b1, dim, T,
+                           NULL, NULL, conv);
 #pragma omp barrier
             const float *a = att; /* (t, q_dim) attention output: shared, or this thread's merge of the parts */
             if (T == 1) {

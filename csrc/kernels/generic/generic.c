@@ -82,6 +82,31 @@ void lcx_from_f32_bf16_generic(const float *src, void *dst, size_t n) {
     for (size_t j = 0; j < n; j++) d[j] = lcx_f32_to_bf16_scalar(src[j]);
 }
 
+/* dst (n,) IEEE half = round-to-nearest-even(src (n,) f32): overflow to inf, subnormal halves rounded (not
+ * flushed), NaN kept quiet with its top payload bits, as numpy's astype(float16) and x86's vcvtps2ph */
+void lcx_from_f32_f16_generic(const float *src, void *dst, size_t n) {
+    uint16_t *d = (uint16_t *)dst;
+    for (size_t j = 0; j < n; j++) {
+        uint32_t u, a;
+        memcpy(&u, src + j, sizeof u);
+        uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+        a = u & 0x7fffffffu;
+        if (a > 0x7f800000u) { /* NaN */
+            d[j] = sign | 0x7e00u | (uint16_t)((a >> 13) & 0x3ffu);
+        } else if (a >= 0x477ff000u) { /* >= 65520 (half-way above the largest half, 65504): inf */
+            d[j] = sign | 0x7c00u;
+        } else if (a < 0x38800000u) { /* below 2^-14: a subnormal half, units of 2^-24, exact scaling then RNE */
+            float f;
+            memcpy(&f, &a, sizeof f);
+            d[j] = sign | (uint16_t)nearbyintf(f * 16777216.0f); /* 0x400 when it rounds up to the smallest normal */
+        } else { /* normal: rebias the exponent (127 -> 15), round the 13 dropped bits to nearest even */
+            uint32_t r = a - 0x38000000u;
+            r += 0xfffu + ((r >> 13) & 1u);
+            d[j] = sign | (uint16_t)(r >> 13);
+        }
+    }
+}
+
 static float lcx_softmax_f32_generic(float *x, size_t n, float scale) {
     float mx = -INFINITY;
     for (size_t j = 0; j < n; j++) mx = x[j] > mx ? x[j] : mx;

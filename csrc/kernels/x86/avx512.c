@@ -321,6 +321,25 @@ void lcx_from_f32_bf16_avx512(const float *src, void *dstv, size_t n) {
         _mm256_mask_storeu_epi16(dst + j, m, _mm512_cvtepi32_epi16(r));
     }
 }
+/* dst (n,) f32 = src (n,) IEEE half, exact (vcvtph2ps, AVX-512 F): the bf16 / f16 KV cache rows */
+void lcx_to_f32_f16_avx512(const void *srcv, float *dst, size_t n) {
+    const uint16_t *src = (const uint16_t *)srcv;
+    for (size_t j = 0; j < n; j += 16) {
+        __mmask16 m = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1u);
+        _mm512_mask_storeu_ps(dst + j, m, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, src + j)));
+    }
+}
+
+/* dst (n,) IEEE half = round-to-nearest-even(src (n,) f32) (vcvtps2ph), bit for bit lcx_from_f32_f16_generic */
+void lcx_from_f32_f16_avx512(const float *src, void *dstv, size_t n) {
+    uint16_t *dst = (uint16_t *)dstv;
+    for (size_t j = 0; j < n; j += 16) {
+        __mmask16 m = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1u);
+        __m256i h = _mm512_cvtps_ph(_mm512_maskz_loadu_ps(m, src + j), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm256_mask_storeu_epi16(dst + j, m, h);
+    }
+}
+
 const lcx_kernels lcx_kernels_avx512 = {
     .name = "avx512", .pv_f32 = lcx_pv_f32_avx512, .softmax_f32 = lcx_softmax_f32_avx512,
     .swiglu_f32 = lcx_swiglu_f32_avx512, .rmsnorm_f32 = lcx_rmsnorm_f32_avx512,

@@ -1,0 +1,217 @@
+/* Continuous batching: one forward step over several sequences, each with its own KV cache and positions.
+ * Every sequence brings one token (a decode step) or a chunk of its prompt; all rows of the step go through
+ * each weight matrix in one product (t = rows of the step: the gemm tile, so the weights are read once per
+ * step, not once per sequence), while attention runs per sequence over its own cache, causal within a chunk.
+ * The same layer as lcx_forward (model/forward.c), top to bottom:
+ *   embed -> for each layer: RMSNorm, q/k/v for all rows, RoPE at each row's position, K/V rows into each
+ *   sequence's cache, attention per sequence, out-proj + residual, RMSNorm, SwiGLU FFN + residual ->
+ *   RMSNorm of each sequence's last row -> logits.
+ * A sequence's rows get the same arithmetic as in lcx_forward alone (lcx_product_rows), so its logits are the
+ * same bits, whatever the other sequences of the step; f32 activations throughout (the bf16-activation
+ * switches of lcx_forward are not applied here).
+ *
+ * Performance notes
+ * - One-token rows: a block of LCX_BATCH_BLOCK_BYTES of weight rows at a time through the matvec kernel for
+ *   every decode token (lcx_product_rows): exact against the sequence alone, weights from memory once per
+ *   step. SmolLM2 decode at position 64, 1 thread, on the shared 2-vCPU VM under load ~9 (absolute numbers
+ *   ~4x below a quiet machine): aggregate 18.9 tok/s for 1 sequence, 34.2 for 2, 47.7 for 4, 50.9 for 8
+ *   (2.69x); a second run under load ~8: 27.1-27.6 for 1, 107.9-110.0 for 8 (3.98-3.99x). The gemm tile for
+ *   all rows (the first version, not bit-exact: max |Δlogit| ~1e-6 x std), alternated with it in that run:
+ *   28.3 / 26.9 for 1, 110.5 / 109.2 for 8: the same speed, so the exact path stays. At 2 threads the load
+ *   (7-9 on 2 vCPUs) made the OpenMP barriers dominate: 1-20 tok/s for any batch size, not a measurement.
+ */
+#include <string.h>
+
+#include "lcx.h"
+#include "model/model.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* the attention work items of a sequence of n rows at pos0 (as lcx_attention_part / _decode_part deal them) */
+static size_t lcx_att_items(const lcx_model *m, int64_t n, int64_t pos0) {
+    if (n == 1) {
+        size_t n_rep = (size_t)(m->n_heads / m->n_kv_heads), n_sub = (n_rep + LCX_ATT_QB - 1) / LCX_ATT_QB;
+        return (size_t)m->n_kv_heads * n_sub * (((size_t)pos0 + 1 + LCX_DEC_KC - 1) / LCX_DEC_KC);
+    }
+    return (size_t)m->n_heads * (((size_t)n + LCX_ATT_QB - 1) / LCX_ATT_QB);
+}
+
+/* Rows [lo, hi) of kv_dim (within whole heads or not) of the step's new rows src (T, kv_dim), rows r0 .. r0 + n
+ * of sequence s, into its head-major cache of layer l (n_kv, n_ctx, hd) of kv_dtype at positions pos0 ..
+ * pos0 + n, rounded when it is not f32. */
+static void lcx_store_kv(void *cache, int kv_dtype, int64_t n_ctx, size_t hd, const float *src, size_t kv_dim,
+                         size_t r0, int64_t n, int64_t pos0, size_t lo, size_t hi) {
+    const lcx_from_f32_fn round_kv = kv_dtype == LCX_DT_F32 ? 0 : lcx_from_f32_kernel(kv_dtype);
+    for (size_t g = lo / hd; g * hd < hi; g++) {
+        size_t a = g * hd > lo ? g * hd : lo, b = (g + 1) * hd < hi ? (g + 1) * hd : hi;
+        for (int64_t j = 0; j < n; j++) {
+            size_t at = (g * (size_t)n_ctx + (size_t)(pos0 + j)) * hd + (a - g * hd);
+            const float *row = src + (r0 + (size_t)j) * kv_dim + a;
+            if (round_kv)
+                round_kv(row, (unsigned char *)cache + lcx_dtype_bytes(kv_dtype, at), b - a);
+            else
+                memcpy((float *)cache + at, row, (b - a) * sizeof(float));
+        }
+    }
+}
+
+/* bytes of weight rows per block of the one-token products: read from memory for the first token of the step
+ * and from L2 for the others */
+#define LCX_BATCH_BLOCK_BYTES (64u << 10)
+
+/* Rows [r0, r1) of Y (t, ldy) (+)= X (t, ldx) @ Wᵀ over n columns, for the step's rows as lcx_forward computes
+ * them for each sequence alone, so a batched sequence gets the same bits: a prompt chunk's rows as one block
+ * (the gemm tile, whose per-row sums do not depend on the other rows), each one-token row by the matvec kernel
+ * (the gemm with t = 1). The one-token rows take a block of weight rows at a time, all of them, so the block
+ * comes from memory once per step and from cache for the other rows (the matvec sums a row the same way
+ * whatever the block: see LCX_MATVEC_BODY). n_tok NULL: n_seq rows of one token each. */
+static void lcx_product_rows(const lcx_mat *W, const float *X, size_t ldx, float *Y, size_t ldy, size_t r0,
+                             size_t r1, size_t n, const int64_t *n_tok, int64_t n_seq, int beta) {
+    if (r0 >= r1) return;
+    int64_t r = 0;
+    for (int64_t i = 0; n_tok && i < n_seq; r += n_tok[i], i++)
+        if (n_tok[i] > 1)
+            lcx_linear_rows(W->data, W->dtype, X + (size_t)r * ldx, ldx, Y + (size_t)r * ldy + r0, ldy, r0, r1, n,
+                            (size_t)n_tok[i], beta);
+    const lcx_gemm_fn gemm = lcx_gemm_kernel(W->dtype);
+    size_t row_bytes = lcx_dtype_bytes(W->dtype, n), blk = LCX_BATCH_BLOCK_BYTES / (row_bytes ? row_bytes : 1) / 4 * 4;
+    if (blk < 4) blk = 4;
+    for (size_t b0 = r0; b0 < r1; b0 += blk) {
+        size_t rows = r1 - b0 < blk ? r1 - b0 : blk;
+        const void *wb = (const unsigned char *)W->data + lcx_dtype_bytes(W->dtype, b0 * n);
+        r = 0;
+        for (int64_t i = 0; i < n_seq; r += n_tok ? n_tok[i] : 1, i++)
+            if (!n_tok || n_tok[i] == 1) gemm(wb, n, X + (size_t)r * ldx, ldx, Y + (size_t)r * ldy + b0, ldy, rows, 1, n, beta);
+    }
+}
+
+int lcx_forward_batch(const lcx_model *m, lcx_state *w, lcx_state *const *states, const int32_t *tokens,
+                      const int64_t *n_tok, const int64_t *pos0, int64_t n_seq, float *logits, int all_logits) {
+    if (n_seq < 1 || w->kvb == NULL) return -1;
+    int64_t t = 0;
+    for (int64_t i = 0; i < n_seq; i++) {
+        const lcx_state *s = states[i];
+        if (!s || s->kvb || (s->kv_dtype != LCX_DT_F32 && !w->kvconv) || n_tok[i] < 1 || pos0[i] < 0 || pos0[i] + n_tok[i] > s->n_ctx || s->n_ctx > w->n_ctx)
+            return -1;
+        for (int64_t k = 0; k < i; k++)
+            if (states[k] == s) return -1; /* one sequence per cache */
+        t += n_tok[i];
+        if (t > w->max_batch) return -1;
+    }
+    for (int64_t r = 0; r < t; r++)
+        if (tokens[r] < 0 || tokens[r] >= m->vocab_size) return -1;
+
+    const size_t dim = (size_t)m->dim, hd = (size_t)m->head_dim, q_dim = (size_t)lcx_q_dim(m);
+    const size_t kv_dim = (size_t)lcx_kv_dim(m), hidden = (size_t)m->hidden_dim, T = (size_t)t;
+    const size_t n_heads = (size_t)m->n_heads, n_kv = (size_t)m->n_kv_heads, vocab = (size_t)m->vocab_size;
+    float *x = w->x, *q = w->q, *att = w->att, *hb = w->hb, *hb2 = w->hb2, *xb = w->xb;
+    float *kb = w->kvb, *vb = w->kvb + T * kv_dim; /* (t, kv_dim) each: the step's new K and V rows */
+    const float eps = m->norm_eps;
+
+    for (int64_t i = 0, r = 0; i < n_seq; i++)
+        for (int64_t j = 0; j < n_tok[i]; j++, r++) {
+            lcx_row_to_f32(&m->tok_embeddings, m->dim, tokens[r], x + r * m->dim); /* x (t, dim) */
+            w->pos[r] = pos0[i] + j;
+        }
+    lcx_rope_table(w->pos, T, m->rope_freqs, hd / 2, w->rope_cos, w->rope_sin); /* each row at its position */
+
+    int nt = lcx_get_num_threads();
+    if (nt > w->n_scratch_threads) nt = (int)w->n_scratch_threads;
+    if (dim * dim * T < (1u << 15)) nt = 1; /* toy sizes: not worth the threads */
+
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int tid = 0, nth = 1;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+        nth = omp_get_num_threads();
+#endif
+        float *scores = w->scratch + (size_t)tid * LCX_ATT_QB * (size_t)w->n_ctx;
+        float *conv = w->kvconv ? w->kvconv + (size_t)tid * 2 * (size_t)w->n_ctx * hd : NULL; /* (2, n_ctx, hd) */
+        size_t u0, u1, qh0, qh1, kh0, kh1, b0, b1, c0, c1, d0, d1;
+        lcx_split(n_heads + n_kv, 1, tid, nth, &u0, &u1); /* my heads of [q heads | k heads] */
+        qh0 = u0 < n_heads ? u0 : n_heads;
+        qh1 = u1 < n_heads ? u1 : n_heads;
+        kh0 = u0 > n_heads ? u0 - n_heads : 0;
+        kh1 = u1 > n_heads ? u1 - n_heads : 0;
+        lcx_split(kv_dim, 4, tid, nth, &b0, &b1);  /* my rows of wv */
+        lcx_split(dim, 4, tid, nth, &c0, &c1);     /* my rows of wo, w2 */
+        lcx_split(hidden, 4, tid, nth, &d0, &d1);  /* my rows of w1, w3 */
+
+        for (int64_t l = 0; l < m->n_layers; l++) {
+            const lcx_layer *L = &m->layers[l];
+
+            /* attention block: xb = norm(x); q, k, v = xb @ wq/wk/wv ᵀ; rope; K/V rows to the caches */
+            lcx_rmsnorm_part(x, L->attn_norm, xb, T, dim, eps, tid, nth);
+#pragma omp barrier
+            lcx_product_rows(&L->wq, xb, dim, q, q_dim, qh0 * hd, qh1 * hd, dim, n_tok, n_seq, 0);
+            lcx_rope_heads(q, q_dim, T, qh0, qh1, hd, w->rope_cos, w->rope_sin);
+            lcx_product_rows(&L->wk, xb, dim, kb, kv_dim, kh0 * hd, kh1 * hd, dim, n_tok, n_seq, 0);
+            lcx_rope_heads(kb, kv_dim, T, kh0, kh1, hd, w->rope_cos, w->rope_sin);
+            lcx_product_rows(&L->wv, xb, dim, vb, kv_dim, b0, b1, dim, n_tok, n_seq, 0);
+            for (int64_t i = 0, r = 0; i < n_seq; r += n_tok[i], i++) { /* the rows this thread computed */
+                const lcx_state *s = states[i];
+                const size_t off = lcx_dtype_bytes(s->kv_dtype, (size_t)l * (size_t)s->n_ctx * kv_dim);
+                void *kc = (unsigned char *)s->k_cache + off, *vc = (unsigned char *)s->v_cache + off; /* (n_kv, n_ctx, hd) */
+                lcx_store_kv(kc, s->kv_dtype, s->n_ctx, hd, kb, kv_dim, (size_t)r, n_tok[i], pos0[i], kh0 * hd, kh1 * hd);
+                lcx_store_kv(vc, s->kv_dtype, s->n_ctx, hd, vb, kv_dim, (size_t)r, n_tok[i], pos0[i], b0, b1);
+            }
+#pragma omp barrier
+            /* attention per sequence: decode steps in parts (merged below), prompt chunks causal */
+            size_t rot = 0;
+            for (int64_t i = 0, r = 0; i < n_seq; r += n_tok[i], i++) {
+                const lcx_state *s = states[i];
+                const size_t off = lcx_dtype_bytes(s->kv_dtype, (size_t)l * (size_t)s->n_ctx * kv_dim);
+                const lcx_kv_view kv = {(unsigned char *)s->k_cache + off, (unsigned char *)s->v_cache + off,
+                                        (size_t)s->n_ctx * hd, hd, s->kv_dtype, conv, (size_t)w->n_ctx * hd};
+                const int me = (int)(((size_t)tid + rot) % (size_t)nth); /* deal on from the last sequence */
+                if (n_tok[i] == 1)
+                    lcx_attention_decode_part(q + (size_t)r * q_dim, &kv, (size_t)pos0[i] + 1, n_heads, n_kv, hd,
+                                              scores, s->part, me, nth);
+                else
+                    lcx_attention_part(q + (size_t)r * q_dim, &kv, att + (size_t)r * q_dim, NULL, -1,
+                                       (size_t)n_tok[i], (size_t)pos0[i], n_heads, n_kv, hd, scores, me, nth);
+                rot += lcx_att_items(m, n_tok[i], pos0[i]);
+            }
+#pragma omp barrier
+            for (int64_t i = 0, r = 0, k = 0; i < n_seq; r += n_tok[i], i++)
+                if (n_tok[i] == 1 && k++ % nth == tid)
+                    lcx_attention_merge(states[i]->part, (size_t)pos0[i] + 1, n_heads, hd, att + (size_t)r * q_dim);
+#pragma omp barrier
+            lcx_product_rows(&L->wo, att, q_dim, x, dim, c0, c1, q_dim, n_tok, n_seq, 1);
+#pragma omp barrier
+
+            /* feed-forward block: xb = norm(x); x += w2(silu(w1 xb) * w3 xb) */
+            lcx_rmsnorm_part(x, L->ffn_norm, xb, T, dim, eps, tid, nth);
+#pragma omp barrier
+            lcx_product_rows(&L->w1, xb, dim, hb, hidden, d0, d1, dim, n_tok, n_seq, 0);
+            lcx_product_rows(&L->w3, xb, dim, hb2, hidden, d0, d1, dim, n_tok, n_seq, 0);
+            for (size_t i = 0; i < T && d0 < d1; i++) lcx_swiglu_part(hb + i * hidden + d0, hb2 + i * hidden + d0, d1 - d0);
+#pragma omp barrier
+            lcx_product_rows(&L->w2, hb, hidden, x, dim, c0, c1, hidden, n_tok, n_seq, 1);
+#pragma omp barrier
+        }
+
+        if (logits) {
+            if (all_logits) {
+                lcx_rmsnorm_part(x, m->norm, xb, T, dim, eps, tid, nth);
+            } else { /* xb row i = norm(the last row of sequence i) */
+                size_t i0, i1;
+                lcx_split((size_t)n_seq, 1, tid, nth, &i0, &i1);
+                for (int64_t i = 0, r = 0; i < n_seq; i++) {
+                    r += n_tok[i];
+                    if ((size_t)i >= i0 && (size_t)i < i1)
+                        lcx_rmsnorm_part(x + (size_t)(r - 1) * dim, m->norm, xb + (size_t)i * dim, 1, dim, eps, 0, 1);
+                }
+            }
+#pragma omp barrier
+            size_t v0, v1;
+            lcx_split(vocab, 4, tid, nth, &v0, &v1);
+            /* all rows: grouped as the sequences' blocks; last rows: one token each, as lcx_forward's logits */
+            lcx_product_rows(&m->output, xb, dim, logits, vocab, v0, v1, dim, all_logits ? n_tok : NULL, n_seq, 0);
+        }
+    }
+    return 0;
+}
