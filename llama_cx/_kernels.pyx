@@ -621,3 +621,32 @@ def state_residual(CState state, OUT, size_t t):
     cdef size_t dim = state.model.m.dim
     cdef float *o = <float *>_wr(OUT, t * dim * 4, "OUT")
     memcpy(o, (<lcx_state_x *>state.s).x, t * dim * sizeof(float))
+
+
+# ---- offline quantizers (csrc/kernels/generic/quantize.c): `llama-cx quantize` ----------------------------------
+
+cdef extern from "kernels/quantize.h" nogil:
+    size_t lcx_quant_row_bytes(int type, int64_t n_per_row)
+    size_t lcx_quantize_rows(int type, const float *src, void *dst, int64_t nrows, int64_t n_per_row)
+
+
+def quant_row_bytes(int ggml_type, int64_t n_per_row):
+    """Bytes of one quantized row of n_per_row elements; 0 for a type we do not write or a row length that is
+    not a multiple of its block size."""
+    return lcx_quant_row_bytes(ggml_type, n_per_row)
+
+
+def quantize_rows(int ggml_type, SRC, DST, int64_t nrows, int64_t n_per_row):
+    """SRC (nrows, n_per_row) f32 -> DST (nrows, quant_row_bytes) blocks of ggml type `ggml_type`, as ggml's
+    reference quantizer writes them; rows split across threads. Returns the bytes written."""
+    cdef size_t row_bytes = lcx_quant_row_bytes(ggml_type, n_per_row)
+    if row_bytes == 0:
+        raise ValueError(f"ggml type {ggml_type} cannot be written for rows of {n_per_row} elements")
+    if nrows < 0:
+        raise ValueError(f"nrows must not be negative, got {nrows}")
+    cdef const float *src = <const float *>_rd(SRC, <size_t>nrows * <size_t>n_per_row * 4, "SRC")
+    cdef void *dst = <void *>_wr(DST, <size_t>nrows * row_bytes, "DST")
+    cdef size_t n
+    with nogil:
+        n = lcx_quantize_rows(ggml_type, src, dst, nrows, n_per_row)
+    return n
