@@ -5,6 +5,8 @@ from .errors import (ContextLengthError, FormatError, InvalidArgumentError, Llam
                      TokenizerMissingError, UnsafePickleError)
 from .generate import ChatSession, Generation, GenerationStats, generate, generate_tokens
 from .model import Context, Model, load
+from .perplexity import perplexity
+from .quantize import quantize
 from .runtime import (cpu_info, get_bf16_decode, get_bf16_prefill, get_num_threads, set_bf16_decode, set_bf16_prefill,
                       set_num_threads)
 from .sampling import Sampler, SamplingParams
@@ -18,6 +20,6 @@ __all__ = [
     "ChatMLFormat", "Llama2ChatFormat", "chat_format_for", "generate", "generate_tokens", "Generation",
     "GenerationStats", "ChatSession",
     "Sampler", "SamplingParams", "cpu_info", "set_num_threads", "get_num_threads", "set_bf16_prefill",
-    "get_bf16_prefill", "set_bf16_decode", "get_bf16_decode", "trace", "LlamaCxError", "FormatError",
+    "get_bf16_prefill", "set_bf16_decode", "get_bf16_decode", "trace", "quantize", "perplexity", "LlamaCxError", "FormatError",
     "UnsafePickleError", "TokenizerError", "InvalidArgumentError", "TokenizerMissingError", "ContextLengthError",
 ]

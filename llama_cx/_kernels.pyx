@@ -650,3 +650,33 @@ def quantize_rows(int ggml_type, SRC, DST, int64_t nrows, int64_t n_per_row):
     with nogil:
         n = lcx_quantize_rows(ggml_type, src, dst, nrows, n_per_row)
     return n
+
+
+# ---- perplexity (llama_cx/perplexity.py) -------------------------------------------------------------------------
+
+from libc.math cimport expf, log
+
+def nll_rows(LOGITS, size_t rows, size_t vocab, targets):
+    """[-log softmax(LOGITS[i])[targets[i]] for i < rows] over LOGITS (rows, vocab) f32, as llama.cpp's
+    perplexity computes it: float max, a double sum of expf(l - max), the result in double."""
+    if len(targets) != rows:
+        raise ValueError(f"{len(targets)} targets for {rows} rows")
+    cdef const float *l = <const float *>_rd(LOGITS, rows * vocab * 4, "LOGITS")
+    cdef size_t i, j, tok
+    cdef float mx
+    cdef double s
+    out = []
+    for i in range(rows):
+        tok = targets[i]
+        if tok >= vocab:
+            raise ValueError(f"target {tok} out of range [0, {vocab})")
+        with nogil:
+            mx = l[i * vocab]
+            for j in range(1, vocab):
+                if l[i * vocab + j] > mx:
+                    mx = l[i * vocab + j]
+            s = 0.0
+            for j in range(vocab):
+                s += expf(l[i * vocab + j] - mx)
+        out.append(-(<double>(l[i * vocab + tok] - mx) - log(s)))
+    return out

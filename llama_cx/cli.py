@@ -23,7 +23,7 @@ from typing import List, Optional
 from ._version import __version__
 from .errors import LlamaCxError
 
-COMMANDS = ("generate", "chat", "info", "demo", "trace", "trace-diff")
+COMMANDS = ("generate", "chat", "info", "demo", "trace", "trace-diff", "quantize", "perplexity")
 PROG = "llama-cx"
 
 
@@ -105,7 +105,7 @@ def _build_parsers():
 
     top = _Parser(prog=PROG, parents=[common, sampling],
                   description="CPU inference for Meta Llama models. Without a command: an interactive menu.",
-                  epilog="commands: generate, chat, info, demo, trace, trace-diff  (llama-cx COMMAND --help)")
+                  epilog="commands: generate, chat, info, demo, trace, trace-diff, quantize, perplexity  (llama-cx COMMAND --help)")
     top.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     model_arg(top, demo_fallback=False)
     top.set_defaults(func=cmd_menu, command=None)
@@ -140,6 +140,8 @@ def _build_parsers():
     p.set_defaults(func=cmd_demo, model=None)
     from .cli_trace import add_parsers as _add_trace_parsers  # trace, trace-diff (llama_cx/cli_trace.py)
     _add_trace_parsers(subs, _Parser, common)
+    from .cli_tools import add_parsers as _add_tool_parsers  # quantize, perplexity (llama_cx/cli_tools.py)
+    _add_tool_parsers(subs, _Parser, common)
     for name, p in subs.items():
         p.set_defaults(command=name)
     return top, subs
