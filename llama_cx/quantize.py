@@ -310,6 +310,8 @@ def quantize(in_path, out_path, type: str = "q4_k_m", progress: Optional[Callabl
     if kind not in FILE_TYPES:
         raise InvalidArgumentError(f"unknown quantization type {type!r} (choose from {', '.join(FILE_TYPES)})")
     in_path, out_path = os.fspath(in_path), os.fspath(out_path)
+    if not os.path.exists(in_path):
+        raise FormatError(f"{in_path}: no such file or directory")
     if os.path.exists(out_path) and os.path.samefile(in_path, out_path):
         raise InvalidArgumentError(f"{out_path}: the output would overwrite the input")
     t0 = time.perf_counter()
