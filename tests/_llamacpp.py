@@ -34,7 +34,8 @@ def no_extra_buffers(monkeypatch):
     monkeypatch.setattr(llama_cpp, "llama_model_default_params", without_extra_buffers, raising=False)
 
 
-def dequantized_f32_gguf(src, dst):
+def dequantized_f32_gguf(src, dst, overrides=()):
+    """overrides: (key, value, type) metadata entries to set (added when absent)."""
     from gguf import GGUFReader
     from gguf.quants import dequantize
 
@@ -43,10 +44,14 @@ def dequantized_f32_gguf(src, dst):
 
     gf = GGUFFile(src)
     w = GGUFWriter(dst)
+    changed = {k: (v, t) for k, v, t in overrides}
     for k, v in gf.metadata.items():
         if k == "general.file_type":
             v = 0  # ALL_F32
-        w.add(k, v, gf.metadata_types[k])
+        v, t = changed.pop(k, (v, gf.metadata_types[k]))
+        w.add(k, v, t)
+    for k, (v, t) in changed.items():
+        w.add(k, v, t)
     r = GGUFReader(src)
     arrays = []
     for t in r.tensors:
