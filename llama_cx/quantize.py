@@ -136,6 +136,17 @@ def _bytes_to_unicode() -> Dict[int, str]:
     return dict(zip(bs, map(chr, cs)))
 
 
+# Meta-Llama-3-8B-Instruct's tokenizer_config.json chat_template: what convert_hf_to_gguf copies for Llama 3, and
+# what llama.cpp (and llama_cx) recognise as the Llama 3 chat format. A Meta directory does not say whether it is an
+# instruct model; the template costs nothing on a base model.
+LLAMA3_CHAT_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + "
+    "message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
+    "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+
 def _tiktoken_metadata(path: str) -> List[tuple]:
     """tokenizer.ggml.* for Meta's Llama 3 tokenizer.model, as convert_hf_to_gguf writes its HF twin: "gpt2"
     tokens in GPT-2's byte alphabet, the 256 special tokens as control tokens, and the merges recovered from the
@@ -167,6 +178,7 @@ def _tiktoken_metadata(path: str) -> List[tuple]:
         ("tokenizer.ggml.bos_token_id", v["bos_id"], "uint32"), ("tokenizer.ggml.eos_token_id", v["eos_id"], "uint32"),
         ("tokenizer.ggml.padding_token_id", v["pad_id"], "uint32"),
         ("tokenizer.ggml.add_bos_token", True, "bool"),
+        ("tokenizer.chat_template", LLAMA3_CHAT_TEMPLATE, "string"),
     ]
 
 
@@ -213,7 +225,10 @@ def _hf_json_metadata(directory: str) -> List[tuple]:
     for t, i in vocab.items():
         tokens[i] = t
     merges = [m if isinstance(m, str) else " ".join(m) for m in tj["model"]["merges"]]
-    pre = "llama-bpe" if tok.pattern in ("llama3", LLAMA3_PATTERN) else "default"
+    # llama.cpp's name for the pre-tokenizer (llama-vocab.cpp LLAMA_VOCAB_PRE_TYPE_*) of each pattern we read
+    pre = {"llama3": "llama-bpe", LLAMA3_PATTERN: "llama-bpe", "gpt2": "gpt-2", "smollm": "smollm"}.get(tok.pattern)
+    if pre is None:
+        raise FormatError(f"{directory}: tokenizer.json's pre-tokenizer has no llama.cpp name we know")
     md = [
         ("tokenizer.ggml.model", "gpt2", "string"), ("tokenizer.ggml.pre", pre, "string"),
         ("tokenizer.ggml.tokens", tokens, "array[string]"),

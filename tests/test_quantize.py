@@ -29,6 +29,7 @@ from llama_cx.quantize import FILE_TYPES, choose_types
 from _ckpt import random_state_dict, write_checkpoint
 from _gguf_files import write_llama_gguf
 from _llamacpp import dequantized_f32_gguf, llama_cpp_or_skip, no_extra_buffers
+from test_hf import smol_dir  # noqa: F401  (fixture: SmolLM2 saved by transformers as an HF directory, cached)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(llama_cx.__file__)))
 BLOCKS_32 = [Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1]
@@ -278,6 +279,9 @@ def test_q8_0_loads_in_llama_cx(meta_ckpt, tmp_path):
     assert a.config.replace(norm_eps=b.config.norm_eps) == b.config  # GGUF keeps the epsilon as float32
     assert abs(a.config.norm_eps - b.config.norm_eps) < 1e-12
     assert b.tokenizer.encode(TEXTS[1], bos=True) == a.tokenizer.encode(TEXTS[1], bos=True)
+    assert isinstance(llama_cx.chat_format_for(b.tokenizer), llama_cx.ChatFormat)  # the template we wrote: Llama 3
+    assert llama_cx.chat_format_for(b.tokenizer).encode_dialog([{"role": "user", "content": "Hi"}]) == \
+        llama_cx.chat_format_for(a.tokenizer).encode_dialog([{"role": "user", "content": "Hi"}])
     ids = a.tokenizer.encode(TEXTS[0], bos=True)
     la = np.array(a.logits(ids)).reshape(len(ids), -1)
     lb = np.array(b.logits(ids)).reshape(len(ids), -1)
@@ -300,6 +304,54 @@ def test_gguf_input_keeps_tokenizer(smollm2_gguf_path, tmp_path):
     # SmolLM2's 576-wide rows: Q5_0 for most matrices, Q8_0 for the tied embeddings, as llama.cpp does
     counts = r.type_counts()
     assert counts["Q5_0"] > counts.get("Q4_K", 0) and r.types["token_embd.weight"] == 8
+
+
+def test_hf_directory(smol_dir, tmp_path, monkeypatch):
+    """A Hugging Face directory (SmolLM2, bf16 safetensors + tokenizer.json): the GGUF's vocabulary tokenizes as
+    tokenizer.json does, in llama_cx and in llama.cpp (transformers saved SmolLM2's vocabulary with a plain
+    ByteLevel pre-tokenizer, which is llama.cpp's "gpt-2"), the chat template
+    is kept, and llama.cpp's logits on our Q8_0 file follow llama_cx's on the bf16 directory (q/k rows in the
+    order llama.cpp expects)."""
+    from llama_cx.tokenizers.hf_json import load_hf_tokenizer
+
+    llama_cpp = llama_cpp_or_skip()
+    path = llama_cx.quantize(smol_dir, tmp_path / "smol-q8_0.gguf", "q8_0").path
+    md = GGUFFile(path).metadata
+    assert md["tokenizer.ggml.pre"] == "gpt-2"
+    hf = load_hf_tokenizer(smol_dir)
+    assert md["tokenizer.chat_template"] == hf.chat_template
+    model = llama_cx.load(smol_dir)
+    no_extra_buffers(monkeypatch)
+    llm = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
+    for text in TEXTS:
+        want = hf.encode(text)
+        assert llama_cx.load(path).tokenizer.encode(text) == want
+        assert llm.tokenize(text.encode(), add_bos=False, special=False) == want
+    ids = hf.encode(TEXTS[0] + " " + TEXTS[2])
+    ref = np.array(model.logits(ids), dtype=np.float64).reshape(len(ids), -1)
+    got = _logits_llamacpp(path, ids, monkeypatch)
+    assert np.abs(got - ref).mean() / ref.std() < 0.05
+    assert (got.argmax(1) == ref.argmax(1)).mean() > 0.9
+
+
+def test_llama2_sentencepiece_checkpoint(llama_spm_vocab_dir, tmp_path, monkeypatch):
+    """A Llama 2 style Meta directory (SentencePiece tokenizer.model): model "llama" with pieces, scores and types;
+    llama.cpp and llama_cx tokenize the output as the tokenizer.model does."""
+    llama_cpp = llama_cpp_or_skip()
+    params = dict(dim=256, n_layers=1, n_heads=4, n_kv_heads=4, vocab_size=32000, multiple_of=256, norm_eps=1e-5)
+    d = tmp_path / "llama2"
+    write_checkpoint(d, params=params, dtype="bf16", tokenizer=os.path.join(llama_spm_vocab_dir, "tokenizer.model"))
+    path = llama_cx.quantize(d, tmp_path / "l2.gguf", "q4_0").path
+    md = GGUFFile(path).metadata
+    assert md["tokenizer.ggml.model"] == "llama" and len(md["tokenizer.ggml.scores"]) == 32000
+    spm = llama_cx.SentencePieceTokenizer.from_file(os.path.join(llama_spm_vocab_dir, "tokenizer.model"))
+    ours = llama_cx.SentencePieceTokenizer.from_gguf_metadata(md, path)
+    no_extra_buffers(monkeypatch)
+    llm = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
+    for text in TEXTS:
+        want = spm.encode(text, bos=True)
+        assert ours.encode(text, bos=True) == want
+        assert llm.tokenize(text.encode(), add_bos=True, special=False) == want
 
 
 def test_bad_arguments(meta_ckpt, tmp_path):
