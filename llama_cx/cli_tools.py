@@ -29,6 +29,7 @@ def add_parsers(subs: dict, parser_cls, common) -> None:
     p.add_argument("model", metavar="MODEL", help="checkpoint directory, .pth or .gguf")
     p.add_argument("file", metavar="FILE", help="UTF-8 text file ('-' reads stdin)")
     p.add_argument("--ctx", type=_ctx, default=512, metavar="N", help="tokens per chunk (default 512)")
+    p.add_argument("--batch", type=_ctx, metavar="N", help="tokens per forward call within a chunk (default 128)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=cmd_perplexity)
 
@@ -78,7 +79,8 @@ def cmd_perplexity(args) -> int:
         with open(args.file, encoding="utf-8", errors="replace") as f:
             text = f.read()
     model = load(args.model, huge_pages=args.huge_pages)
-    r = perplexity(model, text, n_ctx=args.ctx, progress=None if args.quiet else progress_bar(sys.stderr))
+    r = perplexity(model, text, n_ctx=args.ctx, progress=None if args.quiet else progress_bar(sys.stderr),
+                   n_batch=args.batch)
     print(f"{r} ({r.n_chunks} chunks of {r.n_ctx} tokens, {r.n_scored} tokens scored, "
           f"{r.n_tokens} tokens in the text)")
     return 0

@@ -32,11 +32,14 @@ class PerplexityResult:
 
 
 def perplexity(model, text: str, n_ctx: int = 512,
-               progress: Optional[Callable[[int, int, float], None]] = None) -> PerplexityResult:
+               progress: Optional[Callable[[int, int, float], None]] = None,
+               n_batch: Optional[int] = None) -> PerplexityResult:
     """Perplexity of `model` (a llama_cx.Model or a path to load) on `text` with chunks of n_ctx tokens.
-    progress(done, total, running ppl) is called after each chunk (and once with done=0 before the first)."""
+    progress(done, total, running ppl) is called after each chunk (and once with done=0 before the first).
+    n_batch: tokens per compiled forward call within a chunk (default llama_cx.model.PREFILL_BLOCK); the result
+    does not depend on it beyond float rounding."""
     from . import _kernels
-    from .model import Model, load
+    from .model import PREFILL_BLOCK, Context, Model, load
 
     if not isinstance(model, Model):
         model = load(model)
@@ -52,7 +55,9 @@ def perplexity(model, text: str, n_ctx: int = 512,
     n_chunk = len(tokens) // n_ctx
     first = n_ctx // 2
     vocab = model.config.vocab_size
-    ctx = model.new_context(n_ctx)
+    if n_batch is not None and (isinstance(n_batch, bool) or not isinstance(n_batch, int) or n_batch < 1):
+        raise InvalidArgumentError(f"n_batch must be a positive integer, got {n_batch!r}")
+    ctx = Context(model, n_ctx, prefill_block=n_batch or PREFILL_BLOCK)
     nll = nll2 = 0.0
     count = 0
     running: List[float] = []

@@ -87,6 +87,14 @@ def test_same_as_llamacpp(which, smollm2_f32, smollm2_f32_bos, monkeypatch):
     assert str(got).startswith(f"PPL = {got.ppl:.4f} +/- ")
 
 
+def test_batch_size_does_not_change_the_result(smollm2_f32):
+    a = llama_cx.perplexity(smollm2_f32, TEXT, N_CTX, n_batch=16)
+    b = llama_cx.perplexity(smollm2_f32, TEXT, N_CTX)
+    assert abs(a.ppl / b.ppl - 1) < 1e-4
+    with pytest.raises(InvalidArgumentError, match="n_batch must be a positive integer, got 0"):
+        llama_cx.perplexity(smollm2_f32, TEXT, N_CTX, n_batch=0)
+
+
 def test_too_short(smollm2_f32):
     with pytest.raises(InvalidArgumentError, match=r"tokenizes to \d+ tokens; perplexity with a context of 512 "
                                                    r"needs at least 1024"):
@@ -97,7 +105,8 @@ def test_cli(smollm2_f32, tmp_path):
     text = tmp_path / "text.txt"
     text.write_text(TEXT, encoding="utf-8")
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    r = subprocess.run([sys.executable, "-m", "llama_cx", "perplexity", smollm2_f32, str(text), "--ctx", str(N_CTX)],
+    r = subprocess.run([sys.executable, "-m", "llama_cx", "perplexity", smollm2_f32, str(text), "--ctx", str(N_CTX),
+                        "--batch", "32"],
                        capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr
     want = llama_cx.perplexity(smollm2_f32, TEXT, N_CTX)

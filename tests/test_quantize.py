@@ -9,7 +9,6 @@
   scaling), its token ids equal Meta's tokenizer's, and its logits follow our engine's on the same weights.
 """
 import ctypes
-import json
 import os
 import subprocess
 import sys
@@ -17,7 +16,6 @@ import sys
 import gguf
 import numpy as np
 import pytest
-import torch
 from gguf import GGMLQuantizationType as Q
 
 import llama_cx
@@ -185,6 +183,22 @@ def test_fallback_types_match_llamacpp(kind, f32_odd, tmp_path):
     assert not types & {"Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"}  # no row here is a multiple of 256
     differ = [n for n, *_, same in rows if not same]
     assert not differ, f"tensors whose bytes differ from llama.cpp's: {differ[:5]}"
+
+
+def test_f16_and_bf16_inputs(tmp_path):
+    """F16 and BF16 GGUF inputs quantize exactly as their values widened to F32 do."""
+    params = dict(dim=256, n_layers=1, n_heads=4, n_kv_heads=4, vocab_size=256, multiple_of=256, norm_eps=1e-5)
+    sd = random_state_dict(params, dtype="f32", seed=5)
+    for name, qt, torch_dtype in (("f16", Q.F16, "float16"), ("bf16", Q.BF16, "bfloat16")):
+        low = {k: v.to(getattr(__import__("torch"), torch_dtype)) for k, v in sd.items()}
+        src = str(tmp_path / f"{name}.gguf")
+        write_llama_gguf(src, params, low, qtype_of=lambda n, a, qt=qt: qt if a.ndim == 2 else Q.F32)
+        wide = str(tmp_path / f"{name}-as-f32.gguf")
+        write_llama_gguf(wide, params, {k: v.float() for k, v in low.items()})
+        a = _tensors(llama_cx.quantize(src, tmp_path / f"{name}-q.gguf", "q4_k_m").path)
+        b = _tensors(llama_cx.quantize(wide, tmp_path / f"{name}-wide-q.gguf", "q4_k_m").path)
+        for n in b:
+            assert np.array_equal(np.asarray(a[n].data), np.asarray(b[n].data)), n
 
 
 def test_recipe_details():
