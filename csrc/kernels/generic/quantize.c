@@ -7,8 +7,11 @@
  * min) per sub-block of 16 or 32 by trying a few candidate scales and keeping the one with the least
  * weighted squared (or absolute) error.
  *
- * Performance notes: scalar and single-pass; a 8B model quantizes in about a minute per thread, far below the
- * time it takes to read the checkpoint. Rows are split across threads; nothing here is per token.
+ * Performance notes: scalar, rows split across threads; nothing here is per token. Measured (1 thread, rows of
+ * 4096, busy 2-core machine): Q8_0 82 M weights/s, Q4_0 124, Q3_K 41, Q6_K 15, Q5_K 10, Q2_K 9, Q4_K 8. The
+ * K-quant searches dominate (Q4_K tries 21 scales per sub-block of 32), so an 8B model takes ~15 min per thread
+ * in Q4_K_M. Kept scalar on purpose: the same float operations in the same order are what make the bytes equal
+ * llama.cpp's; a SIMD version would have to prove it keeps them.
  */
 /* No fused multiply-adds even in a -march=native build: the bytes must be those of ggml's reference */
 #pragma GCC optimize("fp-contract=off")
