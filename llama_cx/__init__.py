@@ -18,6 +18,8 @@ from .errors import (ContextLengthError, FormatError, InvalidArgumentError, Llam
 from .generate import ChatSession, Generation, GenerationStats, generate, generate_tokens
 from .llama import Llama
 from .model import Context, Model, load
+from .perplexity import perplexity
+from .quantize import quantize
 from .runtime import (check_environment, cpu_info, get_bf16_decode, get_bf16_prefill, get_num_threads,
                       set_bf16_decode, set_bf16_prefill, set_num_threads)
 from .sampling import Sampler, SamplingParams
@@ -31,6 +33,6 @@ __all__ = [
     "ChatMLFormat", "Llama2ChatFormat", "chat_format_for", "generate", "generate_tokens", "Generation",
     "GenerationStats", "ChatSession", "Sampler", "SamplingParams", "Llama", "check_environment", "cpu_info",
     "set_num_threads", "get_num_threads", "set_bf16_prefill", "get_bf16_prefill", "set_bf16_decode", "get_bf16_decode",
-    "trace", "LlamaCxError", "FormatError",
+    "trace", "quantize", "perplexity", "LlamaCxError", "FormatError",
     "UnsafePickleError", "TokenizerError", "InvalidArgumentError", "TokenizerMissingError", "ContextLengthError",
 ]

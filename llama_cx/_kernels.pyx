@@ -728,3 +728,62 @@ def state_residual(CState state, OUT, size_t t):
     cdef size_t dim = state.model.m.dim
     cdef float *o = <float *>_wr(OUT, t * dim * 4, "OUT")
     memcpy(o, (<lcx_state_x *>state.s).x, t * dim * sizeof(float))
+
+
+# ---- offline quantizers (csrc/kernels/generic/quantize.c): `llama-cx quantize` ----------------------------------
+
+cdef extern from "kernels/quantize.h" nogil:
+    size_t lcx_quant_row_bytes(int type, int64_t n_per_row)
+    size_t lcx_quantize_rows(int type, const float *src, void *dst, int64_t nrows, int64_t n_per_row)
+
+
+def quant_row_bytes(int ggml_type, int64_t n_per_row):
+    """Bytes of one quantized row of n_per_row elements; 0 for a type we do not write or a row length that is
+    not a multiple of its block size."""
+    return lcx_quant_row_bytes(ggml_type, n_per_row)
+
+
+def quantize_rows(int ggml_type, SRC, DST, int64_t nrows, int64_t n_per_row):
+    """SRC (nrows, n_per_row) f32 -> DST (nrows, quant_row_bytes) blocks of ggml type `ggml_type`, as ggml's
+    reference quantizer writes them; rows split across threads. Returns the bytes written."""
+    cdef size_t row_bytes = lcx_quant_row_bytes(ggml_type, n_per_row)
+    if row_bytes == 0:
+        raise ValueError(f"ggml type {ggml_type} cannot be written for rows of {n_per_row} elements")
+    if nrows < 0:
+        raise ValueError(f"nrows must not be negative, got {nrows}")
+    cdef const float *src = <const float *>_rd(SRC, <size_t>nrows * <size_t>n_per_row * 4, "SRC")
+    cdef void *dst = <void *>_wr(DST, <size_t>nrows * row_bytes, "DST")
+    cdef size_t n
+    with nogil:
+        n = lcx_quantize_rows(ggml_type, src, dst, nrows, n_per_row)
+    return n
+
+
+# ---- perplexity (llama_cx/perplexity.py) -------------------------------------------------------------------------
+
+from libc.math cimport expf, log
+
+def nll_rows(LOGITS, size_t rows, size_t vocab, targets):
+    """[-log softmax(LOGITS[i])[targets[i]] for i < rows] over LOGITS (rows, vocab) f32, as llama.cpp's
+    perplexity computes it: float max, a double sum of expf(l - max), the result in double."""
+    if len(targets) != rows:
+        raise ValueError(f"{len(targets)} targets for {rows} rows")
+    cdef const float *l = <const float *>_rd(LOGITS, rows * vocab * 4, "LOGITS")
+    cdef size_t i, j, tok
+    cdef float mx
+    cdef double s
+    out = []
+    for i in range(rows):
+        tok = targets[i]
+        if tok >= vocab:
+            raise ValueError(f"target {tok} out of range [0, {vocab})")
+        with nogil:
+            mx = l[i * vocab]
+            for j in range(1, vocab):
+                if l[i * vocab + j] > mx:
+                    mx = l[i * vocab + j]
+            s = 0.0
+            for j in range(vocab):
+                s += expf(l[i * vocab + j] - mx)
+        out.append(-(<double>(l[i * vocab + tok] - mx) - log(s)))
+    return out

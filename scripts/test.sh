@@ -18,5 +18,7 @@ pip install -q setuptools wheel "Cython>=3.0"
 pip install -q torch==2.13.0
 pip install -q -e ".[test]"
 pip install -q --no-build-isolation fairscale==0.4.13
+# llama.cpp as an oracle (quantize, perplexity, logits of our GGUFs); a source build, slow: its tests skip without it
+pip install -q llama-cpp-python==0.3.36 || echo "llama-cpp-python not installed: the tests that use llama.cpp skip"
 python -c "import llama_cx, json; print('llama_cx', llama_cx.__version__, json.dumps(llama_cx.cpu_info()))"
 python -m pytest "$@"

@@ -14,10 +14,11 @@ from ..errors import LlamaCxError
 from .common import PROG, UsageError, command_defaults, say, say_error
 from .generate import cmd_chat, cmd_demo, cmd_generate
 from .info import cmd_info, cmd_menu
+from .tools import add_parsers as add_tool_parsers
 from .trace import add_parsers as add_trace_parsers
 from .serve import add_parser as add_serve_parser
 
-COMMANDS = ("generate", "chat", "info", "demo", "trace", "trace-diff", "serve")
+COMMANDS = ("generate", "chat", "info", "demo", "trace", "trace-diff", "serve", "quantize", "perplexity")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -121,7 +122,8 @@ def _build_parsers():
 
     top = _Parser(prog=PROG, parents=[common, sampling],
                   description="CPU inference for Meta Llama models. Without a command: an interactive menu.",
-                  epilog="commands: generate, chat, info, demo, trace, trace-diff, serve  (llama-cx COMMAND --help)")
+                  epilog="commands: generate, chat, info, demo, trace, trace-diff, serve, quantize, perplexity  "
+                         "(llama-cx COMMAND --help)")
     top.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     model_arg(top, demo_fallback=False)
     top.set_defaults(func=cmd_menu, command=None)
@@ -162,6 +164,7 @@ def _build_parsers():
     p.set_defaults(func=cmd_demo, model=None, file=None, json=False)
     add_trace_parsers(subs, _Parser, common)
     add_serve_parser(subs, _Parser, [common])
+    add_tool_parsers(subs, _Parser, common)
     for name, p in subs.items():
         p.set_defaults(command=name)
     return top, subs

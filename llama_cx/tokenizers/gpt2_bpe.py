@@ -10,6 +10,7 @@ from ..errors import brief, fail
 # tokenizer.ggml.pre -> (our pattern, ignore_merges), after llama.cpp's llama-vocab.cpp (LLAMA_VOCAB_PRE_TYPE_*)
 _GGUF_PRE = {
     "gpt2": ("gpt2", False),
+    "gpt-2": ("gpt2", False),  # the name convert_hf_to_gguf writes for GPT-2's ByteLevel pre-tokenizer
     "smollm": ("smollm", False),  # llama.cpp: "\p{N}" then the GPT-2 regex; HF SmolLM2: Digits(individual) + ByteLevel
     "llama-bpe": ("llama3", True),
     "llama3": ("llama3", True),
