@@ -171,7 +171,7 @@ def test_info_on_the_demo_gguf(smollm2_gguf_path):
         (["generate", "-p", "x", "--top-p", "2"], 2, r"argument --top-p: top_p must be in \(0, 1\]"),
         (["generate", "-p", "x", "--min-p", "-1"], 2, r"argument --min-p: min_p must be in \[0, 1\]"),
         (["generate", "-p", "x", "--repeat-penalty", "0"], 2, "argument --repeat-penalty: repeat_penalty must be > 0"),
-        (["generate", "-p", "x", "--top-k", "-1"], 2, "argument --top-k: top_k must be >= 0"),
+        (["generate", "-p", "x", "--top-k", "-1"], 2, "argument --top-k: expected an integer >= 0"),
         (["generate", "-p", "x", "--temperature", "-1"], 2, "argument --temperature: temperature must be >= 0"),
         (["chat", "--temperature", "-1"], 2, "argument --temperature: temperature must be >= 0"),
         (["generate", "-p", "x", "--repeat-last-n", "-1"], 2, "argument --repeat-last-n: expected an integer >= 0"),
