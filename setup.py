@@ -95,13 +95,13 @@ class BuildExt(build_ext):
 
 
 def extensions():
-    csources = sorted(glob.glob(os.path.join("csrc", "*.c")))
+    csources = sorted(glob.glob(os.path.join("csrc", "**", "*.c"), recursive=True))
     exts = [
         Extension(
             "llama_cx._kernels",
             ["llama_cx/_kernels.pyx"] + csources,
             include_dirs=["csrc"],
-            depends=sorted(glob.glob(os.path.join("csrc", "*.h"))),
+            depends=sorted(glob.glob(os.path.join("csrc", "**", "*.h"), recursive=True)),
         )
     ]
     for pyx in sorted(glob.glob(os.path.join("llama_cx", "_*.pyx"))):

@@ -462,3 +462,150 @@ cdef class CState:
             rc = lcx_forward(&self.model.m, self.s, self.tok, t, pos0, lg, all_logits)
         if rc != 0:
             raise ValueError("forward: arguments do not fit the context state")
+
+
+# ---- quantized GGUF blocks (csrc/kernels/quants.h): for tests and benchmarks ------------------------------
+cdef extern from "kernels/quants.h" nogil:
+    enum:
+        LCX_QTYPE_COUNT
+        LCX_QISA_COUNT
+    ctypedef void (*lcx_dequant_fn)(const void *src, float *dst, size_t n)
+    ctypedef void (*lcx_quant_act_fn)(const float *x, void *xq, size_t n)
+    ctypedef void (*lcx_dot_fn)(const void *W, size_t row_bytes, const void *xq, float *y, size_t rows, size_t n)
+    ctypedef struct lcx_quant_traits:
+        const char *name
+        int ggml_type
+        unsigned int block
+        unsigned int block_bytes
+        int act_type
+        lcx_dequant_fn to_f32
+        lcx_dot_fn dot
+    ctypedef struct lcx_qact_traits:
+        const char *name
+        unsigned int block
+        unsigned int block_bytes
+        lcx_quant_act_fn quantize
+    const lcx_qact_traits lcx_qact[2]
+    const lcx_quant_traits lcx_quant_generic[]
+    int lcx_quant_isa_supported(int qisa)
+    int lcx_quant_isa_best()
+    const lcx_quant_traits *lcx_quant_table(int qisa)
+    void lcx_linear_quant(const lcx_quant_traits *qt, const void *W, size_t row_bytes, const void *xq, float *y,
+                          size_t rows, size_t n, int nthreads)
+    void lcx_dequant_rows_bf16(const lcx_quant_traits *qt, const void *W, size_t row_bytes, size_t r0, size_t r1,
+                               size_t n, uint16_t *dst, size_t ldd)
+
+QUANT_ISAS = ("generic", "avx2", "avx512", "avx512vnni")
+
+
+def quant_types():
+    """Names of the quantized weight types with kernels, e.g. ["Q8_0", "Q4_0", ..., "Q6_K"]."""
+    return [lcx_quant_generic[i].name.decode() for i in range(LCX_QTYPE_COUNT)]
+
+
+def quant_isa_supported(str isa):
+    if isa not in QUANT_ISAS:
+        raise ValueError(f"unknown quantized-kernel path {isa!r}; choose one of {', '.join(QUANT_ISAS)}")
+    return bool(lcx_quant_isa_supported(QUANT_ISAS.index(isa)))
+
+
+def quant_best_isa():
+    return QUANT_ISAS[lcx_quant_isa_best()]
+
+
+cdef const lcx_quant_traits *_qtraits(str qtype, str isa) except NULL:
+    if isa not in QUANT_ISAS:
+        raise ValueError(f"unknown quantized-kernel path {isa!r}; choose one of {', '.join(QUANT_ISAS)}")
+    cdef const lcx_quant_traits *t = lcx_quant_table(QUANT_ISAS.index(isa))
+    if t is NULL:
+        raise ValueError(f"quantized-kernel path {isa!r} is not supported on this CPU/build")
+    cdef int i
+    for i in range(LCX_QTYPE_COUNT):
+        if t[i].name.decode() == qtype:
+            return &t[i]
+    raise ValueError(f"unknown quantized type {qtype!r}; choose one of {', '.join(quant_types())}")
+
+
+cdef size_t _qrow_bytes(const lcx_quant_traits *t, size_t n) except 0:
+    if n == 0 or n % t.block:
+        raise ValueError(f"{t.name.decode()}: row length {n} is not a positive multiple of the block size {t.block}")
+    return n // t.block * t.block_bytes
+
+
+def quant_block(str qtype):
+    """(weights per block, bytes per block, activation type name) of a quantized type."""
+    cdef const lcx_quant_traits *t = _qtraits(qtype, "generic")
+    return t.block, t.block_bytes, lcx_qact[t.act_type].name.decode()
+
+
+def dequantize(str qtype, data, size_t n):
+    """array('f') of the n weights in data (n / block whole blocks of qtype), as ggml dequantizes them."""
+    from array import array
+    cdef const lcx_quant_traits *t = _qtraits(qtype, "generic")
+    cdef size_t nbytes = _qrow_bytes(t, n)
+    cdef const unsigned char *src = _rd(data, nbytes, "data")
+    out = array("f", bytes(4 * n))
+    cdef float *dst = <float *>_wr(out, 4 * n, "out")
+    with nogil:
+        t.to_f32(src, dst, n)
+    return out
+
+
+def dequantize_rows_bf16(str qtype, W, size_t row_bytes, size_t rows, size_t n):
+    """bytes of rows x n bf16: the prefill panel helper on whole rows of W."""
+    cdef const lcx_quant_traits *t = _qtraits(qtype, "generic")
+    if _qrow_bytes(t, n) > row_bytes:
+        raise ValueError(f"row_bytes {row_bytes} < {_qrow_bytes(t, n)} bytes of {n} {qtype} weights")
+    cdef const unsigned char *w = _rd(W, rows * row_bytes, "W")
+    out = bytearray(2 * rows * n)
+    cdef uint16_t *dst = <uint16_t *>_wr(out, 2 * rows * n, "out")
+    with nogil:
+        lcx_dequant_rows_bf16(t, w, row_bytes, 0, rows, n, dst, n)
+    return bytes(out)
+
+
+def quantize_act(str act_type, X):
+    """bytes of the activation blocks ("Q8_0" or "Q8_K") of x (n,) f32, as ggml's reference quantizers."""
+    cdef int a
+    if act_type == "Q8_0":
+        a = 0
+    elif act_type == "Q8_K":
+        a = 1
+    else:
+        raise ValueError(f"unknown activation type {act_type!r} (Q8_0 or Q8_K)")
+    cdef const float[::1] x = memoryview(X).cast("B").cast("f")
+    cdef size_t n = x.shape[0], blk = lcx_qact[a].block
+    if n == 0 or n % blk:
+        raise ValueError(f"{act_type}: length {n} is not a positive multiple of {blk}")
+    # 8-byte aligned storage (a q8_K block starts with an f32)
+    from array import array
+    buf = array("d", bytes((n // blk * lcx_qact[a].block_bytes + 7) // 8 * 8))
+    cdef unsigned char *o = _wr(buf, n // blk * lcx_qact[a].block_bytes, "xq")
+    with nogil:
+        lcx_qact[a].quantize(&x[0], o, n)
+    return buf.tobytes()[: n // blk * lcx_qact[a].block_bytes]
+
+
+def dot_rows(str qtype, str isa, W, size_t row_bytes, XQ, size_t rows, size_t n, int threads=1):
+    """array('f') y (rows,) = W (rows, n) qtype @ x, XQ = quantize_act(x) bytes; the kernel of path isa,
+    rows split over `threads` OpenMP threads."""
+    from array import array
+    cdef const lcx_quant_traits *t = _qtraits(qtype, isa)
+    cdef size_t need = _qrow_bytes(t, n)
+    if row_bytes < need:
+        raise ValueError(f"row_bytes {row_bytes} < {need} bytes of {n} {qtype} weights")
+    if threads < 1:
+        raise ValueError(f"thread count must be >= 1, got {threads}")
+    cdef const unsigned char *w = _rd(W, rows * row_bytes, "W")
+    cdef size_t xbytes = n // lcx_qact[t.act_type].block * lcx_qact[t.act_type].block_bytes
+    # copied into 8-byte aligned storage: a q8_K block starts with an f32
+    xa = array("d", bytes((xbytes + 7) // 8 * 8))
+    cdef unsigned char *xq = _wr(xa, xbytes, "xq")
+    memcpy(xq, _rd(XQ, xbytes, "XQ"), xbytes)
+    if (<size_t>w) % 2:
+        raise ValueError("W must be 2-byte aligned (f16 scales)")
+    y = array("f", bytes(4 * rows))
+    cdef float *yp = <float *>_wr(y, 4 * rows, "y")
+    with nogil:
+        lcx_linear_quant(t, w, row_bytes, xq, yp, rows, n, threads)
+    return y

@@ -1,0 +1,40 @@
+/* AVX2 row dots of the quantized types (the body is quants_x86.h): integer dot products by vpmaddubsw +
+ * vpmaddwd over 32 bytes, f16 scales by F16C. Types without a kernel here (Q2_K, Q3_K) point at their
+ * generic twin.
+ *
+ * Performance notes: see quants_avx512.c (one set of measurements for the three x86 paths).
+ */
+#include <string.h>
+
+#include "lcx.h"
+#include "lcx_simd.h"
+#include "kernels/quants.h"
+
+#if LCX_X86 && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h> /* before the target pragma: the intrinsics carry their own targets */
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+#endif
+
+#define QISA avx2
+#define LCX_QVNNI 0
+#include "quants_x86.h"
+#undef QISA
+#undef LCX_QVNNI
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#else /* not x86 with GCC/clang: the generic twins (lcx_quant_isa_supported says no) */
+const lcx_quant_traits lcx_quant_avx2[LCX_QTYPE_COUNT] = {
+    LCX_QROW_Q8_0(lcx_dot_q8_0_generic), LCX_QROW_Q4_0(lcx_dot_q4_0_generic), LCX_QROW_Q4_1(lcx_dot_q4_1_generic),
+    LCX_QROW_Q5_0(lcx_dot_q5_0_generic), LCX_QROW_Q5_1(lcx_dot_q5_1_generic), LCX_QROW_Q2_K(lcx_dot_q2_K_generic),
+    LCX_QROW_Q3_K(lcx_dot_q3_K_generic), LCX_QROW_Q4_K(lcx_dot_q4_K_generic), LCX_QROW_Q5_K(lcx_dot_q5_K_generic),
+    LCX_QROW_Q6_K(lcx_dot_q6_K_generic),
+};
+#endif

@@ -1,0 +1,67 @@
+/* AVX-512 row dots of the quantized types, two paths from one body (quants_x86.h):
+ *   avx512      AVX-512 F/BW/VL: the AVX2 instructions with 32 vector registers (EVEX encoding);
+ *   avx512vnni  + AVX512-VNNI: the 32-block types' integer dots by vpdpbusd (one instruction for
+ *               vpmaddubsw + vpmaddwd + vpaddd, no int16 step). The K-quants keep vpmaddubsw: their
+ *               sub-block scales ride along in the vpmaddwd for free.
+ * Types without a kernel here (Q2_K, Q3_K) point at their generic twin.
+ *
+ * Performance notes
+ * - (to be filled in from benchmarks/quant_dot.py)
+ */
+#include <string.h>
+
+#include "lcx.h"
+#include "lcx_simd.h"
+#include "kernels/quants.h"
+
+#if LCX_X86 && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h> /* before the target pragma: the intrinsics carry their own targets */
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")
+#endif
+#define QISA avx512
+#define LCX_QVNNI 0
+#include "quants_x86.h"
+#undef QISA
+#undef LCX_QVNNI
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
+#endif
+#define QISA avx512vnni
+#define LCX_QVNNI 1
+#include "quants_x86.h"
+#undef QISA
+#undef LCX_QVNNI
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+const int lcx_quant_x86_compiled = 1;
+
+#else /* not x86 with GCC/clang: the generic twins (lcx_quant_isa_supported says no) */
+#define LCX_GENERIC_ROWS                                                                                        \
+    {                                                                                                           \
+        LCX_QROW_Q8_0(lcx_dot_q8_0_generic), LCX_QROW_Q4_0(lcx_dot_q4_0_generic),                               \
+        LCX_QROW_Q4_1(lcx_dot_q4_1_generic), LCX_QROW_Q5_0(lcx_dot_q5_0_generic),                               \
+        LCX_QROW_Q5_1(lcx_dot_q5_1_generic), LCX_QROW_Q2_K(lcx_dot_q2_K_generic),                               \
+        LCX_QROW_Q3_K(lcx_dot_q3_K_generic), LCX_QROW_Q4_K(lcx_dot_q4_K_generic),                               \
+        LCX_QROW_Q5_K(lcx_dot_q5_K_generic), LCX_QROW_Q6_K(lcx_dot_q6_K_generic),                               \
+    }
+const lcx_quant_traits lcx_quant_avx512[LCX_QTYPE_COUNT] = LCX_GENERIC_ROWS;
+const lcx_quant_traits lcx_quant_avx512vnni[LCX_QTYPE_COUNT] = LCX_GENERIC_ROWS;
+const int lcx_quant_x86_compiled = 0;
+#endif

@@ -1,0 +1,278 @@
+/* The x86 row dots of the quantized types, one body compiled per instruction-set path: the including file
+ * sets the target pragma, QISA (the name suffix) and LCX_QVNNI (1: integer dots by AVX512-VNNI vpdpbusd,
+ * 0: AVX2 vpmaddubsw + vpmaddwd), then includes this file. 256-bit vectors on every path (see the
+ * performance notes in quants_avx512.c). Not a public header.
+ *
+ * Rows are dealt by LCX_MATVEC_BODY (lcx_simd.h): 4 rows a quarter of the range apart at once, each one
+ * contiguous stream, and each activation block loaded (and its sums formed) once for the 4 rows. A row's
+ * arithmetic is the same whether it runs among 4 or alone, so results do not depend on the thread count.
+ *
+ * Saturation: vpmaddubsw adds two u8 x s8 products into int16. The activations are |xq| <= 127 (ggml's
+ * quantizers never give -128), so with weights as unsigned bytes <= 128 a pair is at most 2 * 128 * 127 =
+ * 32512: Q8_0 goes through the sign trick (|w| <= 128, x with w's sign); the other types are unsigned
+ * 0..63 and subtract their offset (8, 16, 32) as offset * sum(xq), formed once per activation block.
+ */
+#define QCAT2(a, b) a##_##b
+#define QCAT(a, b) QCAT2(a, b)
+#define QF(name) QCAT(name, QISA)
+
+static inline float QF(hsum8)(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+static inline float QF(hsum4)(__m128 s) {
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* acc (8 x i32) + the sums of the 4 products u8 x s8 in each 32-bit lane */
+static inline __m256i QF(dot_acc)(__m256i acc, __m256i u, __m256i s) {
+#if LCX_QVNNI
+    return _mm256_dpbusd_epi32(acc, u, s);
+#else
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+#endif
+}
+
+static inline float QF(h2f)(const uint8_t *p) { /* an f16 field, unaligned */
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+/* 32 nibbles of 16 bytes as bytes 0..15 (low nibbles = weights 0..15) and 16..31 (high = weights 16..31) */
+static inline __m256i QF(nibbles32)(const uint8_t *p) {
+    __m128i b = _mm_loadu_si128((const __m128i *)p);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(b, 4), b), _mm256_set1_epi8(15));
+}
+/* byte j = 16 where bit j of the little-endian uint32 at p is set, else 0 (ggml's bytes_from_bits_32) */
+static inline __m256i QF(bits16_32)(const uint8_t *p) {
+    uint32_t u;
+    memcpy(&u, p, 4);
+    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+    __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)u), shuf);
+    bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    return _mm256_and_si256(_mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1)), _mm256_set1_epi8(16));
+}
+
+/* ---- 32-blocks against q8_0 ------------------------------------------------------------------------------
+ * KIND 0: signed weights (Q8_0, sign trick); 1: unsigned minus OFF (Q4_0: 8, Q5_0: 16), the offset folded
+ * into the integer sum's start value -OFF * sum(xq); 2: unsigned with a min (Q4_1, Q5_1): y += d dx S + m dx X.
+ * EXPAND(block, &d, &m) -> the 32 weights as bytes. */
+#define LCX_Q32_ROWDOTS(T, BYTES, EXPAND, KIND, OFF)                                                           \
+    static inline __attribute__((always_inline)) void QF(rowdots_##T)(const uint8_t *w, size_t q,              \
+                                                                       const lcx_block_q8_0 *x, size_t nb,     \
+                                                                       float *y, const int S) {                \
+        __m256 acc[4];                                                                                         \
+        for (int s = 0; s < S; s++) acc[s] = _mm256_setzero_ps();                                              \
+        for (size_t b = 0; b < nb; b++) {                                                                      \
+            const __m256i xv = _mm256_loadu_si256((const __m256i *)x[b].qs);                                   \
+            const float dx = QF(h2f)((const uint8_t *)&x[b].d);                                                \
+            __m256i start = _mm256_setzero_si256(); /* -OFF * sum(xq) per lane (KIND 1) */                    \
+            __m256 xsum = _mm256_setzero_ps();      /* sum(xq) per lane (KIND 2) */                           \
+            if (KIND == 1)                                                                                     \
+                start = QF(dot_acc)(_mm256_setzero_si256(), _mm256_set1_epi8(OFF), _mm256_sub_epi8(_mm256_setzero_si256(), xv)); \
+            if (KIND == 2) xsum = _mm256_cvtepi32_ps(QF(dot_acc)(_mm256_setzero_si256(), _mm256_set1_epi8(1), xv)); \
+            for (int s = 0; s < S; s++) {                                                                      \
+                float d, m;                                                                                    \
+                const __m256i qv = EXPAND(w + s * q + b * (BYTES), &d, &m);                                    \
+                __m256i p;                                                                                     \
+                if (KIND == 0)                                                                                 \
+                    p = QF(dot_acc)(_mm256_setzero_si256(), _mm256_sign_epi8(qv, qv), _mm256_sign_epi8(xv, qv)); \
+                else                                                                                           \
+                    p = QF(dot_acc)(start, qv, xv);                                                            \
+                acc[s] = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), _mm256_cvtepi32_ps(p), acc[s]);               \
+                if (KIND == 2) acc[s] = _mm256_fmadd_ps(_mm256_set1_ps(m * dx), xsum, acc[s]);                 \
+            }                                                                                                  \
+        }                                                                                                      \
+        for (int s = 0; s < S; s++) y[s] = QF(hsum8)(acc[s]);                                                  \
+    }                                                                                                          \
+    static void QF(lcx_dot_##T)(const void *W, size_t rb, const void *xq, float *y, size_t rows, size_t n) {   \
+        const uint8_t *Wb = (const uint8_t *)W;                                                                \
+        const lcx_block_q8_0 *x = (const lcx_block_q8_0 *)xq;                                                  \
+        LCX_MATVEC_BODY(QF(rowdots_##T), Wb, rb, x, y, rows, n / 32, 0);                                       \
+    }
+
+static inline __attribute__((always_inline)) __m256i QF(expand_q8_0)(const uint8_t *b, float *d, float *m) {
+    *d = QF(h2f)(b);
+    *m = 0.0f;
+    return _mm256_loadu_si256((const __m256i *)(b + 2));
+}
+static inline __attribute__((always_inline)) __m256i QF(expand_q4_0)(const uint8_t *b, float *d, float *m) {
+    *d = QF(h2f)(b);
+    *m = 0.0f;
+    return QF(nibbles32)(b + 2);
+}
+static inline __attribute__((always_inline)) __m256i QF(expand_q4_1)(const uint8_t *b, float *d, float *m) {
+    *d = QF(h2f)(b);
+    *m = QF(h2f)(b + 2);
+    return QF(nibbles32)(b + 4);
+}
+static inline __attribute__((always_inline)) __m256i QF(expand_q5_0)(const uint8_t *b, float *d, float *m) {
+    *d = QF(h2f)(b);
+    *m = 0.0f;
+    return _mm256_or_si256(QF(nibbles32)(b + 6), QF(bits16_32)(b + 2));
+}
+static inline __attribute__((always_inline)) __m256i QF(expand_q5_1)(const uint8_t *b, float *d, float *m) {
+    *d = QF(h2f)(b);
+    *m = QF(h2f)(b + 2);
+    return _mm256_or_si256(QF(nibbles32)(b + 8), QF(bits16_32)(b + 4));
+}
+
+LCX_Q32_ROWDOTS(q8_0, 34, QF(expand_q8_0), 0, 0)
+LCX_Q32_ROWDOTS(q4_0, 18, QF(expand_q4_0), 1, 8)
+LCX_Q32_ROWDOTS(q4_1, 20, QF(expand_q4_1), 2, 0)
+LCX_Q32_ROWDOTS(q5_0, 22, QF(expand_q5_0), 1, 16)
+LCX_Q32_ROWDOTS(q5_1, 24, QF(expand_q5_1), 2, 0)
+
+/* ---- K-quants against q8_K ------------------------------------------------------------------------------
+ * Per block and row: the integer sum S = sum_j sc_j * (sub-block j's u8 x s8 sums) in 8 int32 lanes
+ * (vpmaddubsw pairs, then vpmaddwd with the sub-block's scale in every int16 lane: the scale rides along
+ * for free), then acc += (d * dx) * S in f32; the mins' term dmin * dx * sum_j mn_j * bsums(j) in a second
+ * f32 accumulator, subtracted at the end. */
+
+/* the 8 scales then the 8 mins of a Q4_K / Q5_K block, 6 bits each (ggml's utmp shuffle) */
+static inline void QF(k4_scales)(const uint8_t *s12, uint8_t out[16]) {
+    uint32_t u[4];
+    memcpy(u, s12, 12);
+    const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
+    u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
+    const uint32_t mins_lo = u[1] & k1;
+    u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
+    u[2] = mins_lo;
+    u[0] &= k1;
+    memcpy(out, u, 16);
+}
+
+/* the q8_K block's 16 sums added in pairs: the sums of its 8 sub-blocks of 32, as int16 */
+static inline __m128i QF(bsums_pairs)(const lcx_block_q8_K *x) {
+    __m128i lo = _mm_loadu_si128((const __m128i *)x->bsums), hi = _mm_loadu_si128((const __m128i *)(x->bsums + 8));
+    return _mm_hadd_epi16(lo, hi);
+}
+
+/* int16 lanes 0..7 = sc, 8..15 = sc2 (two sub-blocks of 16 in one 32-byte vector) */
+static inline __m256i QF(scale_pair)(int sc, int sc2) {
+    return _mm256_set_m128i(_mm_set1_epi16((short)sc2), _mm_set1_epi16((short)sc));
+}
+
+/* Q4_K and Q5_K share everything but the fifth bit (HIGH = 1 for Q5_K) */
+#define LCX_K4_ROWDOTS(T, BYTES, HIGH)                                                                         \
+    static inline __attribute__((always_inline)) void QF(rowdots_##T)(const uint8_t *w, size_t q,              \
+                                                                       const lcx_block_q8_K *x, size_t nb,     \
+                                                                       float *y, const int S) {                \
+        __m256 acc[4];                                                                                         \
+        __m128 accm[4];                                                                                        \
+        for (int s = 0; s < S; s++) {                                                                          \
+            acc[s] = _mm256_setzero_ps();                                                                      \
+            accm[s] = _mm_setzero_ps();                                                                        \
+        }                                                                                                      \
+        const __m256i m4 = _mm256_set1_epi8(15);                                                               \
+        for (size_t b = 0; b < nb; b++) {                                                                      \
+            const lcx_block_q8_K *xb = x + b;                                                                  \
+            const __m128i bp = QF(bsums_pairs)(xb);                                                            \
+            __m256i isum[4];                                                                                   \
+            uint8_t sm[4][16];                                                                                 \
+            for (int s = 0; s < S; s++) {                                                                      \
+                const uint8_t *blk = w + s * q + b * (BYTES);                                                  \
+                QF(k4_scales)(blk + 4, sm[s]);                                                                 \
+                const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(sm[s] + 8)));         \
+                const float dx = xb->d;                                                                        \
+                accm[s] = _mm_fmadd_ps(_mm_set1_ps(QF(h2f)(blk + 2) * dx), _mm_cvtepi32_ps(_mm_madd_epi16(mins, bp)), accm[s]); \
+                isum[s] = _mm256_setzero_si256();                                                              \
+            }                                                                                                  \
+            for (int c = 0; c < 4; c++) {                                                                      \
+                const __m256i x0 = _mm256_loadu_si256((const __m256i *)(xb->qs + 64 * c));                     \
+                const __m256i x1 = _mm256_loadu_si256((const __m256i *)(xb->qs + 64 * c + 32));                \
+                for (int s = 0; s < S; s++) {                                                                  \
+                    const uint8_t *blk = w + s * q + b * (BYTES);                                              \
+                    const __m256i bits = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * (HIGH) + 32 * c)); \
+                    __m256i q0 = _mm256_and_si256(bits, m4), q1 = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4); \
+                    if (HIGH) {                                                                                \
+                        const __m256i hb = _mm256_loadu_si256((const __m256i *)(blk + 16));                    \
+                        const __m256i one = _mm256_set1_epi8(1);                                               \
+                        q0 = _mm256_or_si256(q0, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * c), one), 4)); \
+                        q1 = _mm256_or_si256(q1, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * c + 1), one), 4)); \
+                    }                                                                                          \
+                    const __m256i p0 = _mm256_madd_epi16(_mm256_set1_epi16(sm[s][2 * c]), _mm256_maddubs_epi16(q0, x0)); \
+                    const __m256i p1 = _mm256_madd_epi16(_mm256_set1_epi16(sm[s][2 * c + 1]), _mm256_maddubs_epi16(q1, x1)); \
+                    isum[s] = _mm256_add_epi32(isum[s], _mm256_add_epi32(p0, p1));                             \
+                }                                                                                              \
+            }                                                                                                  \
+            for (int s = 0; s < S; s++) {                                                                      \
+                const float d = QF(h2f)(w + s * q + b * (BYTES)) * xb->d;                                      \
+                acc[s] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum[s]), acc[s]);              \
+            }                                                                                                  \
+        }                                                                                                      \
+        for (int s = 0; s < S; s++) y[s] = QF(hsum8)(acc[s]) - QF(hsum4)(accm[s]);                             \
+    }                                                                                                          \
+    static void QF(lcx_dot_##T)(const void *W, size_t rb, const void *xq, float *y, size_t rows, size_t n) {   \
+        const uint8_t *Wb = (const uint8_t *)W;                                                                \
+        const lcx_block_q8_K *x = (const lcx_block_q8_K *)xq;                                                  \
+        LCX_MATVEC_BODY(QF(rowdots_##T), Wb, rb, x, y, rows, n / 256, 0);                                      \
+    }
+
+LCX_K4_ROWDOTS(q4_K, 144, 0)
+LCX_K4_ROWDOTS(q5_K, 176, 1)
+
+/* Q6_K: q = (4 low bits | 2 high bits << 4) as unsigned 0..63, the offset 32 taken off as 32 * (pair sums of
+ * xq), formed once per activation block for all rows; 16 int8 scales, one per 16 weights. */
+static inline __attribute__((always_inline)) void QF(rowdots_q6_K)(const uint8_t *w, size_t q,
+                                                                    const lcx_block_q8_K *x, size_t nb, float *y,
+                                                                    const int S) {
+    __m256 acc[4];
+    for (int s = 0; s < S; s++) acc[s] = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3);
+    for (size_t b = 0; b < nb; b++) {
+        const lcx_block_q8_K *xb = x + b;
+        __m256i isum[4];
+        for (int s = 0; s < S; s++) isum[s] = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            __m256i xv[4], x32[4];
+            for (int k = 0; k < 4; k++) {
+                xv[k] = _mm256_loadu_si256((const __m256i *)(xb->qs + 128 * h + 32 * k));
+                x32[k] = _mm256_maddubs_epi16(_mm256_set1_epi8(32), xv[k]);
+            }
+            for (int s = 0; s < S; s++) {
+                const lcx_block_q6_K *blk = (const lcx_block_q6_K *)(w + s * q + b * 210);
+                const __m256i l0 = _mm256_loadu_si256((const __m256i *)(blk->ql + 64 * h));
+                const __m256i l1 = _mm256_loadu_si256((const __m256i *)(blk->ql + 64 * h + 32));
+                const __m256i hb = _mm256_loadu_si256((const __m256i *)(blk->qh + 32 * h));
+                __m256i qv[4];
+                qv[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4));
+                qv[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4));
+                qv[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4));
+                qv[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4));
+                const int8_t *sc = blk->scales + 8 * h;
+                for (int k = 0; k < 4; k++) {
+                    __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(qv[k], xv[k]), x32[k]);
+                    isum[s] = _mm256_add_epi32(isum[s], _mm256_madd_epi16(QF(scale_pair)(sc[2 * k], sc[2 * k + 1]), p));
+                }
+            }
+        }
+        for (int s = 0; s < S; s++) {
+            const lcx_block_q6_K *blk = (const lcx_block_q6_K *)(w + s * q + b * 210);
+            const float d = QF(h2f)((const uint8_t *)&blk->d) * xb->d;
+            acc[s] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum[s]), acc[s]);
+        }
+    }
+    for (int s = 0; s < S; s++) y[s] = QF(hsum8)(acc[s]);
+}
+static void QF(lcx_dot_q6_K)(const void *W, size_t rb, const void *xq, float *y, size_t rows, size_t n) {
+    const uint8_t *Wb = (const uint8_t *)W;
+    const lcx_block_q8_K *x = (const lcx_block_q8_K *)xq;
+    LCX_MATVEC_BODY(QF(rowdots_q6_K), Wb, rb, x, y, rows, n / 256, 0);
+}
+
+const lcx_quant_traits QF(lcx_quant)[LCX_QTYPE_COUNT] = {
+    LCX_QROW_Q8_0(QF(lcx_dot_q8_0)), LCX_QROW_Q4_0(QF(lcx_dot_q4_0)), LCX_QROW_Q4_1(QF(lcx_dot_q4_1)),
+    LCX_QROW_Q5_0(QF(lcx_dot_q5_0)), LCX_QROW_Q5_1(QF(lcx_dot_q5_1)), LCX_QROW_Q2_K(lcx_dot_q2_K_generic),
+    LCX_QROW_Q3_K(lcx_dot_q3_K_generic), LCX_QROW_Q4_K(QF(lcx_dot_q4_K)), LCX_QROW_Q5_K(QF(lcx_dot_q5_K)),
+    LCX_QROW_Q6_K(QF(lcx_dot_q6_K)),
+};
+
+#undef QF
+#undef QCAT
+#undef QCAT2
