@@ -1,6 +1,6 @@
 /* AVX2 row dots of the quantized types (the body is quants_x86.h): integer dot products by vpmaddubsw +
- * vpmaddwd over 32 bytes, f16 scales by F16C. Types without a kernel here (Q2_K, Q3_K) point at their
- * generic twin.
+ * vpmaddwd over 32 bytes, f16 scales by F16C. All
+ * ten types have a kernel here.
  *
  * Performance notes: see quants_avx512.c (one set of measurements for the three x86 paths).
  */

@@ -3,7 +3,7 @@
  *   avx512vnni  + AVX512-VNNI: the 32-block types' integer dots by vpdpbusd (one instruction for
  *               vpmaddubsw + vpmaddwd + vpaddd, no int16 step). The K-quants keep vpmaddubsw: their
  *               sub-block scales ride along in the vpmaddwd for free.
- * Types without a kernel here (Q2_K, Q3_K) point at their generic twin.
+ * All ten types have a kernel on both paths.
  *
  * Performance notes
  * - (to be filled in from benchmarks/quant_dot.py)

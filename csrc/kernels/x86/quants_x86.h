@@ -266,10 +266,114 @@ static void QF(lcx_dot_q6_K)(const void *W, size_t rb, const void *xq, float *y,
     LCX_MATVEC_BODY(QF(rowdots_q6_K), Wb, rb, x, y, rows, n / 256, 0);
 }
 
+/* Q2_K: 2-bit quants (unsigned 0..3) with a 4-bit scale and a 4-bit min per 16 weights; the mins' term
+ * dmin * dx * sum_j mn_j * bsums_j from the q8_K block sums, one vpmaddwd. */
+static inline __attribute__((always_inline)) void QF(rowdots_q2_K)(const uint8_t *w, size_t q,
+                                                                    const lcx_block_q8_K *x, size_t nb, float *y,
+                                                                    const int S) {
+    __m256 acc[4], accm[4];
+    for (int s = 0; s < S; s++) acc[s] = accm[s] = _mm256_setzero_ps();
+    const __m256i m3 = _mm256_set1_epi8(3);
+    for (size_t b = 0; b < nb; b++) {
+        const lcx_block_q8_K *xb = x + b;
+        const __m256i bsums = _mm256_loadu_si256((const __m256i *)xb->bsums);
+        __m256i isum[4];
+        for (int s = 0; s < S; s++) {
+            const lcx_block_q2_K *blk = (const lcx_block_q2_K *)(w + s * q + b * 84);
+            const __m128i sm = _mm_loadu_si128((const __m128i *)blk->scales);
+            const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sm, 4), _mm_set1_epi8(15)));
+            const float dmin = QF(h2f)((const uint8_t *)&blk->dmin) * xb->d;
+            accm[s] = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bsums)), accm[s]);
+            isum[s] = _mm256_setzero_si256();
+        }
+        for (int h = 0; h < 2; h++) {
+            __m256i xv[4];
+            for (int k = 0; k < 4; k++) xv[k] = _mm256_loadu_si256((const __m256i *)(xb->qs + 128 * h + 32 * k));
+            for (int s = 0; s < S; s++) {
+                const lcx_block_q2_K *blk = (const lcx_block_q2_K *)(w + s * q + b * 84);
+                const __m256i bits = _mm256_loadu_si256((const __m256i *)(blk->qs + 32 * h));
+                const uint8_t *sc = blk->scales + 8 * h;
+                for (int k = 0; k < 4; k++) {
+                    const __m256i qv = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * k), m3);
+                    const __m256i p = _mm256_maddubs_epi16(qv, xv[k]);
+                    isum[s] = _mm256_add_epi32(isum[s], _mm256_madd_epi16(QF(scale_pair)(sc[2 * k] & 15, sc[2 * k + 1] & 15), p));
+                }
+            }
+        }
+        for (int s = 0; s < S; s++) {
+            const lcx_block_q2_K *blk = (const lcx_block_q2_K *)(w + s * q + b * 84);
+            const float d = QF(h2f)((const uint8_t *)&blk->d) * xb->d;
+            acc[s] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum[s]), acc[s]);
+        }
+    }
+    for (int s = 0; s < S; s++) y[s] = QF(hsum8)(acc[s]) - QF(hsum8)(accm[s]);
+}
+static void QF(lcx_dot_q2_K)(const void *W, size_t rb, const void *xq, float *y, size_t rows, size_t n) {
+    const uint8_t *Wb = (const uint8_t *)W;
+    const lcx_block_q8_K *x = (const lcx_block_q8_K *)xq;
+    LCX_MATVEC_BODY(QF(rowdots_q2_K), Wb, rb, x, y, rows, n / 256, 0);
+}
+
+/* Q3_K: q = low 2 bits + 4 * high bit (unsigned 0..7), the offset 4 taken off as 4 * (pair sums of xq)
+ * once per activation block; 16 signed 6-bit scales (stored + 32, unpacked with ggml's kmask shuffle). */
+static inline __attribute__((always_inline)) void QF(rowdots_q3_K)(const uint8_t *w, size_t q,
+                                                                    const lcx_block_q8_K *x, size_t nb, float *y,
+                                                                    const int S) {
+    __m256 acc[4];
+    for (int s = 0; s < S; s++) acc[s] = _mm256_setzero_ps();
+    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+    for (size_t b = 0; b < nb; b++) {
+        const lcx_block_q8_K *xb = x + b;
+        __m256i isum[4];
+        int8_t sc[4][16];
+        for (int s = 0; s < S; s++) {
+            const lcx_block_q3_K *blk = (const lcx_block_q3_K *)(w + s * q + b * 110);
+            uint32_t a[4];
+            memcpy(a, blk->scales, 12);
+            const uint32_t k1 = 0x03030303, k2 = 0x0f0f0f0f, t = a[2];
+            a[2] = ((a[0] >> 4) & k2) | (((t >> 4) & k1) << 4);
+            a[3] = ((a[1] >> 4) & k2) | (((t >> 6) & k1) << 4);
+            a[0] = (a[0] & k2) | (((t >> 0) & k1) << 4);
+            a[1] = (a[1] & k2) | (((t >> 2) & k1) << 4);
+            _mm_storeu_si128((__m128i *)sc[s], _mm_sub_epi8(_mm_loadu_si128((const __m128i *)a), _mm_set1_epi8(32)));
+            isum[s] = _mm256_setzero_si256();
+        }
+        for (int h = 0; h < 2; h++) {
+            __m256i xv[4], x4[4];
+            for (int k = 0; k < 4; k++) {
+                xv[k] = _mm256_loadu_si256((const __m256i *)(xb->qs + 128 * h + 32 * k));
+                x4[k] = _mm256_maddubs_epi16(_mm256_set1_epi8(4), xv[k]);
+            }
+            for (int s = 0; s < S; s++) {
+                const lcx_block_q3_K *blk = (const lcx_block_q3_K *)(w + s * q + b * 110);
+                const __m256i bits = _mm256_loadu_si256((const __m256i *)(blk->qs + 32 * h));
+                const __m256i hm = _mm256_loadu_si256((const __m256i *)blk->hmask);
+                for (int k = 0; k < 4; k++) {
+                    const __m256i hi = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + k), one), 2);
+                    const __m256i qv = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 2 * k), m3), hi);
+                    const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(qv, xv[k]), x4[k]);
+                    isum[s] = _mm256_add_epi32(isum[s], _mm256_madd_epi16(QF(scale_pair)(sc[s][8 * h + 2 * k], sc[s][8 * h + 2 * k + 1]), p));
+                }
+            }
+        }
+        for (int s = 0; s < S; s++) {
+            const lcx_block_q3_K *blk = (const lcx_block_q3_K *)(w + s * q + b * 110);
+            const float d = QF(h2f)((const uint8_t *)&blk->d) * xb->d;
+            acc[s] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum[s]), acc[s]);
+        }
+    }
+    for (int s = 0; s < S; s++) y[s] = QF(hsum8)(acc[s]);
+}
+static void QF(lcx_dot_q3_K)(const void *W, size_t rb, const void *xq, float *y, size_t rows, size_t n) {
+    const uint8_t *Wb = (const uint8_t *)W;
+    const lcx_block_q8_K *x = (const lcx_block_q8_K *)xq;
+    LCX_MATVEC_BODY(QF(rowdots_q3_K), Wb, rb, x, y, rows, n / 256, 0);
+}
+
 const lcx_quant_traits QF(lcx_quant)[LCX_QTYPE_COUNT] = {
     LCX_QROW_Q8_0(QF(lcx_dot_q8_0)), LCX_QROW_Q4_0(QF(lcx_dot_q4_0)), LCX_QROW_Q4_1(QF(lcx_dot_q4_1)),
-    LCX_QROW_Q5_0(QF(lcx_dot_q5_0)), LCX_QROW_Q5_1(QF(lcx_dot_q5_1)), LCX_QROW_Q2_K(lcx_dot_q2_K_generic),
-    LCX_QROW_Q3_K(lcx_dot_q3_K_generic), LCX_QROW_Q4_K(QF(lcx_dot_q4_K)), LCX_QROW_Q5_K(QF(lcx_dot_q5_K)),
+    LCX_QROW_Q5_0(QF(lcx_dot_q5_0)), LCX_QROW_Q5_1(QF(lcx_dot_q5_1)), LCX_QROW_Q2_K(QF(lcx_dot_q2_K)),
+    LCX_QROW_Q3_K(QF(lcx_dot_q3_K)), LCX_QROW_Q4_K(QF(lcx_dot_q4_K)), LCX_QROW_Q5_K(QF(lcx_dot_q5_K)),
     LCX_QROW_Q6_K(QF(lcx_dot_q6_K)),
 };
 
