@@ -27,18 +27,28 @@ static const lcx_quant_traits *const lcx_quant_tables[LCX_QISA_COUNT] = {lcx_qua
                                                                          lcx_quant_avx512, lcx_quant_avx512vnni};
 static const char *const lcx_quant_names[LCX_QISA_COUNT] = {"generic", "avx2", "avx512", "avx512vnni"};
 
-int lcx_quant_isa_supported(int qisa) {
+static int lcx_quant_isa_detect(int qisa) {
     switch (qisa) {
     case LCX_QISA_GENERIC: return 1;
     case LCX_QISA_AVX2: return lcx_quant_x86_compiled && lcx_isa_supported(LCX_ISA_AVX2) && lcx_cpu_f16c();
     case LCX_QISA_AVX512: return lcx_quant_x86_compiled && lcx_isa_supported(LCX_ISA_AVX512) && lcx_cpu_f16c();
-    case LCX_QISA_AVX512VNNI: return lcx_quant_isa_supported(LCX_QISA_AVX512) && lcx_cpu_avx512vnni();
+    case LCX_QISA_AVX512VNNI: return lcx_quant_isa_detect(LCX_QISA_AVX512) && lcx_cpu_avx512vnni();
     default: return 0;
     }
 }
 
+/* Asked once per path: CPUID traps to the hypervisor in a VM (measured ~25 us a call on a busy KVM guest,
+ * 160 us for the handful one answer took), far too slow to ask per product. A race between threads on the
+ * first call only computes the same answer twice. */
+int lcx_quant_isa_supported(int qisa) {
+    static int known[LCX_QISA_COUNT] = {0}; /* 0 unknown, 1 no, 2 yes */
+    if (qisa < 0 || qisa >= LCX_QISA_COUNT) return 0;
+    if (!known[qisa]) known[qisa] = lcx_quant_isa_detect(qisa) ? 2 : 1;
+    return known[qisa] == 2;
+}
+
 int lcx_quant_isa_best(void) {
-    static int best = -1; /* the CPU does not change: asked once (a benign race: every thread finds the same) */
+    static int best = -1; /* the CPU does not change: asked once */
     if (best < 0) {
         int b = LCX_QISA_COUNT - 1;
         while (b > 0 && !lcx_quant_isa_supported(b)) b--;

@@ -21,9 +21,11 @@
 
 #define QISA avx2
 #define LCX_QVNNI 0
+#define LCX_QZMM 0
 #include "quants_x86.h"
 #undef QISA
 #undef LCX_QVNNI
+#undef LCX_QZMM
 
 #if defined(__clang__)
 #pragma clang attribute pop

@@ -25,9 +25,11 @@
 #endif
 #define QISA avx512
 #define LCX_QVNNI 0
+#define LCX_QZMM 1
 #include "quants_x86.h"
 #undef QISA
 #undef LCX_QVNNI
+#undef LCX_QZMM
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
@@ -42,9 +44,11 @@
 #endif
 #define QISA avx512vnni
 #define LCX_QVNNI 1
+#define LCX_QZMM 1
 #include "quants_x86.h"
 #undef QISA
 #undef LCX_QVNNI
+#undef LCX_QZMM
 #if defined(__clang__)
 #pragma clang attribute pop
 #else

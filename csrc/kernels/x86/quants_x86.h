@@ -370,13 +370,148 @@ static void QF(lcx_dot_q3_K)(const void *W, size_t rb, const void *xq, float *y,
     LCX_MATVEC_BODY(QF(rowdots_q3_K), Wb, rb, x, y, rows, n / 256, 0);
 }
 
+#if LCX_QZMM
+/* ---- 512-bit K-quant dots (the AVX-512 paths) -------------------------------------------------------------
+ * The same sums as above with 64 bytes per instruction. Weights stay in file order; the activation vectors
+ * are arranged to match once per block for all S rows (two 32-byte halves each), and each sub-block's
+ * scale is spread over its int16 lanes by one vpermw. */
+
+/* sums of int16 pairs a * b added to acc (8 x 2 -> 16 int32) */
+static inline __m512i QF(madd_acc512)(__m512i acc, __m512i a, __m512i b) {
+#if LCX_QVNNI
+    return _mm512_dpwssd_epi32(acc, a, b);
+#else
+    return _mm512_add_epi32(acc, _mm512_madd_epi16(a, b));
+#endif
+}
+/* [32 bytes at lo | 32 bytes at hi] */
+static inline __m512i QF(load2x32)(const int8_t *lo, const int8_t *hi) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)lo)),
+                              _mm256_loadu_si256((const __m256i *)hi), 1);
+}
+/* int16 lanes 0..15 = v[a], 16..31 = v[b] */
+static inline __m512i QF(idx2)(int a, int b) {
+    return _mm512_inserti64x4(_mm512_set1_epi16((short)a), _mm256_set1_epi16((short)b), 1);
+}
+/* int16 lanes 8k..8k+7 = v[a + k], k < 4 */
+static inline __m512i QF(idx4)(int a) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(_mm_set1_epi16((short)(a + 1)), _mm_set1_epi16((short)a))),
+                              _mm256_set_m128i(_mm_set1_epi16((short)(a + 3)), _mm_set1_epi16((short)(a + 2))), 1);
+}
+
+/* Q4_K / Q5_K: qs bytes [0, 64) are chunks 0 and 1: low nibbles = weights [0, 32) and [64, 96) (sub-blocks
+ * 0, 2), high nibbles = [32, 64) and [96, 128) (1, 3); bytes [64, 128) the same for chunks 2, 3. */
+#define LCX_K4_ROWDOTS512(T, BYTES, HIGH)                                                                       \
+    static inline __attribute__((always_inline)) void QF(rowdots512_##T)(const uint8_t *w, size_t q,            \
+                                                                          const lcx_block_q8_K *x, size_t nb,   \
+                                                                          float *y, const int S) {              \
+        __m512 acc[4];                                                                                          \
+        __m128 accm[4];                                                                                         \
+        for (int s = 0; s < S; s++) {                                                                           \
+            acc[s] = _mm512_setzero_ps();                                                                       \
+            accm[s] = _mm_setzero_ps();                                                                         \
+        }                                                                                                       \
+        const __m512i m4 = _mm512_set1_epi8(15), one = _mm512_set1_epi8(1);                                     \
+        const __m512i ilo0 = QF(idx2)(0, 2), ihi0 = QF(idx2)(1, 3), ilo1 = QF(idx2)(4, 6), ihi1 = QF(idx2)(5, 7); \
+        for (size_t b = 0; b < nb; b++) {                                                                       \
+            const lcx_block_q8_K *xb = x + b;                                                                   \
+            const __m128i bp = QF(bsums_pairs)(xb);                                                             \
+            const __m512i xlo0 = QF(load2x32)(xb->qs, xb->qs + 64), xhi0 = QF(load2x32)(xb->qs + 32, xb->qs + 96); \
+            const __m512i xlo1 = QF(load2x32)(xb->qs + 128, xb->qs + 192);                                      \
+            const __m512i xhi1 = QF(load2x32)(xb->qs + 160, xb->qs + 224);                                      \
+            for (int s = 0; s < S; s++) {                                                                       \
+                const uint8_t *blk = w + s * q + b * (BYTES);                                                   \
+                uint8_t sm[16];                                                                                 \
+                QF(k4_scales)(blk + 4, sm);                                                                     \
+                const __m128i sm16 = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)sm));                  \
+                const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(sm + 8)));           \
+                accm[s] = _mm_fmadd_ps(_mm_set1_ps(QF(h2f)(blk + 2) * xb->d), _mm_cvtepi32_ps(_mm_madd_epi16(mins, bp)), accm[s]); \
+                const __m512i sc = _mm512_castsi128_si512(sm16);                                                \
+                const __m512i b0 = _mm512_loadu_si512((const void *)(blk + 16 + 32 * (HIGH)));                 \
+                const __m512i b1 = _mm512_loadu_si512((const void *)(blk + 16 + 32 * (HIGH) + 64));            \
+                __m512i q0 = _mm512_and_si512(b0, m4), q1 = _mm512_and_si512(_mm512_srli_epi16(b0, 4), m4);     \
+                __m512i q2 = _mm512_and_si512(b1, m4), q3 = _mm512_and_si512(_mm512_srli_epi16(b1, 4), m4);     \
+                if (HIGH) { /* fifth bits: bit 2c of qh for chunk c's low half, 2c + 1 for its high half */     \
+                    const __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 16));                         \
+                    const __m512i hz = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1); \
+                    q0 = _mm512_or_si512(q0, _mm512_slli_epi16(_mm512_and_si512(hz, one), 4));                  \
+                    q1 = _mm512_or_si512(q1, _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hz, 1), one), 4)); \
+                    q2 = _mm512_or_si512(q2, _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hz, 4), one), 4)); \
+                    q3 = _mm512_or_si512(q3, _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hz, 5), one), 4)); \
+                }                                                                                               \
+                __m512i is = _mm512_setzero_si512();                                                            \
+                is = QF(madd_acc512)(is, _mm512_permutexvar_epi16(ilo0, sc), _mm512_maddubs_epi16(q0, xlo0));   \
+                is = QF(madd_acc512)(is, _mm512_permutexvar_epi16(ihi0, sc), _mm512_maddubs_epi16(q1, xhi0));   \
+                is = QF(madd_acc512)(is, _mm512_permutexvar_epi16(ilo1, sc), _mm512_maddubs_epi16(q2, xlo1));   \
+                is = QF(madd_acc512)(is, _mm512_permutexvar_epi16(ihi1, sc), _mm512_maddubs_epi16(q3, xhi1));   \
+                acc[s] = _mm512_fmadd_ps(_mm512_set1_ps(QF(h2f)(blk) * xb->d), _mm512_cvtepi32_ps(is), acc[s]); \
+            }                                                                                                   \
+        }                                                                                                       \
+        for (int s = 0; s < S; s++) y[s] = _mm512_reduce_add_ps(acc[s]) - QF(hsum4)(accm[s]);                  \
+    }                                                                                                           \
+    static void QF(lcx_dot512_##T)(const void *W, size_t rb, const void *xq, float *y, size_t rows, size_t n) {  \
+        const uint8_t *Wb = (const uint8_t *)W;                                                                 \
+        const lcx_block_q8_K *x = (const lcx_block_q8_K *)xq;                                                   \
+        LCX_MATVEC_BODY(QF(rowdots512_##T), Wb, rb, x, y, rows, n / 256, 0);                                    \
+    }
+LCX_K4_ROWDOTS512(q4_K, 144, 0)
+LCX_K4_ROWDOTS512(q5_K, 176, 1)
+
+/* Q6_K, per half h (128 weights): ql's 64 bytes low nibbles = weights [0, 64), high nibbles = [64, 128);
+ * qh's 32 bytes give bits 0-1 / 2-3 to [0, 32) / [32, 64) and 4-5 / 6-7 to [64, 96) / [96, 128). */
+static inline __attribute__((always_inline)) void QF(rowdots512_q6_K)(const uint8_t *w, size_t q,
+                                                                       const lcx_block_q8_K *x, size_t nb, float *y,
+                                                                       const int S) {
+    __m512 acc[4];
+    for (int s = 0; s < S; s++) acc[s] = _mm512_setzero_ps();
+    const __m512i m4 = _mm512_set1_epi8(15), m3 = _mm512_set1_epi8(3);
+    const __m512i ia[2] = {QF(idx4)(0), QF(idx4)(8)}, ib[2] = {QF(idx4)(4), QF(idx4)(12)};
+    for (size_t b = 0; b < nb; b++) {
+        const lcx_block_q8_K *xb = x + b;
+        __m512i xv[4], x32[4];
+        for (int k = 0; k < 4; k++) {
+            xv[k] = _mm512_loadu_si512((const void *)(xb->qs + 64 * k));
+            x32[k] = _mm512_maddubs_epi16(_mm512_set1_epi8(32), xv[k]);
+        }
+        for (int s = 0; s < S; s++) {
+            const lcx_block_q6_K *blk = (const lcx_block_q6_K *)(w + s * q + b * 210);
+            const __m512i sc = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)blk->scales)));
+            __m512i is = _mm512_setzero_si512();
+            for (int h = 0; h < 2; h++) {
+                const __m512i l = _mm512_loadu_si512((const void *)(blk->ql + 64 * h));
+                const __m256i qh = _mm256_loadu_si256((const __m256i *)(blk->qh + 32 * h));
+                const __m512i hz = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+                const __m512i qa = _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_slli_epi16(_mm512_and_si512(hz, m3), 4));
+                const __m512i qb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
+                                                   _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hz, 4), m3), 4));
+                const __m512i pa = _mm512_sub_epi16(_mm512_maddubs_epi16(qa, xv[2 * h]), x32[2 * h]);
+                const __m512i pb = _mm512_sub_epi16(_mm512_maddubs_epi16(qb, xv[2 * h + 1]), x32[2 * h + 1]);
+                is = QF(madd_acc512)(is, _mm512_permutexvar_epi16(ia[h], sc), pa);
+                is = QF(madd_acc512)(is, _mm512_permutexvar_epi16(ib[h], sc), pb);
+            }
+            acc[s] = _mm512_fmadd_ps(_mm512_set1_ps(QF(h2f)((const uint8_t *)&blk->d) * xb->d), _mm512_cvtepi32_ps(is), acc[s]);
+        }
+    }
+    for (int s = 0; s < S; s++) y[s] = _mm512_reduce_add_ps(acc[s]);
+}
+static void QF(lcx_dot512_q6_K)(const void *W, size_t rb, const void *xq, float *y, size_t rows, size_t n) {
+    const uint8_t *Wb = (const uint8_t *)W;
+    const lcx_block_q8_K *x = (const lcx_block_q8_K *)xq;
+    LCX_MATVEC_BODY(QF(rowdots512_q6_K), Wb, rb, x, y, rows, n / 256, 0);
+}
+#define LCX_KDOT(T) QF(lcx_dot512_##T)
+#else
+#define LCX_KDOT(T) QF(lcx_dot_##T)
+#endif
+
 const lcx_quant_traits QF(lcx_quant)[LCX_QTYPE_COUNT] = {
     LCX_QROW_Q8_0(QF(lcx_dot_q8_0)), LCX_QROW_Q4_0(QF(lcx_dot_q4_0)), LCX_QROW_Q4_1(QF(lcx_dot_q4_1)),
     LCX_QROW_Q5_0(QF(lcx_dot_q5_0)), LCX_QROW_Q5_1(QF(lcx_dot_q5_1)), LCX_QROW_Q2_K(QF(lcx_dot_q2_K)),
-    LCX_QROW_Q3_K(QF(lcx_dot_q3_K)), LCX_QROW_Q4_K(QF(lcx_dot_q4_K)), LCX_QROW_Q5_K(QF(lcx_dot_q5_K)),
-    LCX_QROW_Q6_K(QF(lcx_dot_q6_K)),
+    LCX_QROW_Q3_K(QF(lcx_dot_q3_K)), LCX_QROW_Q4_K(LCX_KDOT(q4_K)), LCX_QROW_Q5_K(LCX_KDOT(q5_K)),
+    LCX_QROW_Q6_K(LCX_KDOT(q6_K)),
 };
 
+#undef LCX_KDOT
 #undef QF
 #undef QCAT
 #undef QCAT2
