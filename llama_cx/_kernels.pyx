@@ -478,6 +478,7 @@ cdef extern from "kernels/quants.h" nogil:
         unsigned int block
         unsigned int block_bytes
         int act_type
+        lcx_quant_act_fn quantize_x
         lcx_dequant_fn to_f32
         lcx_dot_fn dot
     ctypedef struct lcx_qact_traits:
@@ -564,8 +565,9 @@ def dequantize_rows_bf16(str qtype, W, size_t row_bytes, size_t rows, size_t n):
     return bytes(out)
 
 
-def quantize_act(str act_type, X):
-    """bytes of the activation blocks ("Q8_0" or "Q8_K") of x (n,) f32, as ggml's reference quantizers."""
+def quantize_act(str act_type, X, str isa="generic"):
+    """bytes of the activation blocks ("Q8_0" or "Q8_K") of x (n,) f32, as ggml's reference quantizers, by
+    the quantizer of path isa (every path gives the same bytes)."""
     cdef int a
     if act_type == "Q8_0":
         a = 0
@@ -573,6 +575,7 @@ def quantize_act(str act_type, X):
         a = 1
     else:
         raise ValueError(f"unknown activation type {act_type!r} (Q8_0 or Q8_K)")
+    cdef const lcx_quant_traits *t = _qtraits("Q8_0" if a == 0 else "Q4_K", isa)  # a row that uses it
     cdef const float[::1] x = memoryview(X).cast("B").cast("f")
     cdef size_t n = x.shape[0], blk = lcx_qact[a].block
     if n == 0 or n % blk:
@@ -582,7 +585,7 @@ def quantize_act(str act_type, X):
     buf = array("d", bytes((n // blk * lcx_qact[a].block_bytes + 7) // 8 * 8))
     cdef unsigned char *o = _wr(buf, n // blk * lcx_qact[a].block_bytes, "xq")
     with nogil:
-        lcx_qact[a].quantize(&x[0], o, n)
+        t.quantize_x(&x[0], o, n)
     return buf.tobytes()[: n // blk * lcx_qact[a].block_bytes]
 
 

@@ -107,6 +107,7 @@ typedef struct {
     uint32_t block;       /* weights per block */
     uint32_t block_bytes; /* bytes per block */
     int act_type;         /* LCX_QACT_*: how x is quantized for dot */
+    lcx_quant_act_fn quantize_x; /* that quantizer, this path's (every path's bytes are the same) */
     lcx_dequant_fn to_f32;
     lcx_dot_fn dot;       /* this path's kernel (the generic twin where the path has none for the type) */
 } lcx_quant_traits;
@@ -159,17 +160,30 @@ void lcx_dot_q4_K_generic(const void *W, size_t row_bytes, const void *xq, float
 void lcx_dot_q5_K_generic(const void *W, size_t row_bytes, const void *xq, float *y, size_t rows, size_t n);
 void lcx_dot_q6_K_generic(const void *W, size_t row_bytes, const void *xq, float *y, size_t rows, size_t n);
 
-/* One traits row; the tables list the types in enum order with these constants (ggml.h type ids). */
-#define LCX_QROW_Q8_0(DOT) {"Q8_0", 8, 32, 34, LCX_QACT_Q8_0, lcx_dequant_q8_0, DOT}
-#define LCX_QROW_Q4_0(DOT) {"Q4_0", 2, 32, 18, LCX_QACT_Q8_0, lcx_dequant_q4_0, DOT}
-#define LCX_QROW_Q4_1(DOT) {"Q4_1", 3, 32, 20, LCX_QACT_Q8_0, lcx_dequant_q4_1, DOT}
-#define LCX_QROW_Q5_0(DOT) {"Q5_0", 6, 32, 22, LCX_QACT_Q8_0, lcx_dequant_q5_0, DOT}
-#define LCX_QROW_Q5_1(DOT) {"Q5_1", 7, 32, 24, LCX_QACT_Q8_0, lcx_dequant_q5_1, DOT}
-#define LCX_QROW_Q2_K(DOT) {"Q2_K", 10, 256, 84, LCX_QACT_Q8_K, lcx_dequant_q2_K, DOT}
-#define LCX_QROW_Q3_K(DOT) {"Q3_K", 11, 256, 110, LCX_QACT_Q8_K, lcx_dequant_q3_K, DOT}
-#define LCX_QROW_Q4_K(DOT) {"Q4_K", 12, 256, 144, LCX_QACT_Q8_K, lcx_dequant_q4_K, DOT}
-#define LCX_QROW_Q5_K(DOT) {"Q5_K", 13, 256, 176, LCX_QACT_Q8_K, lcx_dequant_q5_K, DOT}
-#define LCX_QROW_Q6_K(DOT) {"Q6_K", 14, 256, 210, LCX_QACT_Q8_K, lcx_dequant_q6_K, DOT}
+/* One traits row; the tables list the types in enum order with these constants (ggml.h type ids); A0 / AK
+ * are the path's q8_0 / q8_K activation quantizers. */
+#define LCX_QROW_Q8_0(A0, AK, DOT) {"Q8_0", 8, 32, 34, LCX_QACT_Q8_0, A0, lcx_dequant_q8_0, DOT}
+#define LCX_QROW_Q4_0(A0, AK, DOT) {"Q4_0", 2, 32, 18, LCX_QACT_Q8_0, A0, lcx_dequant_q4_0, DOT}
+#define LCX_QROW_Q4_1(A0, AK, DOT) {"Q4_1", 3, 32, 20, LCX_QACT_Q8_0, A0, lcx_dequant_q4_1, DOT}
+#define LCX_QROW_Q5_0(A0, AK, DOT) {"Q5_0", 6, 32, 22, LCX_QACT_Q8_0, A0, lcx_dequant_q5_0, DOT}
+#define LCX_QROW_Q5_1(A0, AK, DOT) {"Q5_1", 7, 32, 24, LCX_QACT_Q8_0, A0, lcx_dequant_q5_1, DOT}
+#define LCX_QROW_Q2_K(A0, AK, DOT) {"Q2_K", 10, 256, 84, LCX_QACT_Q8_K, AK, lcx_dequant_q2_K, DOT}
+#define LCX_QROW_Q3_K(A0, AK, DOT) {"Q3_K", 11, 256, 110, LCX_QACT_Q8_K, AK, lcx_dequant_q3_K, DOT}
+#define LCX_QROW_Q4_K(A0, AK, DOT) {"Q4_K", 12, 256, 144, LCX_QACT_Q8_K, AK, lcx_dequant_q4_K, DOT}
+#define LCX_QROW_Q5_K(A0, AK, DOT) {"Q5_K", 13, 256, 176, LCX_QACT_Q8_K, AK, lcx_dequant_q5_K, DOT}
+#define LCX_QROW_Q6_K(A0, AK, DOT) {"Q6_K", 14, 256, 210, LCX_QACT_Q8_K, AK, lcx_dequant_q6_K, DOT}
+/* a path's whole table: its two activation quantizers and its ten dot kernels */
+#define LCX_QUANT_TABLE(A0, AK, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)                         \
+    {                                                                                                            \
+        LCX_QROW_Q8_0(A0, AK, Q8_0), LCX_QROW_Q4_0(A0, AK, Q4_0), LCX_QROW_Q4_1(A0, AK, Q4_1),                   \
+        LCX_QROW_Q5_0(A0, AK, Q5_0), LCX_QROW_Q5_1(A0, AK, Q5_1), LCX_QROW_Q2_K(A0, AK, Q2_K),                   \
+        LCX_QROW_Q3_K(A0, AK, Q3_K), LCX_QROW_Q4_K(A0, AK, Q4_K), LCX_QROW_Q5_K(A0, AK, Q5_K),                   \
+        LCX_QROW_Q6_K(A0, AK, Q6_K),                                                                             \
+    }
+#define LCX_QUANT_TABLE_GENERIC                                                                                   \
+    LCX_QUANT_TABLE(lcx_quant_act_q8_0, lcx_quant_act_q8_K, lcx_dot_q8_0_generic, lcx_dot_q4_0_generic,         \
+                    lcx_dot_q4_1_generic, lcx_dot_q5_0_generic, lcx_dot_q5_1_generic, lcx_dot_q2_K_generic,      \
+                    lcx_dot_q3_K_generic, lcx_dot_q4_K_generic, lcx_dot_q5_K_generic, lcx_dot_q6_K_generic)
 
 /* Prefill helper: dst (r1 - r0, ldd) f32 / bf16 = rows [r0, r1) of W (rows, row_bytes) dequantized (n
  * columns each), a panel for the f32 / bf16 gemm tiles; bf16 rounded to nearest even. Single-threaded. */
@@ -183,6 +197,16 @@ void lcx_dequant_rows_bf16(const lcx_quant_traits *qt, const void *W, size_t row
  * OpenMP threads in blocks of 4, each streaming its rows contiguously. */
 void lcx_linear_quant(const lcx_quant_traits *qt, const void *W, size_t row_bytes, const void *xq, float *y,
                       size_t rows, size_t n, int nthreads);
+
+/* Keeps a float (or vector) value as rounded: the compiler may not fuse the product that made it into a
+ * later add (an FMA would skip that rounding, and the activation quantizers must round as ggml does). */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define LCX_ROUNDED(v) __asm__("" : "+v"(v))
+#elif defined(__GNUC__) && defined(__aarch64__)
+#define LCX_ROUNDED(v) __asm__("" : "+w"(v))
+#else
+#define LCX_ROUNDED(v) do { volatile float lcx_t_ = (v); (v) = lcx_t_; } while (0)
+#endif
 
 /* ---- scalar helpers shared by the kernel files --------------------------------------------------------- */
 /* IEEE half -> f32, exact for every input (subnormals, inf, NaN) */

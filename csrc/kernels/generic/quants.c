@@ -31,6 +31,7 @@ void lcx_quant_act_q8_0(const float *x, void *xq, size_t n) {
 
 /* ggml's nearest_int: round to nearest even through the 1.5 * 2^23 trick (|f| < 2^22) */
 static inline int lcx_nearest_int(float f) {
+    LCX_ROUNDED(f); /* the product that made f is rounded first, as in ggml (no FMA into the add) */
     float v = f + 12582912.0f;
     int32_t i;
     memcpy(&i, &v, sizeof i);
@@ -324,12 +325,7 @@ const lcx_qact_traits lcx_qact[2] = {
     {"Q8_K", LCX_QK_K, 292, lcx_quant_act_q8_K},
 };
 
-const lcx_quant_traits lcx_quant_generic[LCX_QTYPE_COUNT] = {
-    LCX_QROW_Q8_0(lcx_dot_q8_0_generic), LCX_QROW_Q4_0(lcx_dot_q4_0_generic), LCX_QROW_Q4_1(lcx_dot_q4_1_generic),
-    LCX_QROW_Q5_0(lcx_dot_q5_0_generic), LCX_QROW_Q5_1(lcx_dot_q5_1_generic), LCX_QROW_Q2_K(lcx_dot_q2_K_generic),
-    LCX_QROW_Q3_K(lcx_dot_q3_K_generic), LCX_QROW_Q4_K(lcx_dot_q4_K_generic), LCX_QROW_Q5_K(lcx_dot_q5_K_generic),
-    LCX_QROW_Q6_K(lcx_dot_q6_K_generic),
-};
+const lcx_quant_traits lcx_quant_generic[LCX_QTYPE_COUNT] = LCX_QUANT_TABLE_GENERIC;
 
 /* ---- prefill panels ------------------------------------------------------------------------------------- */
 void lcx_dequant_rows_f32(const lcx_quant_traits *qt, const void *W, size_t row_bytes, size_t r0, size_t r1,

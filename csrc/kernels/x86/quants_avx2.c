@@ -33,10 +33,5 @@
 #pragma GCC pop_options
 #endif
 #else /* not x86 with GCC/clang: the generic twins (lcx_quant_isa_supported says no) */
-const lcx_quant_traits lcx_quant_avx2[LCX_QTYPE_COUNT] = {
-    LCX_QROW_Q8_0(lcx_dot_q8_0_generic), LCX_QROW_Q4_0(lcx_dot_q4_0_generic), LCX_QROW_Q4_1(lcx_dot_q4_1_generic),
-    LCX_QROW_Q5_0(lcx_dot_q5_0_generic), LCX_QROW_Q5_1(lcx_dot_q5_1_generic), LCX_QROW_Q2_K(lcx_dot_q2_K_generic),
-    LCX_QROW_Q3_K(lcx_dot_q3_K_generic), LCX_QROW_Q4_K(lcx_dot_q4_K_generic), LCX_QROW_Q5_K(lcx_dot_q5_K_generic),
-    LCX_QROW_Q6_K(lcx_dot_q6_K_generic),
-};
+const lcx_quant_traits lcx_quant_avx2[LCX_QTYPE_COUNT] = LCX_QUANT_TABLE_GENERIC;
 #endif

@@ -58,6 +58,81 @@ static inline __m256i QF(bits16_32)(const uint8_t *p) {
     return _mm256_and_si256(_mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1)), _mm256_set1_epi8(16));
 }
 
+/* ---- activation quantizers: byte for byte the scalar twins (ggml's reference) ------------------------------ */
+/* 32 int32 in 4 vectors -> 32 int8 in order (values already in [-127, 127]) */
+static inline __m256i QF(pack32)(__m256i a, __m256i b, __m256i c, __m256i d) {
+    __m256i e = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+    return _mm256_permutevar8x32_epi32(e, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+static inline float QF(hmax8)(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+/* q = roundf(x * id) (halves away from zero): trunc, plus the sign where |x * id - trunc| >= 1/2 (exact) */
+static void QF(lcx_quant_act_q8_0)(const float *x, void *xq, size_t n) {
+    lcx_block_q8_0 *y = (lcx_block_q8_0 *)xq;
+    const __m256 sign = _mm256_set1_ps(-0.0f), half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+    for (size_t b = 0; b < n / 32; b++, x += 32) {
+        __m256 v[4], mx = _mm256_setzero_ps();
+        for (int k = 0; k < 4; k++) {
+            v[k] = _mm256_loadu_ps(x + 8 * k);
+            mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, v[k]));
+        }
+        const float amax = QF(hmax8)(mx), d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[b].d = lcx_f32_to_f16_scalar(d);
+        __m256i q[4];
+        for (int k = 0; k < 4; k++) {
+            __m256 p = _mm256_mul_ps(v[k], _mm256_set1_ps(id));
+            LCX_ROUNDED(p);
+            const __m256 t = _mm256_round_ps(p, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            const __m256 up = _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_sub_ps(p, t)), half, _CMP_GE_OQ);
+            const __m256 step = _mm256_and_ps(up, _mm256_or_ps(_mm256_and_ps(p, sign), one));
+            q[k] = _mm256_cvttps_epi32(_mm256_add_ps(t, step));
+        }
+        _mm256_storeu_si256((__m256i *)y[b].qs, QF(pack32)(q[0], q[1], q[2], q[3]));
+    }
+}
+
+/* q = min(127, round-half-even(x * iscale)) (vcvtps2dq under the default rounding mode), iscale = -127 / the
+ * first value of largest magnitude; block sums of 16 */
+static void QF(lcx_quant_act_q8_K)(const float *x, void *xq, size_t n) {
+    lcx_block_q8_K *y = (lcx_block_q8_K *)xq;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (size_t b = 0; b < n / 256; b++, x += 256) {
+        __m256 mx = _mm256_setzero_ps();
+        for (int k = 0; k < 32; k++) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * k)));
+        const float amax = QF(hmax8)(mx);
+        memset(&y[b], 0, sizeof y[b]);
+        if (amax == 0.0f) continue;
+        int first = 0;
+        for (int k = 0; k < 32; k++) {
+            int m = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * k)), _mm256_set1_ps(amax), _CMP_EQ_OQ));
+            if (m) {
+                first = 8 * k + __builtin_ctz((unsigned)m);
+                break;
+            }
+        }
+        const float iscale = -127.0f / x[first];
+        const __m256 vs = _mm256_set1_ps(iscale);
+        const __m256i lim = _mm256_set1_epi32(127);
+        for (int c = 0; c < 8; c++) { /* 32 values: two block sums */
+            __m256i q[4];
+            for (int k = 0; k < 4; k++)
+                q[k] = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 32 * c + 8 * k), vs)), lim);
+            const __m256i bytes = QF(pack32)(q[0], q[1], q[2], q[3]);
+            _mm256_storeu_si256((__m256i *)(y[b].qs + 32 * c), bytes);
+            int32_t quads[8]; /* sums of 4 consecutive values */
+            _mm256_storeu_si256((__m256i *)quads, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), bytes), _mm256_set1_epi16(1)));
+            y[b].bsums[2 * c] = (int16_t)(quads[0] + quads[1] + quads[2] + quads[3]);
+            y[b].bsums[2 * c + 1] = (int16_t)(quads[4] + quads[5] + quads[6] + quads[7]);
+        }
+        y[b].d = 1.0f / iscale;
+    }
+}
+
 /* ---- 32-blocks against q8_0 ------------------------------------------------------------------------------
  * KIND 0: signed weights (Q8_0, sign trick); 1: unsigned minus OFF (Q4_0: 8, Q5_0: 16), the offset folded
  * into the integer sum's start value -OFF * sum(xq); 2: unsigned with a min (Q4_1, Q5_1): y += d dx S + m dx X.
@@ -504,12 +579,10 @@ static void QF(lcx_dot512_q6_K)(const void *W, size_t rb, const void *xq, float 
 #define LCX_KDOT(T) QF(lcx_dot_##T)
 #endif
 
-const lcx_quant_traits QF(lcx_quant)[LCX_QTYPE_COUNT] = {
-    LCX_QROW_Q8_0(QF(lcx_dot_q8_0)), LCX_QROW_Q4_0(QF(lcx_dot_q4_0)), LCX_QROW_Q4_1(QF(lcx_dot_q4_1)),
-    LCX_QROW_Q5_0(QF(lcx_dot_q5_0)), LCX_QROW_Q5_1(QF(lcx_dot_q5_1)), LCX_QROW_Q2_K(QF(lcx_dot_q2_K)),
-    LCX_QROW_Q3_K(QF(lcx_dot_q3_K)), LCX_QROW_Q4_K(LCX_KDOT(q4_K)), LCX_QROW_Q5_K(LCX_KDOT(q5_K)),
-    LCX_QROW_Q6_K(LCX_KDOT(q6_K)),
-};
+const lcx_quant_traits QF(lcx_quant)[LCX_QTYPE_COUNT] =
+    LCX_QUANT_TABLE(QF(lcx_quant_act_q8_0), QF(lcx_quant_act_q8_K), QF(lcx_dot_q8_0), QF(lcx_dot_q4_0),
+                    QF(lcx_dot_q4_1), QF(lcx_dot_q5_0), QF(lcx_dot_q5_1), QF(lcx_dot_q2_K), QF(lcx_dot_q3_K),
+                    LCX_KDOT(q4_K), LCX_KDOT(q5_K), LCX_KDOT(q6_K));
 
 #undef LCX_KDOT
 #undef QF
