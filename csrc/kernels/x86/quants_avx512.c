@@ -5,8 +5,31 @@
  *               sub-block scales ride along in the vpmaddwd for free.
  * All ten types have a kernel on both paths.
  *
- * Performance notes
- * - (to be filled in from benchmarks/quant_dot.py)
+ * Performance notes (benchmarks/quant_dot.py on the 2-vCPU KVM guest of this session: Intel with AVX-512, VNNI,
+ * AMX; 2 MiB L2 per core; shared with other jobs at load 8-15, so best of 40-50 passes)
+ * - One core, weights in L2 (256-512 x 4096 matrices, a 1-2 MiB pool): the compute ceiling, in GB/s of weight
+ *   bytes, avx2 / avx512 / avx512vnni:
+ *     Q8_0 30.4 / 28.1 / 32.5   Q4_0 13.3 / 13.5 / 16.2   Q4_1 10.1 / 10.0 / 10.8   Q5_0 12.1 / 13.2 / 15.2
+ *     Q5_1 10.7 / 11.5 / 12.3   Q2_K  7.2 / 10.7 /  9.7   Q3_K  6.3 /  7.8 /  7.1   Q4_K 17.4 / 18.3 / 19.3
+ *     Q5_K 15.1 / 18.0 / 18.8   Q6_K 17.3 / 27.6 / 29.1   (the generic twins 1-5; the bf16 decode kernel
+ *   with f32 activations 29.6 GB/s = 15 G weights/s, Q4_K's 19.3 GB/s = 34 G weights/s).
+ *   So one core is compute-bound at roughly one core's share of the DRAM bandwidth for Q8_0 / Q6_K / Q4_K /
+ *   Q5_K, and below it for the 4/5-bit 32-blocks (per 32 weights an f16 scale, a broadcast, a convert and
+ *   an FMA besides the integer dot). Against DRAM nothing could be measured this session: the plain read of
+ *   a 640 MiB array ran at 3.5 GB/s on one thread (neighbours saturated the memory; every kernel then read
+ *   at 80-140% of it, noise), and 2 threads at 0.1-3 GB/s (barrier waits for descheduled threads). Measure
+ *   `python -m benchmarks.quant_dot` on a quiet machine before drawing the roofline column.
+ * - 512-bit K-quant dots (kept on both AVX-512 paths): Q6_K 17.3 -> 27.6-29.1, Q5_K 15.1 -> 18.0-18.8,
+ *   Q4_K 17.4 -> 18.3-19.3 against the same sums in 256-bit vectors.
+ * - vpdpbusd (VNNI) for the 32-blocks: +10-25% (Q4_0 13.5 -> 16.2, Q5_0 13.2 -> 15.2); vpdpwssd for the
+ *   K-quants' scaled sums: +5%.
+ * - Tried and dropped: Q4_K's scale unpacking in vector registers (no scalar shuffle, store and reload):
+ *   19.3 -> 19.4, not the bottleneck. Not tried yet: rows repacked at load into interleaved blocks
+ *   (llama.cpp's repack.cpp), two 32-blocks per 512-bit vector, the f16 scales of 8 blocks converted at once.
+ * - lcx_quant_isa_supported caches its CPUID answers: in this guest a CPUID traps to the hypervisor, and the
+ *   handful one answer took cost 160 us per call (lcx_isa_supported of lcx_runtime.c: 80 us a call).
+ * - Activation quantizers (one 4096-vector, the Python call included): q8_0 28.8 us scalar -> 6.7 (AVX2),
+ *   q8_K 13.4 -> 5.2; a SmolLM2 token quantizes ~100 k values, ~0.2 ms with these.
  */
 #include <string.h>
 
