@@ -493,6 +493,8 @@ cdef extern from "kernels/quants.h" nogil:
     const lcx_quant_traits *lcx_quant_table(int qisa)
     void lcx_linear_quant(const lcx_quant_traits *qt, const void *W, size_t row_bytes, const void *xq, float *y,
                           size_t rows, size_t n, int nthreads)
+    int lcx_linear_quant_t(const lcx_quant_traits *qt, const void *W, size_t row_bytes, const float *X,
+                           const void *xq, float *Y, size_t rows, size_t n, size_t t, int beta, int nthreads)
     void lcx_dequant_rows_bf16(const lcx_quant_traits *qt, const void *W, size_t row_bytes, size_t r0, size_t r1,
                                size_t n, uint16_t *dst, size_t ldd)
 
@@ -539,10 +541,11 @@ def quant_block(str qtype):
     return t.block, t.block_bytes, lcx_qact[t.act_type].name.decode()
 
 
-def dequantize(str qtype, data, size_t n):
-    """array('f') of the n weights in data (n / block whole blocks of qtype), as ggml dequantizes them."""
+def dequantize(str qtype, data, size_t n, str isa="generic"):
+    """array('f') of the n weights in data (n / block whole blocks of qtype), as ggml dequantizes them, by the
+    dequantizer of path isa (every path gives the same bits)."""
     from array import array
-    cdef const lcx_quant_traits *t = _qtraits(qtype, "generic")
+    cdef const lcx_quant_traits *t = _qtraits(qtype, isa)
     cdef size_t nbytes = _qrow_bytes(t, n)
     cdef const unsigned char *src = _rd(data, nbytes, "data")
     out = array("f", bytes(4 * n))
@@ -552,9 +555,9 @@ def dequantize(str qtype, data, size_t n):
     return out
 
 
-def dequantize_rows_bf16(str qtype, W, size_t row_bytes, size_t rows, size_t n):
+def dequantize_rows_bf16(str qtype, W, size_t row_bytes, size_t rows, size_t n, str isa="generic"):
     """bytes of rows x n bf16: the prefill panel helper on whole rows of W."""
-    cdef const lcx_quant_traits *t = _qtraits(qtype, "generic")
+    cdef const lcx_quant_traits *t = _qtraits(qtype, isa)
     if _qrow_bytes(t, n) > row_bytes:
         raise ValueError(f"row_bytes {row_bytes} < {_qrow_bytes(t, n)} bytes of {n} {qtype} weights")
     cdef const unsigned char *w = _rd(W, rows * row_bytes, "W")
@@ -612,3 +615,35 @@ def dot_rows(str qtype, str isa, W, size_t row_bytes, XQ, size_t rows, size_t n,
     with nogil:
         lcx_linear_quant(t, w, row_bytes, xq, yp, rows, n, threads)
     return y
+
+
+def linear_quant(str qtype, str isa, W, size_t row_bytes, X, Y, size_t rows, size_t n, size_t t, XQ=None,
+                 bint accumulate=False, int threads=1):
+    """Y (t, rows) [+]= X (t, n) f32 @ Wᵀ, W (rows, row_bytes) quantized: with XQ (t == 1, XQ =
+    quantize_act(x)) the integer row dots of path isa, without it exact f32 panels of W through the f32 gemm
+    tile of the active ISA (lcx_linear_quant_rows, as the forward pass calls it)."""
+    from array import array
+    cdef const lcx_quant_traits *t_ = _qtraits(qtype, isa)
+    cdef size_t need = _qrow_bytes(t_, n), xbytes
+    if row_bytes < need:
+        raise ValueError(f"row_bytes {row_bytes} < {need} bytes of {n} {qtype} weights")
+    if threads < 1:
+        raise ValueError(f"thread count must be >= 1, got {threads}")
+    if XQ is not None and t != 1:
+        raise ValueError(f"quantized activations are for one token (t = 1), got t = {t}")
+    cdef const unsigned char *w = _rd(W, rows * row_bytes, "W")
+    if (<size_t>w) % 2:
+        raise ValueError("W must be 2-byte aligned (f16 scales)")
+    cdef const float *x = <const float *>_rd(X, t * n * 4, "X")
+    cdef float *y = <float *>_wr(Y, t * rows * 4, "Y")
+    cdef unsigned char *xq = NULL
+    if XQ is not None:
+        xbytes = n // lcx_qact[t_.act_type].block * lcx_qact[t_.act_type].block_bytes
+        xa = array("d", bytes((xbytes + 7) // 8 * 8))  # 8-byte aligned: a q8_K block starts with an f32
+        xq = _wr(xa, xbytes, "xq")
+        memcpy(xq, _rd(XQ, xbytes, "XQ"), xbytes)
+    cdef int rc, beta = 1 if accumulate else 0
+    with nogil:
+        rc = lcx_linear_quant_t(t_, w, row_bytes, x, xq, y, rows, n, t, beta, threads)
+    if rc != 0:
+        raise MemoryError("linear_quant: cannot allocate the dequantization panels")

@@ -62,10 +62,10 @@ def f32_bits(a):
     return np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
 
 
-def ours(name, blocks):
+def ours(name, blocks, isa="generic"):
     block, _, _ = block_of(name)
     n = blocks.shape[0] * block
-    return np.frombuffer(K.dequantize(name, blocks.tobytes(), n), dtype=np.float32)
+    return np.frombuffer(K.dequantize(name, blocks.tobytes(), n, isa), dtype=np.float32)
 
 
 def theirs(name, blocks):
@@ -73,12 +73,14 @@ def theirs(name, blocks):
 
 
 # ---- dequantization -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("name", TYPES)
 @pytest.mark.parametrize("scales", ["random", "extreme"])
-def test_dequantize_random_blocks_bit_exact(name, scales):
+def test_dequantize_random_blocks_bit_exact(name, scales, isa):
+    """Signed zeros included: a negative scale times a zero quant is -0 in gguf-py and must be here."""
     rng = np.random.default_rng(zlib.crc32(f"{name}-{scales}".encode()))
     blocks = random_blocks(name, 203, rng, scales=scales, zero_every=7)  # 203 blocks: 29 rows of 7 blocks
-    np.testing.assert_array_equal(f32_bits(ours(name, blocks)), f32_bits(theirs(name, blocks)))
+    np.testing.assert_array_equal(f32_bits(ours(name, blocks, isa)), f32_bits(theirs(name, blocks)))
 
 
 def _gguf_can_quantize(name):
@@ -89,8 +91,9 @@ def _gguf_can_quantize(name):
         return False
 
 
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("name", TYPES)
-def test_dequantize_gguf_quantized_bit_exact(name):
+def test_dequantize_gguf_quantized_bit_exact(name, isa):
     if not _gguf_can_quantize(name):
         pytest.skip(f"gguf {name}: no quantizer in the gguf package (random blocks cover it)")
     block, nbytes, _ = block_of(name)
@@ -103,20 +106,21 @@ def test_dequantize_gguf_quantized_bit_exact(name):
     w[4, ::13] = 40.0                # outliers
     q = gguf_quants.quantize(w, GT[name])
     assert q.shape == (rows, n // block * nbytes)
-    got = np.frombuffer(K.dequantize(name, q.tobytes(), rows * n), np.float32).reshape(rows, n)
+    got = np.frombuffer(K.dequantize(name, q.tobytes(), rows * n, isa), np.float32).reshape(rows, n)
     ref = gguf_quants.dequantize(q, GT[name]).astype(np.float32)
     np.testing.assert_array_equal(f32_bits(got), f32_bits(ref))
 
 
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("name", ["Q4_0", "Q6_K", "Q5_1"])
-def test_dequantize_rows_bf16_rounds_the_f32_weights(name):
+def test_dequantize_rows_bf16_rounds_the_f32_weights(name, isa):
     block, nbytes, _ = block_of(name)
     rows, n = 3, 2 * block
     blocks = random_blocks(name, rows * 2, np.random.default_rng(2), scales="moderate")
     f = theirs(name, blocks)
     u = f.view(np.uint32).astype(np.uint64)
     want = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
-    got = np.frombuffer(K.dequantize_rows_bf16(name, blocks.tobytes(), 2 * nbytes, rows, n), np.uint16)
+    got = np.frombuffer(K.dequantize_rows_bf16(name, blocks.tobytes(), 2 * nbytes, rows, n, isa), np.uint16)
     np.testing.assert_array_equal(got, want)
 
 
@@ -295,6 +299,65 @@ def test_padded_rows_and_all_paths_agree_on_zero():
         for isa in ISAS:
             y = np.frombuffer(K.dot_rows(name, isa, W.tobytes(), 2 * nbytes + pad, xq, rows, n, 2), np.float32)
             assert np.all(y == 0), (name, isa)
+
+
+# ---- the forward pass's entry: lcx_linear_quant_rows --------------------------------------------------------
+KERNEL_ISAS = [i for i in K.ISA_NAMES if K.isa_supported(i)]
+
+
+@pytest.fixture(params=KERNEL_ISAS)
+def gemm_isa(request):
+    old = K.get_isa()
+    K.set_isa(request.param)
+    yield request.param
+    K.set_isa(old)
+
+
+@pytest.mark.parametrize("name", ["Q4_K", "Q6_K", "Q5_0", "Q8_0", "Q3_K", "Q4_1"])
+def test_linear_quant_panels_exact_weights(name, gemm_isa):
+    """Without XQ (prompt blocks): W dequantized exactly to f32 panels, the f32 gemm tile of the active ISA,
+    activations not rounded; against float64 like tests/test_kernels.py's f32 products. Rows across panel
+    edges (16) and thread splits, columns across the 1024-column chunks, accumulate on top of Y, and Y
+    prefilled with NaN so unwritten cells show."""
+    block, nbytes, act = block_of(name)
+    rng = np.random.default_rng(zlib.crc32(f"{name}-{gemm_isa}-lq".encode()))
+    for rows, n, t in [(37, 5 * 256, 3), (67, 2 * 1024 + 256 if block == 256 else 41 * 32, 5), (5, 4 * block, 1)]:
+        nb = n // block
+        W = random_blocks(name, rows * nb, rng, scales="moderate").reshape(rows, nb * nbytes)
+        X = rng.standard_normal((t, n)).astype(np.float32)
+        wd = theirs(name, W.reshape(-1, nbytes)).astype(np.float64).reshape(rows, n)
+        ref = X.astype(np.float64) @ wd.T
+        mag = np.abs(X).astype(np.float64) @ np.abs(wd).T
+        for threads in (1, 3):
+            Y = np.full((t, rows), np.nan, np.float32)
+            K.linear_quant(name, K.quant_best_isa(), W.tobytes(), nb * nbytes, X, Y, rows, n, t, threads=threads)
+            assert np.all(np.abs(Y - ref) <= 1e-5 * mag + 1e-30), (name, rows, n, t, threads)
+            Y0 = rng.standard_normal((t, rows)).astype(np.float32)
+            Y = Y0.copy()
+            K.linear_quant(name, "generic", W.tobytes(), nb * nbytes, X, Y, rows, n, t, accumulate=True, threads=threads)
+            assert np.all(np.abs(Y - (Y0 + ref)) <= 1e-5 * (mag + np.abs(Y0)) + 1e-30)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("name", ["Q4_K", "Q5_0", "Q8_0"])
+def test_linear_quant_decode_rows_match_dot_rows(name, isa):
+    """With XQ (one token): the row dots, bit for bit dot_rows'; accumulate adds them to Y."""
+    block, nbytes, act = block_of(name)
+    rng = np.random.default_rng(9)
+    rows, n = 131, 3 * 256
+    nb = n // block
+    W = random_blocks(name, rows * nb, rng, scales="moderate").reshape(rows, nb * nbytes)
+    x = rng.standard_normal(n).astype(np.float32)
+    xq = K.quantize_act(act, x, isa)
+    want = np.frombuffer(K.dot_rows(name, isa, W.tobytes(), nb * nbytes, xq, rows, n, 1), np.float32)
+    for threads in (1, 2):
+        Y = np.full(rows, np.nan, np.float32)
+        K.linear_quant(name, isa, W.tobytes(), nb * nbytes, x, Y, rows, n, 1, XQ=xq, threads=threads)
+        np.testing.assert_array_equal(f32_bits(Y), f32_bits(want))
+        Y0 = rng.standard_normal(rows).astype(np.float32)
+        Y = Y0.copy()
+        K.linear_quant(name, isa, W.tobytes(), nb * nbytes, x, Y, rows, n, 1, XQ=xq, accumulate=True, threads=threads)
+        np.testing.assert_array_equal(f32_bits(Y), f32_bits(Y0 + want))
 
 
 # ---- bad input -------------------------------------------------------------------------------------------

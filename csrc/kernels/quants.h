@@ -108,7 +108,7 @@ typedef struct {
     uint32_t block_bytes; /* bytes per block */
     int act_type;         /* LCX_QACT_*: how x is quantized for dot */
     lcx_quant_act_fn quantize_x; /* that quantizer, this path's (every path's bytes are the same) */
-    lcx_dequant_fn to_f32;
+    lcx_dequant_fn to_f32;  /* this path's dequantizer (all paths give the same bits) */
     lcx_dot_fn dot;       /* this path's kernel (the generic twin where the path has none for the type) */
 } lcx_quant_traits;
 
@@ -162,28 +162,31 @@ void lcx_dot_q6_K_generic(const void *W, size_t row_bytes, const void *xq, float
 
 /* One traits row; the tables list the types in enum order with these constants (ggml.h type ids); A0 / AK
  * are the path's q8_0 / q8_K activation quantizers. */
-#define LCX_QROW_Q8_0(A0, AK, DOT) {"Q8_0", 8, 32, 34, LCX_QACT_Q8_0, A0, lcx_dequant_q8_0, DOT}
-#define LCX_QROW_Q4_0(A0, AK, DOT) {"Q4_0", 2, 32, 18, LCX_QACT_Q8_0, A0, lcx_dequant_q4_0, DOT}
-#define LCX_QROW_Q4_1(A0, AK, DOT) {"Q4_1", 3, 32, 20, LCX_QACT_Q8_0, A0, lcx_dequant_q4_1, DOT}
-#define LCX_QROW_Q5_0(A0, AK, DOT) {"Q5_0", 6, 32, 22, LCX_QACT_Q8_0, A0, lcx_dequant_q5_0, DOT}
-#define LCX_QROW_Q5_1(A0, AK, DOT) {"Q5_1", 7, 32, 24, LCX_QACT_Q8_0, A0, lcx_dequant_q5_1, DOT}
-#define LCX_QROW_Q2_K(A0, AK, DOT) {"Q2_K", 10, 256, 84, LCX_QACT_Q8_K, AK, lcx_dequant_q2_K, DOT}
-#define LCX_QROW_Q3_K(A0, AK, DOT) {"Q3_K", 11, 256, 110, LCX_QACT_Q8_K, AK, lcx_dequant_q3_K, DOT}
-#define LCX_QROW_Q4_K(A0, AK, DOT) {"Q4_K", 12, 256, 144, LCX_QACT_Q8_K, AK, lcx_dequant_q4_K, DOT}
-#define LCX_QROW_Q5_K(A0, AK, DOT) {"Q5_K", 13, 256, 176, LCX_QACT_Q8_K, AK, lcx_dequant_q5_K, DOT}
-#define LCX_QROW_Q6_K(A0, AK, DOT) {"Q6_K", 14, 256, 210, LCX_QACT_Q8_K, AK, lcx_dequant_q6_K, DOT}
-/* a path's whole table: its two activation quantizers and its ten dot kernels */
-#define LCX_QUANT_TABLE(A0, AK, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)                         \
+#define LCX_QROW_Q8_0(A0, AK, DOT, DEQ) {"Q8_0", 8, 32, 34, LCX_QACT_Q8_0, A0, DEQ, DOT}
+#define LCX_QROW_Q4_0(A0, AK, DOT, DEQ) {"Q4_0", 2, 32, 18, LCX_QACT_Q8_0, A0, DEQ, DOT}
+#define LCX_QROW_Q4_1(A0, AK, DOT, DEQ) {"Q4_1", 3, 32, 20, LCX_QACT_Q8_0, A0, DEQ, DOT}
+#define LCX_QROW_Q5_0(A0, AK, DOT, DEQ) {"Q5_0", 6, 32, 22, LCX_QACT_Q8_0, A0, DEQ, DOT}
+#define LCX_QROW_Q5_1(A0, AK, DOT, DEQ) {"Q5_1", 7, 32, 24, LCX_QACT_Q8_0, A0, DEQ, DOT}
+#define LCX_QROW_Q2_K(A0, AK, DOT, DEQ) {"Q2_K", 10, 256, 84, LCX_QACT_Q8_K, AK, DEQ, DOT}
+#define LCX_QROW_Q3_K(A0, AK, DOT, DEQ) {"Q3_K", 11, 256, 110, LCX_QACT_Q8_K, AK, DEQ, DOT}
+#define LCX_QROW_Q4_K(A0, AK, DOT, DEQ) {"Q4_K", 12, 256, 144, LCX_QACT_Q8_K, AK, DEQ, DOT}
+#define LCX_QROW_Q5_K(A0, AK, DOT, DEQ) {"Q5_K", 13, 256, 176, LCX_QACT_Q8_K, AK, DEQ, DOT}
+#define LCX_QROW_Q6_K(A0, AK, DOT, DEQ) {"Q6_K", 14, 256, 210, LCX_QACT_Q8_K, AK, DEQ, DOT}
+/* a path's whole table: its two activation quantizers, its ten dot kernels, then its ten dequantizers */
+#define LCX_QUANT_TABLE(A0, AK, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, D8_0, D4_0, D4_1, D5_0,  \
+                        D5_1, D2_K, D3_K, D4_K, D5_K, D6_K)                                                      \
     {                                                                                                            \
-        LCX_QROW_Q8_0(A0, AK, Q8_0), LCX_QROW_Q4_0(A0, AK, Q4_0), LCX_QROW_Q4_1(A0, AK, Q4_1),                   \
-        LCX_QROW_Q5_0(A0, AK, Q5_0), LCX_QROW_Q5_1(A0, AK, Q5_1), LCX_QROW_Q2_K(A0, AK, Q2_K),                   \
-        LCX_QROW_Q3_K(A0, AK, Q3_K), LCX_QROW_Q4_K(A0, AK, Q4_K), LCX_QROW_Q5_K(A0, AK, Q5_K),                   \
-        LCX_QROW_Q6_K(A0, AK, Q6_K),                                                                             \
+        LCX_QROW_Q8_0(A0, AK, Q8_0, D8_0), LCX_QROW_Q4_0(A0, AK, Q4_0, D4_0), LCX_QROW_Q4_1(A0, AK, Q4_1, D4_1),  \
+        LCX_QROW_Q5_0(A0, AK, Q5_0, D5_0), LCX_QROW_Q5_1(A0, AK, Q5_1, D5_1), LCX_QROW_Q2_K(A0, AK, Q2_K, D2_K),  \
+        LCX_QROW_Q3_K(A0, AK, Q3_K, D3_K), LCX_QROW_Q4_K(A0, AK, Q4_K, D4_K), LCX_QROW_Q5_K(A0, AK, Q5_K, D5_K),  \
+        LCX_QROW_Q6_K(A0, AK, Q6_K, D6_K),                                                                       \
     }
 #define LCX_QUANT_TABLE_GENERIC                                                                                   \
     LCX_QUANT_TABLE(lcx_quant_act_q8_0, lcx_quant_act_q8_K, lcx_dot_q8_0_generic, lcx_dot_q4_0_generic,         \
                     lcx_dot_q4_1_generic, lcx_dot_q5_0_generic, lcx_dot_q5_1_generic, lcx_dot_q2_K_generic,      \
-                    lcx_dot_q3_K_generic, lcx_dot_q4_K_generic, lcx_dot_q5_K_generic, lcx_dot_q6_K_generic)
+                    lcx_dot_q3_K_generic, lcx_dot_q4_K_generic, lcx_dot_q5_K_generic, lcx_dot_q6_K_generic,      \
+                    lcx_dequant_q8_0, lcx_dequant_q4_0, lcx_dequant_q4_1, lcx_dequant_q5_0, lcx_dequant_q5_1,    \
+                    lcx_dequant_q2_K, lcx_dequant_q3_K, lcx_dequant_q4_K, lcx_dequant_q5_K, lcx_dequant_q6_K)
 
 /* Prefill helper: dst (r1 - r0, ldd) f32 / bf16 = rows [r0, r1) of W (rows, row_bytes) dequantized (n
  * columns each), a panel for the f32 / bf16 gemm tiles; bf16 rounded to nearest even. Single-threaded. */
@@ -197,6 +200,18 @@ void lcx_dequant_rows_bf16(const lcx_quant_traits *qt, const void *W, size_t row
  * OpenMP threads in blocks of 4, each streaming its rows contiguously. */
 void lcx_linear_quant(const lcx_quant_traits *qt, const void *W, size_t row_bytes, const void *xq, float *y,
                       size_t rows, size_t n, int nthreads);
+/* One thread's rows [r0, r1) of Y (t, ldy) (+)= X (t, ldx) @ Wᵀ, quantized W (see linear_quant.c): integer
+ * row dots against xq when xq != NULL (t == 1), else exact f32 panels of W through the f32 gemm tile
+ * (panel: LCX_QPANEL * LCX_QKC floats of the calling thread's own). */
+#define LCX_QPANEL 16
+#define LCX_QKC 1024
+void lcx_linear_quant_rows(const lcx_quant_traits *qt, const void *W, size_t row_bytes, const float *X, size_t ldx,
+                           const void *xq, float *Yr0, size_t ldy, size_t r0, size_t r1, size_t n, size_t t,
+                           int beta, float *panel);
+/* Y (t, rows) (+)= X (t, n) @ Wᵀ over nthreads threads (rows split in blocks of 4), each with its own panel:
+ * lcx_linear_quant_rows as the forward pass would call it, for tests and benchmarks. -1: no memory. */
+int lcx_linear_quant_t(const lcx_quant_traits *qt, const void *W, size_t row_bytes, const float *X, const void *xq,
+                       float *Y, size_t rows, size_t n, size_t t, int beta, int nthreads);
 
 /* Keeps a float (or vector) value as rounded: the compiler may not fuse the product that made it into a
  * later add (an FMA would skip that rounding, and the activation quantizers must round as ggml does). */

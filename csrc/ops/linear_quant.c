@@ -1,6 +1,8 @@
 /* The threaded product over quantized weights (decode): rows split across threads, each thread's rows one
  * contiguous stretch of the matrix (a stream the prefetchers follow), in blocks of 4 (the kernels' row
  * groups). The activation blocks xq are shared, read-only. */
+#include <stdlib.h>
+
 #include "lcx.h"
 #include "kernels/quants.h"
 
@@ -22,4 +24,61 @@ void lcx_linear_quant(const lcx_quant_traits *qt, const void *W, size_t row_byte
         lcx_split(rows, 4, tid, nth, &r0, &r1);
         if (r0 < r1) qt->dot((const uint8_t *)W + r0 * row_bytes, row_bytes, xq, y + r0, r1 - r0, n);
     }
+}
+
+/* Rows [r0, r1) of a product with quantized W, for a thread inside a parallel region the caller owns (as
+ * lcx_linear_rows): Y (t, ldy)[:, r] (+)= X (t, ldx) @ W row r, Yr0 = where row r0's output for token 0 goes.
+ *   xq != NULL (decode, t == 1): the integer row dots against xq = X quantized by qt->quantize_x; beta = 1
+ *     adds through a small stack buffer (the dot kernels write y).
+ *   xq == NULL (prompt blocks, or an exact decode): panels of LCX_QPANEL rows x LCX_QKC columns dequantized
+ *     exactly to f32 into `panel` (LCX_QPANEL * LCX_QKC floats, the thread's own), then the f32 gemm tile of
+ *     the active ISA; activations stay f32 (no rounding of X), weights exact. Columns in chunks of
+ *     LCX_QKC (a multiple of every block size) so the (t, LCX_QKC) slice of X stays in L2, as lcx_linear_rows. */
+void lcx_linear_quant_rows(const lcx_quant_traits *qt, const void *W, size_t row_bytes, const float *X, size_t ldx,
+                           const void *xq, float *Yr0, size_t ldy, size_t r0, size_t r1, size_t n, size_t t,
+                           int beta, float *panel) {
+    const uint8_t *Wb = (const uint8_t *)W;
+    if (r0 >= r1) return;
+    if (xq) {
+        float buf[64];
+        for (size_t r = r0; r < r1; r += 64) {
+            size_t m = r1 - r < 64 ? r1 - r : 64;
+            float *dst = beta ? buf : Yr0 + (r - r0);
+            qt->dot(Wb + r * row_bytes, row_bytes, xq, dst, m, n);
+            if (beta)
+                for (size_t i = 0; i < m; i++) Yr0[r - r0 + i] += buf[i];
+        }
+        return;
+    }
+    const lcx_kernels *k = lcx_active();
+    for (size_t c0 = 0; c0 < n; c0 += LCX_QKC) {
+        const size_t cn = n - c0 < LCX_QKC ? n - c0 : LCX_QKC;
+        const size_t boff = c0 / qt->block * qt->block_bytes; /* c0 is a multiple of the block */
+        for (size_t r = r0; r < r1; r += LCX_QPANEL) {
+            const size_t m = r1 - r < LCX_QPANEL ? r1 - r : LCX_QPANEL;
+            for (size_t i = 0; i < m; i++) qt->to_f32(Wb + (r + i) * row_bytes + boff, panel + i * cn, cn);
+            k->gemm_f32(panel, cn, X + c0, ldx, Yr0 + (r - r0), ldy, m, t, cn, c0 == 0 ? beta : 1);
+        }
+    }
+}
+
+int lcx_linear_quant_t(const lcx_quant_traits *qt, const void *W, size_t row_bytes, const float *X, const void *xq,
+                       float *Y, size_t rows, size_t n, size_t t, int beta, int nthreads) {
+    if (nthreads < 1) nthreads = 1;
+    float *panels = xq ? NULL : (float *)malloc((size_t)nthreads * LCX_QPANEL * LCX_QKC * sizeof(float));
+    if (!xq && !panels) return -1;
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+    {
+        int tid = 0, nth = 1;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+        nth = omp_get_num_threads();
+#endif
+        size_t r0, r1;
+        lcx_split(rows, 4, tid, nth, &r0, &r1);
+        lcx_linear_quant_rows(qt, W, row_bytes, X, n, xq, Y + r0, rows, r0, r1, n, t, beta,
+                              panels ? panels + (size_t)tid * LCX_QPANEL * LCX_QKC : NULL);
+    }
+    free(panels);
+    return 0;
 }

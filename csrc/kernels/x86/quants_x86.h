@@ -133,6 +133,35 @@ static void QF(lcx_quant_act_q8_K)(const float *x, void *xq, size_t n) {
     }
 }
 
+/* ---- dequantizers (prompt-block panels): bit for bit the scalar twins -------------------------------------
+ * Every weight is dl * q - ml (or + m) with q an integer, dl = d (* scale), ml = dmin * min formed in f32 in
+ * the scalar twin's order; dl * q is exact (at most 11 + 8 + 6 bits) but for Q6_K, whose (d * scale) * q
+ * is rounded once here as there, so fusing the subtraction into an FMA cannot change a result. */
+/* dst[0..16) = dl * q - ml (ADD: dl * q + ml, Q4_1 / Q5_1's form, which differs from "- (-m)" on signed
+ * zeros) for 16 signed bytes q */
+static inline __attribute__((always_inline)) void QF(widen16)(float *dst, __m128i q, float dl, float ml, const int ADD) {
+    const __m256 vd = _mm256_set1_ps(dl), vm = _mm256_set1_ps(ml);
+    const __m256 f0 = _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)));
+    const __m256 f1 = _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8))));
+    _mm256_storeu_ps(dst, ADD ? _mm256_add_ps(f0, vm) : _mm256_sub_ps(f0, vm));
+    _mm256_storeu_ps(dst + 8, ADD ? _mm256_add_ps(f1, vm) : _mm256_sub_ps(f1, vm));
+}
+/* 32 signed bytes, one (dl, ml) for each half */
+static inline __attribute__((always_inline)) void QF(widen32)(float *dst, __m256i q, float dl0, float ml0, float dl1,
+                                                              float ml1, const int ADD) {
+    QF(widen16)(dst, _mm256_castsi256_si128(q), dl0, ml0, ADD);
+    QF(widen16)(dst + 16, _mm256_extracti128_si256(q, 1), dl1, ml1, ADD);
+}
+
+#define LCX_Q32_DEQUANT(T, BYTES, EXPAND, OFF, ADD)                                                            \
+    static void QF(lcx_dequant_##T)(const void *src, float *dst, size_t n) {                                   \
+        const uint8_t *b = (const uint8_t *)src;                                                               \
+        for (size_t i = 0; i < n / 32; i++, b += (BYTES), dst += 32) {                                         \
+            float d, m;                                                                                        \
+            const __m256i q = _mm256_sub_epi8(EXPAND(b, &d, &m), _mm256_set1_epi8(OFF));                       \
+            QF(widen32)(dst, q, d, m, d, m, ADD); /* m = 0 without a min: x - 0 = x, -0 included */           \
+        }                                                                                                      \
+    }
 /* ---- 32-blocks against q8_0 ------------------------------------------------------------------------------
  * KIND 0: signed weights (Q8_0, sign trick); 1: unsigned minus OFF (Q4_0: 8, Q5_0: 16), the offset folded
  * into the integer sum's start value -OFF * sum(xq); 2: unsigned with a min (Q4_1, Q5_1): y += d dx S + m dx X.
@@ -202,6 +231,12 @@ LCX_Q32_ROWDOTS(q4_0, 18, QF(expand_q4_0), 1, 8)
 LCX_Q32_ROWDOTS(q4_1, 20, QF(expand_q4_1), 2, 0)
 LCX_Q32_ROWDOTS(q5_0, 22, QF(expand_q5_0), 1, 16)
 LCX_Q32_ROWDOTS(q5_1, 24, QF(expand_q5_1), 2, 0)
+
+LCX_Q32_DEQUANT(q8_0, 34, QF(expand_q8_0), 0, 0)
+LCX_Q32_DEQUANT(q4_0, 18, QF(expand_q4_0), 8, 0)
+LCX_Q32_DEQUANT(q4_1, 20, QF(expand_q4_1), 0, 1)
+LCX_Q32_DEQUANT(q5_0, 22, QF(expand_q5_0), 16, 0)
+LCX_Q32_DEQUANT(q5_1, 24, QF(expand_q5_1), 0, 1)
 
 /* ---- K-quants against q8_K ------------------------------------------------------------------------------
  * Per block and row: the integer sum S = sum_j sc_j * (sub-block j's u8 x s8 sums) in 8 int32 lanes
@@ -291,6 +326,55 @@ static inline __m256i QF(scale_pair)(int sc, int sc2) {
 
 LCX_K4_ROWDOTS(q4_K, 144, 0)
 LCX_K4_ROWDOTS(q5_K, 176, 1)
+
+/* Q4_K / Q5_K: chunk c's low nibbles are sub-block 2c, its high nibbles 2c + 1 */
+#define LCX_K4_DEQUANT(T, BYTES, HIGH)                                                                         \
+    static void QF(lcx_dequant_##T)(const void *src, float *dst, size_t n) {                                   \
+        const uint8_t *blk = (const uint8_t *)src;                                                             \
+        const __m256i m4 = _mm256_set1_epi8(15), one = _mm256_set1_epi8(1);                                    \
+        for (size_t i = 0; i < n / 256; i++, blk += (BYTES), dst += 256) {                                     \
+            uint8_t sm[16];                                                                                    \
+            QF(k4_scales)(blk + 4, sm);                                                                        \
+            const float d = QF(h2f)(blk), dmin = QF(h2f)(blk + 2);                                             \
+            for (int c = 0; c < 4; c++) {                                                                      \
+                const __m256i bits = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * (HIGH) + 32 * c));   \
+                __m256i q0 = _mm256_and_si256(bits, m4), q1 = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4); \
+                if (HIGH) {                                                                                    \
+                    const __m256i hb = _mm256_loadu_si256((const __m256i *)(blk + 16));                        \
+                    q0 = _mm256_or_si256(q0, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * c), one), 4)); \
+                    q1 = _mm256_or_si256(q1, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * c + 1), one), 4)); \
+                }                                                                                              \
+                const float d0 = d * (float)sm[2 * c], m0 = dmin * (float)sm[8 + 2 * c];                       \
+                const float d1 = d * (float)sm[2 * c + 1], m1 = dmin * (float)sm[8 + 2 * c + 1];               \
+                QF(widen32)(dst + 64 * c, q0, d0, m0, d0, m0, 0);                                                 \
+                QF(widen32)(dst + 64 * c + 32, q1, d1, m1, d1, m1, 0);                                            \
+            }                                                                                                  \
+        }                                                                                                      \
+    }
+LCX_K4_DEQUANT(q4_K, 144, 0)
+LCX_K4_DEQUANT(q5_K, 176, 1)
+
+static void QF(lcx_dequant_q6_K)(const void *src, float *dst, size_t n) {
+    const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3), off = _mm256_set1_epi8(32);
+    const lcx_block_q6_K *blk = (const lcx_block_q6_K *)src;
+    for (size_t i = 0; i < n / 256; i++, blk++, dst += 256) {
+        const float d = QF(h2f)((const uint8_t *)&blk->d);
+        for (int h = 0; h < 2; h++) {
+            const __m256i l0 = _mm256_loadu_si256((const __m256i *)(blk->ql + 64 * h));
+            const __m256i l1 = _mm256_loadu_si256((const __m256i *)(blk->ql + 64 * h + 32));
+            const __m256i hb = _mm256_loadu_si256((const __m256i *)(blk->qh + 32 * h));
+            __m256i qv[4];
+            qv[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4));
+            qv[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4));
+            qv[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4));
+            qv[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4));
+            const int8_t *sc = blk->scales + 8 * h;
+            for (int k = 0; k < 4; k++)
+                QF(widen32)(dst + 128 * h + 32 * k, _mm256_sub_epi8(qv[k], off), d * (float)sc[2 * k], 0.0f,
+                            d * (float)sc[2 * k + 1], 0.0f, 0);
+        }
+    }
+}
 
 /* Q6_K: q = (4 low bits | 2 high bits << 4) as unsigned 0..63, the offset 32 taken off as 32 * (pair sums of
  * xq), formed once per activation block for all rows; 16 int8 scales, one per 16 weights. */
@@ -582,7 +666,9 @@ static void QF(lcx_dot512_q6_K)(const void *W, size_t rb, const void *xq, float 
 const lcx_quant_traits QF(lcx_quant)[LCX_QTYPE_COUNT] =
     LCX_QUANT_TABLE(QF(lcx_quant_act_q8_0), QF(lcx_quant_act_q8_K), QF(lcx_dot_q8_0), QF(lcx_dot_q4_0),
                     QF(lcx_dot_q4_1), QF(lcx_dot_q5_0), QF(lcx_dot_q5_1), QF(lcx_dot_q2_K), QF(lcx_dot_q3_K),
-                    LCX_KDOT(q4_K), LCX_KDOT(q5_K), LCX_KDOT(q6_K));
+                    LCX_KDOT(q4_K), LCX_KDOT(q5_K), LCX_KDOT(q6_K), QF(lcx_dequant_q8_0), QF(lcx_dequant_q4_0),
+                    QF(lcx_dequant_q4_1), QF(lcx_dequant_q5_0), QF(lcx_dequant_q5_1), lcx_dequant_q2_K,
+                    lcx_dequant_q3_K, QF(lcx_dequant_q4_K), QF(lcx_dequant_q5_K), QF(lcx_dequant_q6_K));
 
 #undef LCX_KDOT
 #undef QF
