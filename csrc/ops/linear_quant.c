@@ -1,6 +1,17 @@
-/* The threaded product over quantized weights (decode): rows split across threads, each thread's rows one
- * contiguous stretch of the matrix (a stream the prefetchers follow), in blocks of 4 (the kernels' row
- * groups). The activation blocks xq are shared, read-only. */
+/* Products over quantized weights: rows split across threads, each thread's rows one contiguous stretch of
+ * the matrix (a stream the prefetchers follow), in blocks of 4 (the kernels' row groups).
+ *
+ * Performance notes (one core, 256 x 4096 matrices in L2, this session's busy 2-vCPU guest, best of 30)
+ * - Decode, the two designs of issue 16: integer row dots against x quantized to q8 (kept) against exact f32
+ *   panels of W through the f32 gemm tile with x left in f32: Q4_K 19.2 against 4.0 GB/s, Q5_0 15.2 / 5.3,
+ *   Q8_0 35.3 / 8.6, Q6_K 28.9 / 6.1 (0.2-0.35x). Widening the weights costs a convert and an FMA per 16
+ *   weights where vpdpbusd does 64 products per instruction, so the exact design would stay compute-bound
+ *   far below the bandwidth; it remains available (xq = NULL) for accuracy comparisons.
+ * - Prompt blocks (t = 128): exact f32 panels + the f32 tile run at 97-128 GFLOP/s (Q4_K 97, Q5_0 128, Q8_0
+ *   98, Q6_K 118), the f32-weight product itself at 113-122: the dequantization hides behind the tile once it
+ *   is vectorized (the scalar twins gave Q5_0 29 and Q4_K 65 GFLOP/s). Not measured yet: bf16 panels
+ *   (lcx_dequant_rows_bf16) for the AVX512-BF16 tile when bf16 prefill is on (faster tile, but rounds
+ *   weights that carry up to 19 significant bits), and an integer GEMM over q8-quantized prompt rows. */
 #include <stdlib.h>
 
 #include "lcx.h"
