@@ -548,6 +548,8 @@ def dequantize(str qtype, data, size_t n, str isa="generic"):
     cdef const lcx_quant_traits *t = _qtraits(qtype, isa)
     cdef size_t nbytes = _qrow_bytes(t, n)
     cdef const unsigned char *src = _rd(data, nbytes, "data")
+    if (<size_t>src) % 2:
+        raise ValueError("data must be 2-byte aligned (f16 scales)")
     out = array("f", bytes(4 * n))
     cdef float *dst = <float *>_wr(out, 4 * n, "out")
     with nogil:
@@ -561,6 +563,8 @@ def dequantize_rows_bf16(str qtype, W, size_t row_bytes, size_t rows, size_t n, 
     if _qrow_bytes(t, n) > row_bytes:
         raise ValueError(f"row_bytes {row_bytes} < {_qrow_bytes(t, n)} bytes of {n} {qtype} weights")
     cdef const unsigned char *w = _rd(W, rows * row_bytes, "W")
+    if (<size_t>w) % 2 or row_bytes % 2:
+        raise ValueError("W and row_bytes must be 2-byte aligned (f16 scales)")
     out = bytearray(2 * rows * n)
     cdef uint16_t *dst = <uint16_t *>_wr(out, 2 * rows * n, "out")
     with nogil:
@@ -608,8 +612,8 @@ def dot_rows(str qtype, str isa, W, size_t row_bytes, XQ, size_t rows, size_t n,
     xa = array("d", bytes((xbytes + 7) // 8 * 8))
     cdef unsigned char *xq = _wr(xa, xbytes, "xq")
     memcpy(xq, _rd(XQ, xbytes, "XQ"), xbytes)
-    if (<size_t>w) % 2:
-        raise ValueError("W must be 2-byte aligned (f16 scales)")
+    if (<size_t>w) % 2 or row_bytes % 2:
+        raise ValueError("W and row_bytes must be 2-byte aligned (f16 scales)")
     y = array("f", bytes(4 * rows))
     cdef float *yp = <float *>_wr(y, 4 * rows, "y")
     with nogil:
@@ -632,8 +636,8 @@ def linear_quant(str qtype, str isa, W, size_t row_bytes, X, Y, size_t rows, siz
     if XQ is not None and t != 1:
         raise ValueError(f"quantized activations are for one token (t = 1), got t = {t}")
     cdef const unsigned char *w = _rd(W, rows * row_bytes, "W")
-    if (<size_t>w) % 2:
-        raise ValueError("W must be 2-byte aligned (f16 scales)")
+    if (<size_t>w) % 2 or row_bytes % 2:
+        raise ValueError("W and row_bytes must be 2-byte aligned (f16 scales)")
     cdef const float *x = <const float *>_rd(X, t * n * 4, "X")
     cdef float *y = <float *>_wr(Y, t * rows * 4, "Y")
     cdef unsigned char *xq = NULL

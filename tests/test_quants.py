@@ -382,6 +382,8 @@ def test_bad_arguments_are_one_line_errors():
         K.dot_rows("Q8_0", "generic", bytes(68), 68, xq, 2, 64)
     with pytest.raises(ValueError, match="XQ: buffer holds 34 bytes, 68 needed"):
         K.dot_rows("Q8_0", "generic", bytes(68), 68, xq[:34], 1, 64)
+    with pytest.raises(ValueError, match="data must be 2-byte aligned"):
+        K.dequantize("Q8_0", memoryview(bytes(35))[1:], 32)
     for isa in K.QUANT_ISAS:
         if not K.quant_isa_supported(isa):
             with pytest.raises(ValueError, match="not supported on this CPU"):
