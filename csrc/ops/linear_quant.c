@@ -39,9 +39,9 @@ void lcx_linear_quant(const lcx_quant_traits *qt, const void *W, size_t row_byte
 
 /* Rows [r0, r1) of a product with quantized W, for a thread inside a parallel region the caller owns (as
  * lcx_linear_rows): Y (t, ldy)[:, r] (+)= X (t, ldx) @ W row r, Yr0 = where row r0's output for token 0 goes.
- *   xq != NULL (decode, t == 1): the integer row dots against xq = X quantized by qt->quantize_x; beta = 1
+ *   xq != NULL and t == 1 (decode): the integer row dots against xq = X quantized by qt->quantize_x; beta = 1
  *     adds through a small stack buffer (the dot kernels write y).
- *   xq == NULL (prompt blocks, or an exact decode): panels of LCX_QPANEL rows x LCX_QKC columns dequantized
+ *   otherwise (prompt blocks, or an exact decode): panels of LCX_QPANEL rows x LCX_QKC columns dequantized
  *     exactly to f32 into `panel` (LCX_QPANEL * LCX_QKC floats, the thread's own), then the f32 gemm tile of
  *     the active ISA; activations stay f32 (no rounding of X), weights exact. Columns in chunks of
  *     LCX_QKC (a multiple of every block size) so the (t, LCX_QKC) slice of X stays in L2, as lcx_linear_rows. */
@@ -50,7 +50,7 @@ void lcx_linear_quant_rows(const lcx_quant_traits *qt, const void *W, size_t row
                            int beta, float *panel) {
     const uint8_t *Wb = (const uint8_t *)W;
     if (r0 >= r1) return;
-    if (xq) {
+    if (xq && t == 1) { /* (xq with t > 1 would be a caller bug: those rows take the exact path below) */
         float buf[64];
         for (size_t r = r0; r < r1; r += 64) {
             size_t m = r1 - r < 64 ? r1 - r : 64;
