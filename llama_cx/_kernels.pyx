@@ -494,7 +494,8 @@ cdef extern from "kernels/quants.h" nogil:
     void lcx_linear_quant(const lcx_quant_traits *qt, const void *W, size_t row_bytes, const void *xq, float *y,
                           size_t rows, size_t n, int nthreads)
     int lcx_linear_quant_t(const lcx_quant_traits *qt, const void *W, size_t row_bytes, const float *X,
-                           const void *xq, float *Y, size_t rows, size_t n, size_t t, int beta, int nthreads)
+                           const uint16_t *Xh, const void *xq, float *Y, size_t rows, size_t n, size_t t, int beta,
+                           int nthreads)
     void lcx_dequant_rows_bf16(const lcx_quant_traits *qt, const void *W, size_t row_bytes, size_t r0, size_t r1,
                                size_t n, uint16_t *dst, size_t ldd)
 
@@ -622,10 +623,11 @@ def dot_rows(str qtype, str isa, W, size_t row_bytes, XQ, size_t rows, size_t n,
 
 
 def linear_quant(str qtype, str isa, W, size_t row_bytes, X, Y, size_t rows, size_t n, size_t t, XQ=None,
-                 bint accumulate=False, int threads=1):
+                 bint accumulate=False, int threads=1, XH=None):
     """Y (t, rows) [+]= X (t, n) f32 @ Wᵀ, W (rows, row_bytes) quantized: with XQ (t == 1, XQ =
     quantize_act(x)) the integer row dots of path isa, without it exact f32 panels of W through the f32 gemm
-    tile of the active ISA (lcx_linear_quant_rows, as the forward pass calls it)."""
+    tile of the active ISA, or with XH (X rounded to bf16, (t, n) uint16) bf16 panels through the AVX512-BF16
+    tile (lcx_linear_quant_rows, as the forward pass calls it)."""
     from array import array
     cdef const lcx_quant_traits *t_ = _qtraits(qtype, isa)
     cdef size_t need = _qrow_bytes(t_, n), xbytes
@@ -640,6 +642,11 @@ def linear_quant(str qtype, str isa, W, size_t row_bytes, X, Y, size_t rows, siz
         raise ValueError("W and row_bytes must be 2-byte aligned (f16 scales)")
     cdef const float *x = <const float *>_rd(X, t * n * 4, "X")
     cdef float *y = <float *>_wr(Y, t * rows * 4, "Y")
+    cdef const uint16_t *xh = NULL
+    if XH is not None:
+        if not lcx_avx512bf16_supported():
+            raise ValueError("the AVX512-BF16 kernel is not available on this CPU/build")
+        xh = <const uint16_t *>_rd(XH, t * n * 2, "XH")
     cdef unsigned char *xq = NULL
     if XQ is not None:
         xbytes = n // lcx_qact[t_.act_type].block * lcx_qact[t_.act_type].block_bytes
@@ -648,6 +655,6 @@ def linear_quant(str qtype, str isa, W, size_t row_bytes, X, Y, size_t rows, siz
         memcpy(xq, _rd(XQ, xbytes, "XQ"), xbytes)
     cdef int rc, beta = 1 if accumulate else 0
     with nogil:
-        rc = lcx_linear_quant_t(t_, w, row_bytes, x, xq, y, rows, n, t, beta, threads)
+        rc = lcx_linear_quant_t(t_, w, row_bytes, x, xh, xq, y, rows, n, t, beta, threads)
     if rc != 0:
         raise MemoryError("linear_quant: cannot allocate the dequantization panels")

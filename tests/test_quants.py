@@ -338,6 +338,32 @@ def test_linear_quant_panels_exact_weights(name, gemm_isa):
             assert np.all(np.abs(Y - (Y0 + ref)) <= 1e-5 * (mag + np.abs(Y0)) + 1e-30)
 
 
+@pytest.mark.skipif(not K.avx512bf16_supported(), reason="no AVX512-BF16 on this CPU/build")
+@pytest.mark.parametrize("name", ["Q4_K", "Q6_K", "Q5_0", "Q8_0"])
+def test_linear_quant_bf16_panels(name):
+    """With XH (bf16 activations on): W's panels rounded to bf16 (round to nearest even) and the AVX512-BF16
+    tile; against float64 on the bf16-rounded weights and activations (f32 sums: 1e-5 of the magnitudes)."""
+    block, nbytes, act = block_of(name)
+    rng = np.random.default_rng(10)
+    rows, n, t = 37, 5 * 256 if block == 256 else 41 * 32, 7
+    nb = n // block
+    W = random_blocks(name, rows * nb, rng, scales="moderate").reshape(rows, nb * nbytes)
+    X = rng.standard_normal((t, n)).astype(np.float32)
+
+    def bf16(a):
+        u = np.ascontiguousarray(a, np.float32).view(np.uint32).astype(np.uint64)
+        u = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+        return u, (u.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+
+    Xh, x64 = bf16(X)
+    _, w64 = bf16(theirs(name, W.reshape(-1, nbytes)).reshape(rows, n))
+    ref, mag = x64 @ w64.T, np.abs(x64) @ np.abs(w64).T
+    for threads in (1, 2):
+        Y = np.full((t, rows), np.nan, np.float32)
+        K.linear_quant(name, K.quant_best_isa(), W.tobytes(), nb * nbytes, X, Y, rows, n, t, threads=threads, XH=Xh)
+        assert np.all(np.abs(Y - ref) <= 1e-5 * mag + 1e-30)
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("name", ["Q4_K", "Q5_0", "Q8_0"])
 def test_linear_quant_decode_rows_match_dot_rows(name, isa):

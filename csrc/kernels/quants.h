@@ -201,17 +201,19 @@ void lcx_dequant_rows_bf16(const lcx_quant_traits *qt, const void *W, size_t row
 void lcx_linear_quant(const lcx_quant_traits *qt, const void *W, size_t row_bytes, const void *xq, float *y,
                       size_t rows, size_t n, int nthreads);
 /* One thread's rows [r0, r1) of Y (t, ldy) (+)= X (t, ldx) @ Wᵀ, quantized W (see linear_quant.c): integer
- * row dots against xq when xq != NULL (t == 1), else exact f32 panels of W through the f32 gemm tile
- * (panel: LCX_QPANEL * LCX_QKC floats of the calling thread's own). */
+ * row dots against xq when xq != NULL and t == 1, else exact f32 panels of W through the f32 gemm tile, or
+ * bf16 panels through the AVX512-BF16 tile when Xh (X's bf16 copy) is given (panel: LCX_QPANEL * LCX_QKC
+ * floats of the calling thread's own). */
 #define LCX_QPANEL 16
 #define LCX_QKC 1024
-void lcx_linear_quant_rows(const lcx_quant_traits *qt, const void *W, size_t row_bytes, const float *X, size_t ldx,
-                           const void *xq, float *Yr0, size_t ldy, size_t r0, size_t r1, size_t n, size_t t,
-                           int beta, float *panel);
+void lcx_linear_quant_rows(const lcx_quant_traits *qt, const void *W, size_t row_bytes, const float *X,
+                           const uint16_t *Xh, size_t ldx, const void *xq, float *Yr0, size_t ldy, size_t r0,
+                           size_t r1, size_t n, size_t t, int beta, float *panel);
 /* Y (t, rows) (+)= X (t, n) @ Wᵀ over nthreads threads (rows split in blocks of 4), each with its own panel:
  * lcx_linear_quant_rows as the forward pass would call it, for tests and benchmarks. -1: no memory. */
-int lcx_linear_quant_t(const lcx_quant_traits *qt, const void *W, size_t row_bytes, const float *X, const void *xq,
-                       float *Y, size_t rows, size_t n, size_t t, int beta, int nthreads);
+int lcx_linear_quant_t(const lcx_quant_traits *qt, const void *W, size_t row_bytes, const float *X,
+                       const uint16_t *Xh, const void *xq, float *Y, size_t rows, size_t n, size_t t, int beta,
+                       int nthreads);
 
 /* Keeps a float (or vector) value as rounded: the compiler may not fuse the product that made it into a
  * later add (an FMA would skip that rounding, and the activation quantizers must round as ggml does). */

@@ -9,9 +9,12 @@
  *   far below the bandwidth; it remains available (xq = NULL) for accuracy comparisons.
  * - Prompt blocks (t = 128): exact f32 panels + the f32 tile run at 97-128 GFLOP/s (Q4_K 97, Q5_0 128, Q8_0
  *   98, Q6_K 118), the f32-weight product itself at 113-122: the dequantization hides behind the tile once it
- *   is vectorized (the scalar twins gave Q5_0 29 and Q4_K 65 GFLOP/s). Not measured yet: bf16 panels
- *   (lcx_dequant_rows_bf16) for the AVX512-BF16 tile when bf16 prefill is on (faster tile, but rounds
- *   weights that carry up to 19 significant bits), and an integer GEMM over q8-quantized prompt rows. */
+ *   is vectorized (the scalar twins gave Q5_0 29 and Q4_K 65 GFLOP/s).
+ * - bf16 panels for the AVX512-BF16 tile (Xh given): 96-102 GFLOP/s against 97-111 for the f32 panels, two
+ *   alternating runs, Q4_K / Q5_0 / Q8_0 / Q6_K / Q4_1; on this Intel guest the bf16 tile with bf16 weights
+ *   itself ran 109-113 (the EPYC of benchmarks/RESULTS.md: ~200). So the exact f32 panels are the default;
+ *   the bf16 ones (which round weights of up to 19 significant bits) are there for the machines where the
+ *   bf16 tile is ~2x: measure there. Not tried: an integer GEMM over q8-quantized prompt rows. */
 #include <stdlib.h>
 
 #include "lcx.h"
@@ -44,10 +47,12 @@ void lcx_linear_quant(const lcx_quant_traits *qt, const void *W, size_t row_byte
  *   otherwise (prompt blocks, or an exact decode): panels of LCX_QPANEL rows x LCX_QKC columns dequantized
  *     exactly to f32 into `panel` (LCX_QPANEL * LCX_QKC floats, the thread's own), then the f32 gemm tile of
  *     the active ISA; activations stay f32 (no rounding of X), weights exact. Columns in chunks of
- *     LCX_QKC (a multiple of every block size) so the (t, LCX_QKC) slice of X stays in L2, as lcx_linear_rows. */
-void lcx_linear_quant_rows(const lcx_quant_traits *qt, const void *W, size_t row_bytes, const float *X, size_t ldx,
-                           const void *xq, float *Yr0, size_t ldy, size_t r0, size_t r1, size_t n, size_t t,
-                           int beta, float *panel) {
+ *     LCX_QKC (a multiple of every block size) so the (t, LCX_QKC) slice of X stays in L2, as lcx_linear_rows.
+ *     With Xh (t, ldx), X's bf16 copy (bf16 activations on; NULL otherwise), the panels are rounded to bf16
+ *     and the AVX512-BF16 tile runs instead: faster, but it rounds the weights too. */
+void lcx_linear_quant_rows(const lcx_quant_traits *qt, const void *W, size_t row_bytes, const float *X,
+                           const uint16_t *Xh, size_t ldx, const void *xq, float *Yr0, size_t ldy, size_t r0,
+                           size_t r1, size_t n, size_t t, int beta, float *panel) {
     const uint8_t *Wb = (const uint8_t *)W;
     if (r0 >= r1) return;
     if (xq && t == 1) { /* (xq with t > 1 would be a caller bug: those rows take the exact path below) */
@@ -62,19 +67,32 @@ void lcx_linear_quant_rows(const lcx_quant_traits *qt, const void *W, size_t row
         return;
     }
     const lcx_kernels *k = lcx_active();
+    const int bf16 = Xh && lcx_gemm_bf16bf16 && lcx_round_bf16;
+    uint16_t *ph = (uint16_t *)panel; /* the bf16 panel takes the first half of the f32 one */
+    float row[LCX_QKC];               /* one row's chunk in f32 before its bf16 rounding */
     for (size_t c0 = 0; c0 < n; c0 += LCX_QKC) {
         const size_t cn = n - c0 < LCX_QKC ? n - c0 : LCX_QKC;
         const size_t boff = c0 / qt->block * qt->block_bytes; /* c0 is a multiple of the block */
         for (size_t r = r0; r < r1; r += LCX_QPANEL) {
             const size_t m = r1 - r < LCX_QPANEL ? r1 - r : LCX_QPANEL;
-            for (size_t i = 0; i < m; i++) qt->to_f32(Wb + (r + i) * row_bytes + boff, panel + i * cn, cn);
-            k->gemm_f32(panel, cn, X + c0, ldx, Yr0 + (r - r0), ldy, m, t, cn, c0 == 0 ? beta : 1);
+            const int b = c0 == 0 ? beta : 1;
+            if (bf16) {
+                for (size_t i = 0; i < m; i++) {
+                    qt->to_f32(Wb + (r + i) * row_bytes + boff, row, cn);
+                    lcx_round_bf16(row, ph + i * cn, cn);
+                }
+                lcx_gemm_bf16bf16(ph, cn, Xh + c0, ldx, Yr0 + (r - r0), ldy, m, t, cn, b);
+            } else {
+                for (size_t i = 0; i < m; i++) qt->to_f32(Wb + (r + i) * row_bytes + boff, panel + i * cn, cn);
+                k->gemm_f32(panel, cn, X + c0, ldx, Yr0 + (r - r0), ldy, m, t, cn, b);
+            }
         }
     }
 }
 
-int lcx_linear_quant_t(const lcx_quant_traits *qt, const void *W, size_t row_bytes, const float *X, const void *xq,
-                       float *Y, size_t rows, size_t n, size_t t, int beta, int nthreads) {
+int lcx_linear_quant_t(const lcx_quant_traits *qt, const void *W, size_t row_bytes, const float *X,
+                       const uint16_t *Xh, const void *xq, float *Y, size_t rows, size_t n, size_t t, int beta,
+                       int nthreads) {
     if (nthreads < 1) nthreads = 1;
     float *panels = xq ? NULL : (float *)malloc((size_t)nthreads * LCX_QPANEL * LCX_QKC * sizeof(float));
     if (!xq && !panels) return -1;
@@ -87,7 +105,7 @@ int lcx_linear_quant_t(const lcx_quant_traits *qt, const void *W, size_t row_byt
 #endif
         size_t r0, r1;
         lcx_split(rows, 4, tid, nth, &r0, &r1);
-        lcx_linear_quant_rows(qt, W, row_bytes, X, n, xq, Y + r0, rows, r0, r1, n, t, beta,
+        lcx_linear_quant_rows(qt, W, row_bytes, X, Xh, n, xq, Y + r0, rows, r0, r1, n, t, beta,
                               panels ? panels + (size_t)tid * LCX_QPANEL * LCX_QKC : NULL);
     }
     free(panels);
