@@ -23,9 +23,15 @@
  *   Q4_K 17.4 -> 18.3-19.3 against the same sums in 256-bit vectors.
  * - vpdpbusd (VNNI) for the 32-blocks: +10-25% (Q4_0 13.5 -> 16.2, Q5_0 13.2 -> 15.2); vpdpwssd for the
  *   K-quants' scaled sums: +5%.
- * - Tried and dropped: Q4_K's scale unpacking in vector registers (no scalar shuffle, store and reload):
- *   19.3 -> 19.4, not the bottleneck. Not tried yet: rows repacked at load into interleaved blocks
- *   (llama.cpp's repack.cpp), two 32-blocks per 512-bit vector, the f16 scales of 8 blocks converted at once.
+ * - Without the ~5 us of each Python call (a C harness, 256 x 4096 in L2, best of 30 x 50): avx512vnni Q4_K
+ *   21.0, Q6_K 32.0, Q8_0 38.1, Q5_0 16.0 GB/s.
+ * - Where Q4_K's time goes (C harness, timing-only variants that compute wrong sums): without the mins' term
+ *   29.4 GB/s, without the scale unpacking 26.9, without the vpermw scale spreading 24.7, all against 21.0.
+ *   The per-block scalar work (scales, mins, two f16 scales) is the part to shrink, e.g. by doing it for the
+ *   4 rows of a group in one vector; the scale unpacking in vector registers alone (no scalar shuffle, store
+ *   and reload) gave 21.0 -> 21.7 and was dropped for now. This guest has no PMU to say more.
+ *   Not tried yet: rows repacked at load into interleaved blocks (llama.cpp's repack.cpp), which would also
+ *   put the scales of several rows side by side; two 32-blocks per 512-bit vector.
  * - lcx_quant_isa_supported caches its CPUID answers: in this guest a CPUID traps to the hypervisor, and the
  *   handful one answer took cost 160 us per call (lcx_isa_supported of lcx_runtime.c: 80 us a call).
  * - Activation quantizers (one 4096-vector, the Python call included): q8_0 28.8 us scalar -> 6.7 (AVX2),
