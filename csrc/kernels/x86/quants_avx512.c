@@ -23,13 +23,14 @@
  *   Q4_K 17.4 -> 18.3-19.3 against the same sums in 256-bit vectors.
  * - vpdpbusd (VNNI) for the 32-blocks: +10-25% (Q4_0 13.5 -> 16.2, Q5_0 13.2 -> 15.2); vpdpwssd for the
  *   K-quants' scaled sums: +5%.
- * - Without the ~5 us of each Python call (a C harness, 256 x 4096 in L2, best of 30 x 50): avx512vnni Q4_K
- *   21.0, Q6_K 32.0, Q8_0 38.1, Q5_0 16.0 GB/s.
- * - Where Q4_K's time goes (C harness, timing-only variants that compute wrong sums): without the mins' term
+ * - Without the ~5 us of each Python call (a C harness, 256 x 4096 in L2, best of 30 x 50), avx512vnni, after
+ *   the f16 changes below: Q8_0 38.1, Q4_0 17.3, Q4_1 15.3, Q5_0 16.1, Q5_1 14.7, Q4_K 23.9, Q5_K 22.1 GB/s.
+ * - Where Q4_K's time went (C harness, timing-only variants that compute wrong sums): without the mins' term
  *   29.4 GB/s, without the scale unpacking 26.9, without the vpermw scale spreading 24.7, all against 21.0.
- *   The per-block scalar work (scales, mins, two f16 scales) is the part to shrink, e.g. by doing it for the
- *   4 rows of a group in one vector; the scale unpacking in vector registers alone (no scalar shuffle, store
- *   and reload) gave 21.0 -> 21.7 and was dropped for now. This guest has no PMU to say more.
+ *   The per-block scalar work is what costs. Converting d and dmin with one vcvtph2ps (and broadcasting
+ *   lanes) instead of two scalar conversions: Q4_K 21.0 -> 23.8, Q5_K 20.4 -> 22.5; the same for Q4_1 /
+ *   Q5_1's d and m: 12.8 -> 15.3 / 14.7 (kept; same bits). The scale unpacking in vector registers (no
+ *   scalar shuffle, store and reload) on top: 23.8 -> 24.0, dropped. This guest has no PMU to say more.
  *   Not tried yet: rows repacked at load into interleaved blocks (llama.cpp's repack.cpp), which would also
  *   put the scales of several rows side by side; two 32-blocks per 512-bit vector.
  * - lcx_quant_isa_supported caches its CPUID answers: in this guest a CPUID traps to the hypervisor, and the
