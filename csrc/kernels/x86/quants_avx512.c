@@ -9,10 +9,10 @@
  * AMX; 2 MiB L2 per core; shared with other jobs at load 8-15, so best of 40-50 passes)
  * - One core, weights in L2 (256-512 x 4096 matrices, a 1-2 MiB pool): the compute ceiling, in GB/s of weight
  *   bytes, avx2 / avx512 / avx512vnni:
- *     Q8_0 30.4 / 28.1 / 32.5   Q4_0 13.3 / 13.5 / 16.2   Q4_1 10.1 / 10.0 / 10.8   Q5_0 12.1 / 13.2 / 15.2
- *     Q5_1 10.7 / 11.5 / 12.3   Q2_K  7.2 / 10.7 /  9.7   Q3_K  6.3 /  7.8 /  7.1   Q4_K 17.4 / 18.3 / 19.3
- *     Q5_K 15.1 / 18.0 / 18.8   Q6_K 17.3 / 27.6 / 29.1   (the generic twins 1-5; the bf16 decode kernel
- *   with f32 activations 29.6 GB/s = 15 G weights/s, Q4_K's 19.3 GB/s = 34 G weights/s).
+ *     Q8_0 31.4 / 31.2 / 35.0   Q4_0 13.9 / 13.9 / 16.6   Q4_1 13.8 / 13.9 / 14.9   Q5_0 12.8 / 13.4 / 15.3
+ *     Q5_1 12.7 / 13.6 / 14.5   Q2_K  7.4 / 11.1 / 11.1   Q3_K  6.5 /  8.0 /  8.0   Q4_K 17.9 / 20.0 / 21.1
+ *     Q5_K 15.9 / 17.5 / 20.3   Q6_K 17.8 / 28.3 / 29.8   (the generic twins 1-5; the bf16 decode kernel
+ *   with f32 activations 29.6 GB/s = 15 G weights/s, Q4_K's 21.1 GB/s = 37 G weights/s).
  *   So one core is compute-bound at roughly one core's share of the DRAM bandwidth for Q8_0 / Q6_K / Q4_K /
  *   Q5_K, and below it for the 4/5-bit 32-blocks (per 32 weights an f16 scale, a broadcast, a convert and
  *   an FMA besides the integer dot). Against DRAM nothing could be measured this session: the plain read of
