@@ -1,9 +1,10 @@
 /* AVX-512 row dots of the quantized types, two paths from one body (quants_x86.h):
- *   avx512      AVX-512 F/BW/VL: the AVX2 instructions with 32 vector registers (EVEX encoding);
+ *   avx512      AVX-512 F/BW/VL: Q4_K, Q5_K and Q6_K in 512-bit vectors; the other types as on AVX2 (256-bit
+ *               vpmaddubsw + vpmaddwd) with 32 vector registers (EVEX encoding);
  *   avx512vnni  + AVX512-VNNI: the 32-block types' integer dots by vpdpbusd (one instruction for
- *               vpmaddubsw + vpmaddwd + vpaddd, no int16 step). The K-quants keep vpmaddubsw: their
- *               sub-block scales ride along in the vpmaddwd for free.
- * All ten types have a kernel on both paths.
+ *               vpmaddubsw + vpmaddwd + vpaddd, no int16 step), the K-quants' scaled sums by vpdpwssd. The
+ *               K-quants keep vpmaddubsw: their sub-block scales ride along in the vpmaddwd / vpdpwssd.
+ * All ten types have a kernel on both paths; the activation quantizers and dequantizers are the AVX2 ones.
  *
  * Performance notes (benchmarks/quant_dot.py on the 2-vCPU KVM guest of this session: Intel with AVX-512, VNNI,
  * AMX; 2 MiB L2 per core; shared with other jobs at load 8-15, so best of 40-50 passes)
