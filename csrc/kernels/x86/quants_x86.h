@@ -1,7 +1,8 @@
-/* The x86 row dots of the quantized types, one body compiled per instruction-set path: the including file
- * sets the target pragma, QISA (the name suffix) and LCX_QVNNI (1: integer dots by AVX512-VNNI vpdpbusd,
- * 0: AVX2 vpmaddubsw + vpmaddwd), then includes this file. 256-bit vectors on every path (see the
- * performance notes in quants_avx512.c). Not a public header.
+/* The x86 kernels of the quantized types (row dots, activation quantizers, dequantizers), one body compiled
+ * per instruction-set path: the including file sets the target pragma, QISA (the name suffix), LCX_QVNNI
+ * (1: integer dots by AVX512-VNNI vpdpbusd / vpdpwssd, 0: vpmaddubsw + vpmaddwd) and LCX_QZMM (1: the
+ * 512-bit K-quant dots), then includes this file. Everything else is 256-bit (see the performance notes in
+ * quants_avx512.c). Not a public header.
  *
  * Rows are dealt by LCX_MATVEC_BODY (lcx_simd.h): 4 rows a quarter of the range apart at once, each one
  * contiguous stream, and each activation block loaded (and its sums formed) once for the 4 rows. A row's
