@@ -24,8 +24,15 @@
  *   Q4_K 17.4 -> 18.3-19.3 against the same sums in 256-bit vectors.
  * - vpdpbusd (VNNI) for the 32-blocks: +10-25% (Q4_0 13.5 -> 16.2, Q5_0 13.2 -> 15.2); vpdpwssd for the
  *   K-quants' scaled sums: +5%.
- * - Without the ~5 us of each Python call (a C harness, 256 x 4096 in L2, best of 30 x 50), avx512vnni, after
- *   the f16 changes below: Q8_0 38.1, Q4_0 17.3, Q4_1 15.3, Q5_0 16.1, Q5_1 14.7, Q4_K 23.9, Q5_K 22.1 GB/s.
+ * - Without the ~5 us of each Python call (a C harness, 256 x 4096 in L2, best of 30 x 50), after the f16
+ *   and port-5 changes below, avx512vnni / avx2: Q8_0 39.0 / 33.8, Q4_0 22.0 / 17.6, Q4_1 17.6 / 15.6,
+ *   Q5_0 21.6 / 15.2, Q5_1 17.6 / 13.8, Q4_K 23.3 / 19.7, Q5_K 22.1 / 16.4 GB/s.
+ * - Port 5 (vector moves from general registers, broadcasts, shuffles, inserts) is what the 32-block dots
+ *   waited on (timing-only variants: Q4_0 without its f16 scale conversion 28.3 against 17.6). Converting
+ *   a block's leading f16 scale straight from memory, splitting the nibbles by a broadcast load and a shift
+ *   instead of vinserti128, and (AVX-512) Q5's fifth bits by a mask register: Q4_0 17.6 -> 22.0, Q5_0 16.4 ->
+ *   21.6, Q4_1 15.3 -> 17.6, Q5_1 14.7 -> 17.6. Broadcasting d * dx from memory instead (a volatile float):
+ *   slower (Q4_0 22.2 -> 20.0), dropped.
  * - Where Q4_K's time went (C harness, timing-only variants that compute wrong sums): without the mins' term
  *   29.4 GB/s, without the scale unpacking 26.9, without the vpermw scale spreading 24.7, all against 21.0.
  *   The per-block scalar work is what costs. Converting d and dmin with one vcvtph2ps (and broadcasting
