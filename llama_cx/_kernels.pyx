@@ -38,6 +38,7 @@ cdef extern from "lcx.h" nogil:
         int act_type
         lcx_gemm_act_fn gemm_act[3]
         unsigned gemm_act_cpu
+        int act_decode
     const lcx_dtype_traits lcx_dtypes[]
     size_t lcx_dtype_bytes(int dt, size_t n)
     lcx_gemm_fn lcx_gemm_kernel(int dt)
@@ -122,6 +123,7 @@ def dtype_table():
             id=i, name=d.name.decode(), block_size=d.block_size, block_bytes=d.block_bytes,
             act_type=d.act_type, gemm=[ISA_NAMES[k] for k in range(LCX_ISA_COUNT) if d.gemm[k] != NULL],
             gemm_act=[ISA_NAMES[k] for k in range(LCX_ISA_COUNT) if d.gemm_act[k] != NULL],
+            act_decode=bool(d.act_decode),
         ))
     return rows
 
@@ -375,9 +377,13 @@ def attention_decode(Q, KC, VC, OUT, size_t n_keys, size_t n_heads, size_t n_kv,
 def to_f32(SRC, str dtype, DST, size_t n):
     """DST (n,) f32 <- SRC (n,) of any dtype of the C table (a converted copy, e.g. norm weights at load)."""
     cdef int code = _code(dtype)
+    cdef lcx_to_f32_fn f = lcx_to_f32_kernel(code)
+    if f == NULL:
+        raise ValueError(f"{dtype} has no conversion to f32 (activation blocks only)")
+    if n % lcx_dtypes[code].block_size:
+        raise ValueError(f"{n} {dtype} elements: not a multiple of its block size {lcx_dtypes[code].block_size}")
     cdef const unsigned char *s = _rd(SRC, lcx_dtype_bytes(code, n), "SRC")
     cdef float *d = <float *>_wr(DST, n * 4, "DST")
-    cdef lcx_to_f32_fn f = lcx_to_f32_kernel(code)
     with nogil:
         f(s, d, n)
 
@@ -444,8 +450,11 @@ cdef class CModel:
             self.layers[i].attn_norm = <const float *>self._ptr(vecs[p + "attention_norm.weight"], 0, dim * 4, p + "attention_norm.weight")
             self.layers[i].ffn_norm = <const float *>self._ptr(vecs[p + "ffn_norm.weight"], 0, dim * 4, p + "ffn_norm.weight")
         # the activation type the matrices' products can read (bf16 for bf16 weights), if they agree on one
+        # (none when block types are among them: their one-token products quantize x themselves, and their
+        # prompt blocks read f32)
         acts = {lcx_dtypes[_code(spec[2])].act_type for spec in mats.values()} - {-1}
-        self.m.act_type = acts.pop() if len(acts) == 1 else -1
+        blocks = any(lcx_dtypes[_code(spec[2])].act_decode for spec in mats.values())
+        self.m.act_type = acts.pop() if len(acts) == 1 and not blocks else -1
 
     def state_bytes(self, int64_t n_ctx, int64_t max_batch, int64_t n_threads):
         """Bytes lcx_state_new would allocate for a context (SIZE_MAX when it cannot exist): the one formula."""

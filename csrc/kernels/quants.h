@@ -215,6 +215,28 @@ int lcx_linear_quant_t(const lcx_quant_traits *qt, const void *W, size_t row_byt
                        const uint16_t *Xh, const void *xq, float *Y, size_t rows, size_t n, size_t t, int beta,
                        int nthreads);
 
+/* ---- the block types' rows of the dtype table (ops/linear_quant.c), one set per type and instruction set:
+ * to_f32 = the path's dequantizer, gemm = exact f32 panels (prompt blocks), gemm_act = integer row dots over
+ * the input quantized by the type's act_type row, whose from_f32 is the activation quantizer. The x86 paths
+ * fall back to the generic twins where the CPU lacks F16C; the avx512 slot takes VNNI where the CPU has it. */
+const lcx_quant_traits *lcx_quant_for_isa(int isa); /* isa: LCX_ISA_*; never NULL */
+#define LCX_QDT_DECLARE_ISA(t, isa)                                                                               \
+    void lcx_to_f32_##t##_##isa(const void *src, float *dst, size_t n);                                          \
+    void lcx_gemm_##t##_##isa(const void *W, size_t ldw, const float *X, size_t ldx, float *Y, size_t ldy,        \
+                              size_t rows, size_t t_, size_t n, int beta);                                      \
+    void lcx_gemm_act_##t##_##isa(const void *W, size_t ldw, const void *Xa, size_t ldx, float *Y, size_t ldy,    \
+                                  size_t rows, size_t t_, size_t n, int beta);
+#define LCX_QDT_DECLARE(t) LCX_QDT_DECLARE_ISA(t, generic) LCX_QDT_DECLARE_ISA(t, avx2) LCX_QDT_DECLARE_ISA(t, avx512)
+LCX_QDT_DECLARE(q8_0) LCX_QDT_DECLARE(q4_0) LCX_QDT_DECLARE(q4_1) LCX_QDT_DECLARE(q5_0) LCX_QDT_DECLARE(q5_1)
+LCX_QDT_DECLARE(q2_k) LCX_QDT_DECLARE(q3_k) LCX_QDT_DECLARE(q4_k) LCX_QDT_DECLARE(q5_k) LCX_QDT_DECLARE(q6_k)
+/* the activation quantizers as from_f32 kernels (q8_0 blocks for the 32-blocks, q8_K for the K-quants) */
+void lcx_from_f32_q8_0_generic(const float *x, void *xq, size_t n);
+void lcx_from_f32_q8_0_avx2(const float *x, void *xq, size_t n);
+void lcx_from_f32_q8_0_avx512(const float *x, void *xq, size_t n);
+void lcx_from_f32_q8_k_generic(const float *x, void *xq, size_t n);
+void lcx_from_f32_q8_k_avx2(const float *x, void *xq, size_t n);
+void lcx_from_f32_q8_k_avx512(const float *x, void *xq, size_t n);
+
 /* Keeps a float (or vector) value as rounded: the compiler may not fuse the product that made it into a
  * later add (an FMA would skip that rounding, and the activation quantizers must round as ggml does). */
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))

@@ -69,3 +69,19 @@ const lcx_quant_traits *lcx_quant_find(const lcx_quant_traits *t, int ggml_type)
         if (t[i].ggml_type == ggml_type) return &t[i];
     return 0;
 }
+
+/* The quantized path that runs under the dispatcher's instruction set isa (what LLAMA_CX_ISA forces): AVX2 ->
+ * avx2, AVX-512 -> avx512vnni where the CPU has VNNI, else avx512; generic where the path is not supported
+ * (no F16C, or not compiled). Asked once per isa. */
+const lcx_quant_traits *lcx_quant_for_isa(int isa) {
+    static const lcx_quant_traits *known[LCX_ISA_COUNT];
+    if (isa < 0 || isa >= LCX_ISA_COUNT) return lcx_quant_generic;
+    if (!known[isa]) {
+        int q = isa == LCX_ISA_AVX2 ? LCX_QISA_AVX2 : LCX_QISA_GENERIC;
+        if (isa == LCX_ISA_AVX512)
+            q = lcx_quant_isa_supported(LCX_QISA_AVX512VNNI) ? LCX_QISA_AVX512VNNI : LCX_QISA_AVX512;
+        const lcx_quant_traits *t = lcx_quant_table(q);
+        known[isa] = t ? t : lcx_quant_generic;
+    }
+    return known[isa];
+}

@@ -36,8 +36,9 @@ size_t lcx_state_bytes(const lcx_model *m, int64_t n_ctx, int64_t B, int64_t n_t
                                    (size_t)m->head_dim + 1),
                            lcx_mul((size_t)n_threads, (size_t)lcx_q_dim(m))); /* part, att1 */
     size_t floats = lcx_mul(lcx_add(lcx_add(lcx_add(lcx_add(act, priv), kv), scratch), parts), f);
-    return lcx_add(lcx_add(lcx_add(floats, lcx_mul(priv, a)), lcx_mul(own1, a)),
-                   lcx_mul((size_t)B, sizeof(int64_t) + a * lcx_widest(m)));
+    size_t xq = lcx_mul(lcx_mul((size_t)n_threads, LCX_XQ_SLOTS), lcx_xq_bytes(m));
+    return lcx_add(lcx_add(lcx_add(lcx_add(floats, lcx_mul(priv, a)), lcx_mul(own1, a)),
+                           lcx_mul((size_t)B, sizeof(int64_t) + a * lcx_widest(m))), xq);
 }
 
 static float *lcx_alloc_f32(size_t n) { return (float *)calloc(n ? n : 1, sizeof(float)); }
@@ -86,7 +87,7 @@ void lcx_state_free(lcx_state *s) {
     free(s->x); free(s->xb); free(s->q); free(s->att); free(s->hb); free(s->hb2);
     lcx_free_kv(s->k_cache, 2 * s->kv_floats, s->kv_mapped); /* v_cache is its second half */
     free(s->scratch); free(s->part); free(s->att1); free(s->pos); free(s->rope_cos); free(s->rope_sin);
-    free(s->xh); free(s->xbh); free(s->xh1);
+    free(s->xh); free(s->xbh); free(s->xh1); free(s->xq);
     free(s);
 }
 
@@ -117,9 +118,11 @@ lcx_state *lcx_state_new(const lcx_model *m, int64_t n_ctx, int64_t B, int64_t n
     s->xh = lcx_alloc_act(m, (size_t)B * lcx_widest(m));
     s->xbh = lcx_alloc_act(m, (size_t)n_threads * (size_t)B * m->dim);
     s->xh1 = lcx_alloc_act(m, (size_t)n_threads * lcx_widest(m));
+    s->xq_bytes = lcx_xq_bytes(m);
+    s->xq = (unsigned char *)calloc((size_t)n_threads * LCX_XQ_SLOTS * s->xq_bytes + 1, 1);
     if (!s->x || !s->xb || !s->q || !s->att || !s->hb || !s->hb2 || !s->k_cache || !s->v_cache || !s->scratch ||
         !s->part || !s->att1 ||
-        !s->pos || !s->rope_cos || !s->rope_sin || !s->xh || !s->xbh || !s->xh1) {
+        !s->pos || !s->rope_cos || !s->rope_sin || !s->xh || !s->xbh || !s->xh1 || !s->xq) {
         lcx_state_free(s);
         return NULL;
     }

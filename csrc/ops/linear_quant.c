@@ -113,3 +113,61 @@ int lcx_linear_quant_t(const lcx_quant_traits *qt, const void *W, size_t row_byt
     free(panels);
     return 0;
 }
+
+/* ---- the block types' kernels as rows of the dtype table (csrc/dtypes.c) ------------------------------------ */
+
+/* gemm slot, prompt blocks: Y (t, ldy) (+)= X (t, ldx) f32 @ W[0:rows]ᵀ over n columns, W rows of ldw weights
+ * of type qt; exact f32 panels of W through the active f32 tile (lcx_linear_quant_rows), single-threaded. The
+ * panel (64 KiB) lives on the calling thread's stack. */
+static void lcx_qgemm(const lcx_quant_traits *qt, const void *W, size_t ldw, const float *X, size_t ldx, float *Y,
+                      size_t ldy, size_t rows, size_t t, size_t n, int beta) {
+    float panel[LCX_QPANEL * LCX_QKC];
+    lcx_linear_quant_rows(qt, W, ldw / qt->block * qt->block_bytes, X, NULL, ldx, NULL, Y, ldy, 0, rows, n, t, beta,
+                          panel);
+}
+
+/* gemm_act slot, one token's products: Y (t, ldy) (+)= Xa @ W[0:rows]ᵀ, Xa (t, ldx) already quantized into
+ * qt's activation blocks (ldx in elements); integer row dots, each row read once front to back. */
+static void lcx_qgemm_act(const lcx_quant_traits *qt, const void *W, size_t ldw, const void *Xa, size_t ldx,
+                          float *Y, size_t ldy, size_t rows, size_t t, size_t n, int beta) {
+    const size_t row_bytes = ldw / qt->block * qt->block_bytes;
+    const size_t xbytes = ldx / lcx_qact[qt->act_type].block * lcx_qact[qt->act_type].block_bytes;
+    for (size_t i = 0; i < t; i++) {
+        const uint8_t *xq = (const uint8_t *)Xa + i * xbytes;
+        if (!beta) /* straight into Y: one call over all the rows, the kernel deals them as it likes */
+            qt->dot(W, row_bytes, xq, Y + i * ldy, rows, n);
+        else
+            lcx_linear_quant_rows(qt, W, row_bytes, NULL, NULL, 0, xq, Y + i * ldy, ldy, 0, rows, n, 1, 1, NULL);
+    }
+}
+
+#define LCX_QDT_DEFINE_ISA(t, T, isa, ISA)                                                                       \
+    void lcx_to_f32_##t##_##isa(const void *src, float *dst, size_t n) {                                         \
+        lcx_quant_for_isa(ISA)[T].to_f32(src, dst, n);                                                           \
+    }                                                                                                            \
+    void lcx_gemm_##t##_##isa(const void *W, size_t ldw, const float *X, size_t ldx, float *Y, size_t ldy,       \
+                              size_t rows, size_t t_, size_t n, int beta) {                                     \
+        lcx_qgemm(&lcx_quant_for_isa(ISA)[T], W, ldw, X, ldx, Y, ldy, rows, t_, n, beta);                        \
+    }                                                                                                            \
+    void lcx_gemm_act_##t##_##isa(const void *W, size_t ldw, const void *Xa, size_t ldx, float *Y, size_t ldy,   \
+                                  size_t rows, size_t t_, size_t n, int beta) {                                 \
+        lcx_qgemm_act(&lcx_quant_for_isa(ISA)[T], W, ldw, Xa, ldx, Y, ldy, rows, t_, n, beta);                   \
+    }
+#define LCX_QDT_DEFINE(t, T)                                                                                     \
+    LCX_QDT_DEFINE_ISA(t, T, generic, LCX_ISA_GENERIC)                                                           \
+    LCX_QDT_DEFINE_ISA(t, T, avx2, LCX_ISA_AVX2) LCX_QDT_DEFINE_ISA(t, T, avx512, LCX_ISA_AVX512)
+LCX_QDT_DEFINE(q8_0, LCX_Q8_0) LCX_QDT_DEFINE(q4_0, LCX_Q4_0) LCX_QDT_DEFINE(q4_1, LCX_Q4_1)
+LCX_QDT_DEFINE(q5_0, LCX_Q5_0) LCX_QDT_DEFINE(q5_1, LCX_Q5_1) LCX_QDT_DEFINE(q2_k, LCX_Q2_K)
+LCX_QDT_DEFINE(q3_k, LCX_Q3_K) LCX_QDT_DEFINE(q4_k, LCX_Q4_K) LCX_QDT_DEFINE(q5_k, LCX_Q5_K)
+LCX_QDT_DEFINE(q6_k, LCX_Q6_K)
+
+/* the activation quantizers: every type of one act_type shares its path's quantizer (Q8_0's for q8_0 blocks,
+ * Q4_K's for q8_K) */
+#define LCX_QACT_DEFINE(isa, ISA)                                                                                \
+    void lcx_from_f32_q8_0_##isa(const float *x, void *xq, size_t n) {                                           \
+        lcx_quant_for_isa(ISA)[LCX_Q8_0].quantize_x(x, xq, n);                                                   \
+    }                                                                                                            \
+    void lcx_from_f32_q8_k_##isa(const float *x, void *xq, size_t n) {                                           \
+        lcx_quant_for_isa(ISA)[LCX_Q4_K].quantize_x(x, xq, n);                                                   \
+    }
+LCX_QACT_DEFINE(generic, LCX_ISA_GENERIC) LCX_QACT_DEFINE(avx2, LCX_ISA_AVX2) LCX_QACT_DEFINE(avx512, LCX_ISA_AVX512)

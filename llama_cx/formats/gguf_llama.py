@@ -19,9 +19,9 @@ from typing import Dict, List, Optional, Tuple
 from .. import dtypes
 from ..config import ROPE_HIGH_FREQ_FACTOR, ROPE_LOW_FREQ_FACTOR, ROPE_ORIGINAL_CONTEXT, ModelConfig
 from ..errors import FormatError
-from ..tensor import Tensor, contiguous_strides, weight_buffer
+from ..tensor import Tensor
 from .checkpoint import Checkpoint, MappedFile, TokenizerSpec, expected_shapes
-from .gguf import FILE_TYPES, GGUFFile, GGUFTensorInfo, _brief, _show, check_supported, dequantize_into, is_view
+from .gguf import FILE_TYPES, GGUFFile, GGUFTensorInfo, _brief, _show, check_supported
 
 
 _BLOCK_TENSORS = {
@@ -237,26 +237,8 @@ class _LlamaGGUF:
         if missing:
             self.fail(f"missing tensor {gguf_name(missing[0])} ({len(missing)} missing in all)")
 
-        tensors: Dict[str, Tensor] = {}
-        quant = [(n, ti) for n, ti in picked if not is_view(ti.dtype)]
-        for name, ti in picked:
-            if is_view(ti.dtype):
-                tensors[name] = self.gf.tensor(ti, name)
-        self.dequant_buffer = None
-        if quant:
-            out = {n: dtypes.BY_NAME[ti.dtype.widen_to] for n, ti in quant}  # bf16: what _dequant writes
-            buf = weight_buffer(sum(out[n].nbytes(ti.numel) for n, ti in quant))  # every dequantized weight, one allocation
-            at = 0
-            for name, ti in quant:
-                dequantize_into(self.gf.mmap, ti, buf, at)
-                tensors[name] = Tensor(out[name].name, ti.shape, contiguous_strides(ti.shape), at, buf, name)
-                at += out[name].nbytes(ti.numel)
-            self.dequant_buffer = buf
-            counts = Counter(ti.type_name for _, ti in quant)
-            what = ", ".join(f"{n} {t}" for t, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-            self.notes.append(
-                f"{len(quant)} tensors ({what}) dequantized to bf16 at load (no native quantized kernels yet)"
-            )
+        # every tensor a view of the file: block types stay quantized (zero-copy), their kernels read ggml's blocks
+        tensors: Dict[str, Tensor] = {name: self.gf.tensor(ti, name) for name, ti in picked}
         return {n: tensors[n] for n in expected}
 
     def summary_metadata(self) -> dict:
@@ -304,7 +286,7 @@ def load(path, rope_scale_factor: Optional[float] = None) -> Checkpoint:
         tokenizer=tokenizer,
         metadata=metadata,
         notes=llama.notes,
-        buffers=[llama.dequant_buffer] if llama.dequant_buffer is not None else [],
+        buffers=[],
         description=f"GGUF v{gf.version}" + (f", {metadata['file_type']}" if metadata.get("file_type") else ""),
         tokenizer_missing="the GGUF has no usable tokenizer.ggml.* metadata",
     )
