@@ -46,14 +46,15 @@ static const void *lcx_xq_get(lcx_xq_cache *c, const float *a, size_t n, int typ
 }
 
 /* Rows [r0, r1) of the product A (t, n) @ Wᵀ (+)= into Yr0, where row r0's output for token 0 goes (rows
- * follow at +1, tokens at +ldy). A weight type whose one-token products read converted activations
- * (lcx_dtypes: act_decode) gets A quantized through xq; with rounded activations on, A was already converted
+ * follow at +1, tokens at +ldy). In a one-token step (xq non-NULL), a weight type whose one-token products read
+ * converted activations (lcx_dtypes: act_decode) gets A quantized through xq; a prompt block (xq NULL) reads
+ * them exactly, its last row's logits too; with rounded activations on, A was already converted
  * into `ah` (t, n) of the model's act_type, and a weight type that reads such activations (gemm_act, e.g.
  * AVX512-BF16 for bf16) takes them; otherwise the f32-activation kernels. */
 static void lcx_product_to(const lcx_model *m, const lcx_mat *W, const float *A, const void *ah, lcx_xq_cache *xq,
                            float *Yr0, size_t ldy, size_t r0, size_t r1, size_t n, size_t t, int beta) {
     const lcx_dtype_traits *d = &lcx_dtypes[W->dtype];
-    const int own_act = t == 1 && d->act_decode;
+    const int own_act = xq && t == 1 && d->act_decode;
     const lcx_gemm_act_fn gemm_act =
         own_act || (ah && d->act_type == m->act_type) ? lcx_gemm_act_kernel(W->dtype) : 0;
     if (gemm_act) {
@@ -190,7 +191,8 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
         unsigned char *xh1 = lcx_act_at(m, s->xh1, (size_t)tid * lcx_widest(m)); /* one token's input, this thread's */
         float *att1 = s->att1 + (size_t)tid * q_dim;                   /* one token's attention, this thread's */
         unsigned char *xh = dp && T > 1 ? s->xh : NULL; /* a prompt block's shared input, rounded by its producer */
-        lcx_xq_cache xq; /* this thread's quantized one-token inputs */
+        lcx_xq_cache xq; /* this thread's quantized one-token inputs (one-token steps only) */
+        lcx_xq_cache *step_xq = T == 1 ? &xq : NULL;
         for (int i = 0; i < LCX_XQ_SLOTS; i++) {
             xq.buf[i] = s->xq + ((size_t)tid * LCX_XQ_SLOTS + (size_t)i) * s->xq_bytes;
             xq.src[i] = NULL;
@@ -215,11 +217,11 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
             /* attention block: xb = norm(x); q, k, v = xb @ wq/wk/wv ᵀ; rope; attend; x += att @ woᵀ */
             const void *ah = lcx_norm_input(m, to_act, x, L->attn_norm, xb, xbh, T, dim, eps, shared_norm, tid, nth);
             lcx_xq_forget(&xq);
-            lcx_product(m, &L->wq, xb, ah, &xq, q, q_dim, qh0 * hd, qh1 * hd, dim, T, 0);
+            lcx_product(m, &L->wq, xb, ah, step_xq, q, q_dim, qh0 * hd, qh1 * hd, dim, T, 0);
             lcx_rope_heads(q, q_dim, T, qh0, qh1, hd, s->rope_cos, s->rope_sin);
-            lcx_product_kv(m, &L->wk, xb, ah, &xq, kc, (size_t)s->n_ctx, (size_t)pos0, hd, kh0 * hd, kh1 * hd, dim, T,
+            lcx_product_kv(m, &L->wk, xb, ah, step_xq, kc, (size_t)s->n_ctx, (size_t)pos0, hd, kh0 * hd, kh1 * hd, dim, T,
                            s->rope_cos, s->rope_sin);
-            lcx_product_kv(m, &L->wv, xb, ah, &xq, vc, (size_t)s->n_ctx, (size_t)pos0, hd, b0, b1, dim, T, NULL, NULL);
+            lcx_product_kv(m, &L->wv, xb, ah, step_xq, vc, (size_t)s->n_ctx, (size_t)pos0, hd, b0, b1, dim, T, NULL, NULL);
 #pragma omp barrier
             const float *a = att; /* (t, q_dim) attention output: shared, or this thread's merge of the parts */
             if (T == 1) {
@@ -232,21 +234,21 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
 #pragma omp barrier
             }
             ah = lcx_input_act(m, to_act, a, xh, xh1, T, q_dim);
-            lcx_product(m, &L->wo, a, ah, &xq, x, dim, c0, c1, q_dim, T, 1);
+            lcx_product(m, &L->wo, a, ah, step_xq, x, dim, c0, c1, q_dim, T, 1);
 #pragma omp barrier
 
             /* feed-forward block: xb = norm(x); x += w2(silu(w1 xb) * w3 xb) */
             ah = lcx_norm_input(m, to_act, x, L->ffn_norm, xb, xbh, T, dim, eps, shared_norm, tid, nth);
             lcx_xq_forget(&xq);
-            lcx_product(m, &L->w1, xb, ah, &xq, hb, hidden, d0, d1, dim, T, 0);
-            lcx_product(m, &L->w3, xb, ah, &xq, hb2, hidden, d0, d1, dim, T, 0);
+            lcx_product(m, &L->w1, xb, ah, step_xq, hb, hidden, d0, d1, dim, T, 0);
+            lcx_product(m, &L->w3, xb, ah, step_xq, hb2, hidden, d0, d1, dim, T, 0);
             for (size_t i = 0; i < T && d0 < d1; i++) {
                 lcx_swiglu_part(hb + i * hidden + d0, hb2 + i * hidden + d0, d1 - d0);
                 if (xh) to_act(hb + i * hidden + d0, lcx_act_at(m, xh, i * hidden + d0), d1 - d0);
             }
 #pragma omp barrier
             ah = lcx_input_act(m, to_act, hb, xh, xh1, T, hidden);
-            lcx_product(m, &L->w2, hb, ah, &xq, x, dim, c0, c1, hidden, T, 1);
+            lcx_product(m, &L->w2, hb, ah, step_xq, x, dim, c0, c1, hidden, T, 1);
 #pragma omp barrier
         }
 
@@ -256,7 +258,7 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
             lcx_xq_forget(&xq);
             size_t v0, v1;
             lcx_split(vocab, 4, tid, nth, &v0, &v1);
-            lcx_product(m, &m->output, xb, ah, &xq, logits, vocab, v0, v1, dim, nrows, 0);
+            lcx_product(m, &m->output, xb, ah, step_xq, logits, vocab, v0, v1, dim, nrows, 0);
         }
     }
     return 0;
