@@ -594,7 +594,9 @@ def _info_lines(model, tensors=False) -> List[str]:
     row("max_seq_len", c.max_seq_len)
     wb = getattr(model, "weight_bytes_per_token", 0)
     if wb:
-        row("weights/token", f"{_size(wb)} streamed per decoded token")
+        parts = getattr(model, "weight_bytes_by_type", {})
+        split = f" ({', '.join(f'{k} {_size(v)}' for k, v in parts.items())})" if len(parts) > 1 else ""
+        row("weights/token", f"{_size(wb)} streamed per decoded token{split}")
     tok = model.tokenizer
     if tok is None:
         row("tokenizer", "none (token ids only)")

@@ -128,8 +128,13 @@ class Model:
                      norm_eps=cfg.norm_eps)
         # bytes streamed per decoded token: every matrix once, the output projection included (of the
         # embedding table only one row is read, which we neglect)
-        self.weight_bytes_per_token = sum(dtypes.BY_NAME[mats[n][2]].nbytes(numel[n]) for n in mats
-                                          if n != "tok_embeddings.weight")
+        by_type = {}  # {dtype the products read: bytes}, for `llama-cx info`
+        for n in mats:
+            if n != "tok_embeddings.weight":
+                kd = mats[n][2]
+                by_type[kd] = by_type.get(kd, 0) + dtypes.BY_NAME[kd].nbytes(numel[n])
+        self.weight_bytes_by_type = dict(sorted(by_type.items(), key=lambda kv: -kv[1]))
+        self.weight_bytes_per_token = sum(by_type.values())
         return _kernels.CModel(sizes, mats, vecs, self._rope_freqs)
 
     # ---- contexts ------------------------------------------------------------------------------

@@ -170,7 +170,11 @@ SMOL_PROMPT = [1, 504, 3458, 282, 4649, 314, 7042, 30, 378, 3458, 282, 7791, 314
 @pytest.mark.parametrize("ftype", ["Q4_K_M", "Q8_0", "Q5_0"])
 def test_smollm2_llama_cpp_quantized_against_truth(smollm2_f32, smollm2_gguf_path, llama_models_root, ftype):
     """SmolLM2's 576-wide rows are not multiples of 256: llama.cpp's Q4_K_M of it is mostly Q5_0 with a few Q4_K /
-    Q6_K / Q8_0 tensors (a mixed file)."""
+    Q6_K / Q8_0 tensors (a mixed file: F32 61, Q5_0 166, Q4_K 16, Q8_0 15, Q6_K 14). Measured, 20 positions,
+    mean (max) |Δ| / std against the truth, top-1 agreement:
+        Q4_K_M  prompt 2.8e-6 (2.3e-5) 1.00; steps 0.099 (0.90) 0.85; llama.cpp 0.090 (0.60) 0.85
+    Our steps use llama.cpp's activation rounding; over 20 positions their error came out 10% above its own
+    here (within 2% either side on the tiny model's 40): the bound below allows 15%."""
     path = quantize(smollm2_f32, smollm2_f32.with_name(f"smollm2-{ftype}.gguf"), ftype)
     qsd, types = dequantized_state_dict(path)
     params = _smollm2_params(smollm2_gguf_path)
@@ -185,8 +189,8 @@ def test_smollm2_llama_cpp_quantized_against_truth(smollm2_f32, smollm2_gguf_pat
     print(f"SmolLM2 {ftype} {types}: prompt {p}, steps {s}, llama.cpp {lc}")
     assert p[0] < 1e-4 and p[2] == 1.0
     assert s[0] <= 1.15 * lc[0] and s[2] >= lc[2] - 0.1
-    gen = m.generate(SMOL_PROMPT, max_tokens=8, temperature=0)
-    assert gen.tokens == [int(i) for i in np.argmax(truth[-1:], -1)] + gen.tokens[1:]  # the truth's next token first
+    ids = list(llama_cx.generate_tokens(m, SMOL_PROMPT, max_tokens=8, temperature=0))
+    assert len(ids) == 8 and ids[0] == int(truth[-1].argmax())  # the prompt block is exact: the truth's next token
 
 
 def test_smollm2_q4_1_memory_stays_quantized(smollm2_gguf_path):
