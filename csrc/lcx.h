@@ -46,7 +46,14 @@ extern const lcx_kernels lcx_kernels_avx512;
 
 /* ---- weight types (dtypes.c) ------------------------------------------------------------------ */
 /* Ids of the rows of lcx_dtypes; llama_cx/dtypes.py's c_id column names the same rows. */
-typedef enum { LCX_DT_F32 = 0, LCX_DT_BF16 = 1, LCX_DT_F16 = 2, LCX_DT_COUNT = 3 } lcx_dtype;
+typedef enum {
+    LCX_DT_F32 = 0, LCX_DT_BF16 = 1, LCX_DT_F16 = 2,
+    /* GGUF block types (ggml's layouts, kernels/quants.h), read in place from the file mapping */
+    LCX_DT_Q8_0 = 3, LCX_DT_Q4_0 = 4, LCX_DT_Q4_1 = 5, LCX_DT_Q5_0 = 6, LCX_DT_Q5_1 = 7,
+    LCX_DT_Q2_K = 8, LCX_DT_Q3_K = 9, LCX_DT_Q4_K = 10, LCX_DT_Q5_K = 11, LCX_DT_Q6_K = 12,
+    LCX_DT_Q8_K = 13, /* activation blocks only (the K-quants' act_type): no weight is of this type */
+    LCX_DT_COUNT = 14
+} lcx_dtype;
 
 /* Y (t, ldy) = beta * Y + X (t, ldx) f32 @ W[0:rows]ᵀ over columns [0, n), W (rows, ldw) of the row's dtype
  * (ldw and n in elements, multiples of its block size). beta is 0 or 1 (1 = accumulate, e.g. the residual).
@@ -80,6 +87,10 @@ typedef struct {
     int act_type;
     lcx_gemm_act_fn gemm_act[LCX_ISA_COUNT];
     unsigned gemm_act_cpu;                         /* LCX_CPU_* features gemm_act needs */
+    /* 1: one-token products take gemm_act by default, over the input quantized once per matrix (the block
+     * types: their integer row dots stream 3-5x faster than exact f32 panels, ops/linear_quant.c); 0: only
+     * when the bf16-activation switches ask */
+    int act_decode;
 } lcx_dtype_traits;
 
 extern const lcx_dtype_traits lcx_dtypes[LCX_DT_COUNT];
@@ -229,7 +240,12 @@ typedef struct {
     unsigned char *xbh;                   /* (n_scratch_threads, B, dim) each thread's xb */
     unsigned char *xh1;                   /* (n_scratch_threads, max(dim, q_dim, hidden)) one token's input */
     float *kvb;                           /* (B, 2 * kv_dim) a batch step's new K | V rows (lcx_batch_new only) */
+    /* one token's input quantized for the block types' products (act_decode rows of lcx_dtypes): per thread,
+     * LCX_XQ_SLOTS slots of xq_bytes, one per activation type in use (q8_0, q8_K) */
+    unsigned char *xq;                    /* (n_scratch_threads, LCX_XQ_SLOTS, xq_bytes) */
+    size_t xq_bytes;
 } lcx_state;
+#define LCX_XQ_SLOTS 2
 
 /* kv_dtype: the KV cache's element type, a row of lcx_dtypes with from_f32 and to_f32 (f32, bf16, f16) */
 size_t lcx_state_bytes(const lcx_model *m, int64_t n_ctx, int64_t max_batch, int64_t n_threads, int kv_dtype);

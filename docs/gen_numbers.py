@@ -240,16 +240,20 @@ def quantization(f):
     qs = raw[4:]
     nib = [b & 15 for b in qs] + [b >> 4 for b in qs]
     w = [d * v + m for v in nib]
-    bf = f.model.checkpoint.tensors[_meta_name(q.name)]
-    mv = bf.memoryview().cast("B")[:16]
-    bf16 = [struct.unpack("<f", b"\x00\x00" + bytes(mv[2 * j:2 * j + 2]))[0] for j in range(8)]
+    from array import array
+
+    from llama_cx import _kernels
+
+    t = f.model.checkpoint.tensors[_meta_name(q.name)]
+    got = array("f", bytes(4 * 32))
+    _kernels.to_f32(t.memoryview()[:20], t.dtype, got, 32)  # the Q4_1 row's to_f32 kernel, on the mapped block
     return (f"The demo GGUF: {', '.join(f'{k} x{n}' for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))} "
             f"tensors, {bits:.2f} bits per weight on average. The first Q4_1 block of `{q.name}` (20 bytes for 32 "
             f"weights: 5 bits each):\n\n"
             f"- d = {d:.6g}, m = {m:.6g} (two f16), 4-bit codes: {' '.join(map(str, nib[:16]))} | "
             f"{' '.join(map(str, nib[16:]))}\n"
             f"- w = d x code + m: {' '.join(f'{x:.5f}' for x in w[:8])} …\n"
-            f"- after widening to bf16 at load: {' '.join(f'{x:.5f}' for x in bf16)} …")
+            f"- read in place by the q4_1 row's to_f32 kernel: {' '.join(f'{x:.5f}' for x in got[:8])} …")
 
 
 def _meta_name(gguf_name):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib.machinery
 import os
 
-COMPILED = ("_kernels", "_sampling", "tokenizers/_bpe", "formats/_dequant")  # paths inside the package
+COMPILED = ("_kernels", "_sampling", "tokenizers/_bpe")  # paths inside the package
 
 
 def _built(pkg: str, module: str) -> bool:

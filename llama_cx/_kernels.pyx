@@ -39,6 +39,7 @@ cdef extern from "lcx.h" nogil:
         int act_type
         lcx_gemm_act_fn gemm_act[3]
         unsigned gemm_act_cpu
+        int act_decode
     const lcx_dtype_traits lcx_dtypes[]
     size_t lcx_dtype_bytes(int dt, size_t n)
     lcx_gemm_fn lcx_gemm_kernel(int dt)
@@ -126,6 +127,7 @@ def dtype_table():
             id=i, name=d.name.decode(), block_size=d.block_size, block_bytes=d.block_bytes,
             act_type=d.act_type, gemm=[ISA_NAMES[k] for k in range(LCX_ISA_COUNT) if d.gemm[k] != NULL],
             gemm_act=[ISA_NAMES[k] for k in range(LCX_ISA_COUNT) if d.gemm_act[k] != NULL],
+            act_decode=bool(d.act_decode),
         ))
     return rows
 
@@ -400,9 +402,13 @@ def from_f32(SRC, str dtype, DST, size_t n):
 def to_f32(SRC, str dtype, DST, size_t n):
     """DST (n,) f32 <- SRC (n,) of any dtype of the C table (a converted copy, e.g. norm weights at load)."""
     cdef int code = _code(dtype)
+    cdef lcx_to_f32_fn f = lcx_to_f32_kernel(code)
+    if f == NULL:
+        raise ValueError(f"{dtype} has no conversion to f32 (activation blocks only)")
+    if n % lcx_dtypes[code].block_size:
+        raise ValueError(f"{n} {dtype} elements: not a multiple of its block size {lcx_dtypes[code].block_size}")
     cdef const unsigned char *s = _rd(SRC, lcx_dtype_bytes(code, n), "SRC")
     cdef float *d = <float *>_wr(DST, n * 4, "DST")
-    cdef lcx_to_f32_fn f = lcx_to_f32_kernel(code)
     with nogil:
         f(s, d, n)
 
@@ -469,8 +475,11 @@ cdef class CModel:
             self.layers[i].attn_norm = <const float *>self._ptr(vecs[p + "attention_norm.weight"], 0, dim * 4, p + "attention_norm.weight")
             self.layers[i].ffn_norm = <const float *>self._ptr(vecs[p + "ffn_norm.weight"], 0, dim * 4, p + "ffn_norm.weight")
         # the activation type the matrices' products can read (bf16 for bf16 weights), if they agree on one
+        # (none when block types are among them: their one-token products quantize x themselves, and their
+        # prompt blocks read f32)
         acts = {lcx_dtypes[_code(spec[2])].act_type for spec in mats.values()} - {-1}
-        self.m.act_type = acts.pop() if len(acts) == 1 else -1
+        blocks = any(lcx_dtypes[_code(spec[2])].act_decode for spec in mats.values())
+        self.m.act_type = acts.pop() if len(acts) == 1 and not blocks else -1
 
     def state_bytes(self, int64_t n_ctx, int64_t max_batch, int64_t n_threads, str kv_dtype="f32"):
         """Bytes lcx_state_new would allocate for a context (SIZE_MAX when it cannot exist): the one formula."""
@@ -728,6 +737,202 @@ def state_residual(CState state, OUT, size_t t):
     cdef size_t dim = state.model.m.dim
     cdef float *o = <float *>_wr(OUT, t * dim * 4, "OUT")
     memcpy(o, (<lcx_state_x *>state.s).x, t * dim * sizeof(float))
+
+
+# ---- quantized GGUF blocks (csrc/kernels/quants.h): for tests and benchmarks ------------------------------
+cdef extern from "kernels/quants.h" nogil:
+    enum:
+        LCX_QTYPE_COUNT
+        LCX_QISA_COUNT
+    ctypedef void (*lcx_dequant_fn)(const void *src, float *dst, size_t n)
+    ctypedef void (*lcx_quant_act_fn)(const float *x, void *xq, size_t n)
+    ctypedef void (*lcx_dot_fn)(const void *W, size_t row_bytes, const void *xq, float *y, size_t rows, size_t n)
+    ctypedef struct lcx_quant_traits:
+        const char *name
+        int ggml_type
+        unsigned int block
+        unsigned int block_bytes
+        int act_type
+        lcx_quant_act_fn quantize_x
+        lcx_dequant_fn to_f32
+        lcx_dot_fn dot
+    ctypedef struct lcx_qact_traits:
+        const char *name
+        unsigned int block
+        unsigned int block_bytes
+        lcx_quant_act_fn quantize
+    const lcx_qact_traits lcx_qact[2]
+    const lcx_quant_traits lcx_quant_generic[]
+    int lcx_quant_isa_supported(int qisa)
+    int lcx_quant_isa_best()
+    const lcx_quant_traits *lcx_quant_table(int qisa)
+    void lcx_linear_quant(const lcx_quant_traits *qt, const void *W, size_t row_bytes, const void *xq, float *y,
+                          size_t rows, size_t n, int nthreads)
+    int lcx_linear_quant_t(const lcx_quant_traits *qt, const void *W, size_t row_bytes, const float *X,
+                           const uint16_t *Xh, const void *xq, float *Y, size_t rows, size_t n, size_t t, int beta,
+                           int nthreads)
+    void lcx_dequant_rows_bf16(const lcx_quant_traits *qt, const void *W, size_t row_bytes, size_t r0, size_t r1,
+                               size_t n, uint16_t *dst, size_t ldd)
+
+QUANT_ISAS = ("generic", "avx2", "avx512", "avx512vnni")
+
+
+def quant_types():
+    """Names of the quantized weight types with kernels, e.g. ["Q8_0", "Q4_0", ..., "Q6_K"]."""
+    return [lcx_quant_generic[i].name.decode() for i in range(LCX_QTYPE_COUNT)]
+
+
+def quant_isa_supported(str isa):
+    if isa not in QUANT_ISAS:
+        raise ValueError(f"unknown quantized-kernel path {isa!r}; choose one of {', '.join(QUANT_ISAS)}")
+    return bool(lcx_quant_isa_supported(QUANT_ISAS.index(isa)))
+
+
+def quant_best_isa():
+    return QUANT_ISAS[lcx_quant_isa_best()]
+
+
+cdef const lcx_quant_traits *_qtraits(str qtype, str isa) except NULL:
+    if isa not in QUANT_ISAS:
+        raise ValueError(f"unknown quantized-kernel path {isa!r}; choose one of {', '.join(QUANT_ISAS)}")
+    cdef const lcx_quant_traits *t = lcx_quant_table(QUANT_ISAS.index(isa))
+    if t is NULL:
+        raise ValueError(f"quantized-kernel path {isa!r} is not supported on this CPU/build")
+    cdef int i
+    for i in range(LCX_QTYPE_COUNT):
+        if t[i].name.decode() == qtype:
+            return &t[i]
+    raise ValueError(f"unknown quantized type {qtype!r}; choose one of {', '.join(quant_types())}")
+
+
+cdef size_t _qrow_bytes(const lcx_quant_traits *t, size_t n) except 0:
+    if n == 0 or n % t.block:
+        raise ValueError(f"{t.name.decode()}: row length {n} is not a positive multiple of the block size {t.block}")
+    return n // t.block * t.block_bytes
+
+
+def quant_block(str qtype):
+    """(weights per block, bytes per block, activation type name) of a quantized type."""
+    cdef const lcx_quant_traits *t = _qtraits(qtype, "generic")
+    return t.block, t.block_bytes, lcx_qact[t.act_type].name.decode()
+
+
+def dequantize(str qtype, data, size_t n, str isa="generic"):
+    """array('f') of the n weights in data (n / block whole blocks of qtype), as ggml dequantizes them, by the
+    dequantizer of path isa (every path gives the same bits)."""
+    from array import array
+    cdef const lcx_quant_traits *t = _qtraits(qtype, isa)
+    cdef size_t nbytes = _qrow_bytes(t, n)
+    cdef const unsigned char *src = _rd(data, nbytes, "data")
+    if (<size_t>src) % 2:
+        raise ValueError("data must be 2-byte aligned (f16 scales)")
+    out = array("f", bytes(4 * n))
+    cdef float *dst = <float *>_wr(out, 4 * n, "out")
+    with nogil:
+        t.to_f32(src, dst, n)
+    return out
+
+
+def dequantize_rows_bf16(str qtype, W, size_t row_bytes, size_t rows, size_t n, str isa="generic"):
+    """bytes of rows x n bf16: the prefill panel helper on whole rows of W."""
+    cdef const lcx_quant_traits *t = _qtraits(qtype, isa)
+    if _qrow_bytes(t, n) > row_bytes:
+        raise ValueError(f"row_bytes {row_bytes} < {_qrow_bytes(t, n)} bytes of {n} {qtype} weights")
+    cdef const unsigned char *w = _rd(W, rows * row_bytes, "W")
+    if (<size_t>w) % 2 or row_bytes % 2:
+        raise ValueError("W and row_bytes must be 2-byte aligned (f16 scales)")
+    out = bytearray(2 * rows * n)
+    cdef uint16_t *dst = <uint16_t *>_wr(out, 2 * rows * n, "out")
+    with nogil:
+        lcx_dequant_rows_bf16(t, w, row_bytes, 0, rows, n, dst, n)
+    return bytes(out)
+
+
+def quantize_act(str act_type, X, str isa="generic"):
+    """bytes of the activation blocks ("Q8_0" or "Q8_K") of x (n,) f32, as ggml's reference quantizers, by
+    the quantizer of path isa (every path gives the same bytes)."""
+    cdef int a
+    if act_type == "Q8_0":
+        a = 0
+    elif act_type == "Q8_K":
+        a = 1
+    else:
+        raise ValueError(f"unknown activation type {act_type!r} (Q8_0 or Q8_K)")
+    cdef const lcx_quant_traits *t = _qtraits("Q8_0" if a == 0 else "Q4_K", isa)  # a row that uses it
+    cdef const float[::1] x = memoryview(X).cast("B").cast("f")
+    cdef size_t n = x.shape[0], blk = lcx_qact[a].block
+    if n == 0 or n % blk:
+        raise ValueError(f"{act_type}: length {n} is not a positive multiple of {blk}")
+    # 8-byte aligned storage (a q8_K block starts with an f32)
+    from array import array
+    buf = array("d", bytes((n // blk * lcx_qact[a].block_bytes + 7) // 8 * 8))
+    cdef unsigned char *o = _wr(buf, n // blk * lcx_qact[a].block_bytes, "xq")
+    with nogil:
+        t.quantize_x(&x[0], o, n)
+    return buf.tobytes()[: n // blk * lcx_qact[a].block_bytes]
+
+
+def dot_rows(str qtype, str isa, W, size_t row_bytes, XQ, size_t rows, size_t n, int threads=1):
+    """array('f') y (rows,) = W (rows, n) qtype @ x, XQ = quantize_act(x) bytes; the kernel of path isa,
+    rows split over `threads` OpenMP threads."""
+    from array import array
+    cdef const lcx_quant_traits *t = _qtraits(qtype, isa)
+    cdef size_t need = _qrow_bytes(t, n)
+    if row_bytes < need:
+        raise ValueError(f"row_bytes {row_bytes} < {need} bytes of {n} {qtype} weights")
+    if threads < 1:
+        raise ValueError(f"thread count must be >= 1, got {threads}")
+    cdef const unsigned char *w = _rd(W, rows * row_bytes, "W")
+    cdef size_t xbytes = n // lcx_qact[t.act_type].block * lcx_qact[t.act_type].block_bytes
+    # copied into 8-byte aligned storage: a q8_K block starts with an f32
+    xa = array("d", bytes((xbytes + 7) // 8 * 8))
+    cdef unsigned char *xq = _wr(xa, xbytes, "xq")
+    memcpy(xq, _rd(XQ, xbytes, "XQ"), xbytes)
+    if (<size_t>w) % 2 or row_bytes % 2:
+        raise ValueError("W and row_bytes must be 2-byte aligned (f16 scales)")
+    y = array("f", bytes(4 * rows))
+    cdef float *yp = <float *>_wr(y, 4 * rows, "y")
+    with nogil:
+        lcx_linear_quant(t, w, row_bytes, xq, yp, rows, n, threads)
+    return y
+
+
+def linear_quant(str qtype, str isa, W, size_t row_bytes, X, Y, size_t rows, size_t n, size_t t, XQ=None,
+                 bint accumulate=False, int threads=1, XH=None):
+    """Y (t, rows) [+]= X (t, n) f32 @ Wᵀ, W (rows, row_bytes) quantized: with XQ (t == 1, XQ =
+    quantize_act(x)) the integer row dots of path isa, without it exact f32 panels of W through the f32 gemm
+    tile of the active ISA, or with XH (X rounded to bf16, (t, n) uint16) bf16 panels through the AVX512-BF16
+    tile (lcx_linear_quant_rows, as the forward pass calls it)."""
+    from array import array
+    cdef const lcx_quant_traits *t_ = _qtraits(qtype, isa)
+    cdef size_t need = _qrow_bytes(t_, n), xbytes
+    if row_bytes < need:
+        raise ValueError(f"row_bytes {row_bytes} < {need} bytes of {n} {qtype} weights")
+    if threads < 1:
+        raise ValueError(f"thread count must be >= 1, got {threads}")
+    if XQ is not None and t != 1:
+        raise ValueError(f"quantized activations are for one token (t = 1), got t = {t}")
+    cdef const unsigned char *w = _rd(W, rows * row_bytes, "W")
+    if (<size_t>w) % 2 or row_bytes % 2:
+        raise ValueError("W and row_bytes must be 2-byte aligned (f16 scales)")
+    cdef const float *x = <const float *>_rd(X, t * n * 4, "X")
+    cdef float *y = <float *>_wr(Y, t * rows * 4, "Y")
+    cdef const uint16_t *xh = NULL
+    if XH is not None:
+        if not lcx_avx512bf16_supported():
+            raise ValueError("the AVX512-BF16 kernel is not available on this CPU/build")
+        xh = <const uint16_t *>_rd(XH, t * n * 2, "XH")
+    cdef unsigned char *xq = NULL
+    if XQ is not None:
+        xbytes = n // lcx_qact[t_.act_type].block * lcx_qact[t_.act_type].block_bytes
+        xa = array("d", bytes((xbytes + 7) // 8 * 8))  # 8-byte aligned: a q8_K block starts with an f32
+        xq = _wr(xa, xbytes, "xq")
+        memcpy(xq, _rd(XQ, xbytes, "XQ"), xbytes)
+    cdef int rc, beta = 1 if accumulate else 0
+    with nogil:
+        rc = lcx_linear_quant_t(t_, w, row_bytes, x, xh, xq, y, rows, n, t, beta, threads)
+    if rc != 0:
+        raise MemoryError("linear_quant: cannot allocate the dequantization panels")
 
 
 # ---- offline quantizers (csrc/kernels/generic/quantize.c): `llama-cx quantize` ----------------------------------

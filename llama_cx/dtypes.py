@@ -3,8 +3,9 @@
 A tensor of `numel` elements of type `dt` takes numel // dt.block_size * dt.block_bytes bytes (float types are
 blocks of one element). What happens to a weight of each type at load:
   - `widen_to` set: converted once at load to that type, which the products read (f16 -> f32 exactly, by the
-    to_f32 kernel of its C row; the GGUF block formats Q8_0 / Q4_0 / Q4_1 -> bf16 by llama_cx.formats._dequant);
-  - else `c_id` set: the products read it as it is (csrc/dtypes.c, the row with that id, has its kernels);
+    to_f32 kernel of its C row);
+  - else `c_id` set: the products read it as it is (csrc/dtypes.c, the row with that id, has its kernels): the
+    GGUF block types Q8_0 .. Q6_K stay in the file mapping, as mapped;
   - neither: refused with a one-line error naming the type.
 Adding a weight type is one row here (and one row plus its kernels in csrc/dtypes.c when C reads it).
 """
@@ -24,6 +25,7 @@ class DType:
     widen_to: Optional[str] = None  # converted to this type at load when no kernel reads it
     torch: Optional[str] = None  # torch dtype name in a torch.save pickle
     safetensors: Optional[str] = None  # dtype string of a safetensors header
+    weight: bool = True  # False: a C row for activations only (q8_k, the K-quants' input blocks), no weight reads it
 
     @property
     def ggml_name(self) -> str:
@@ -51,13 +53,15 @@ DTYPES = (
     _row("f32", 1, 4, ggml_id=0, c_id=0, torch="float32", safetensors="F32"),
     _row("f16", 1, 2, ggml_id=1, c_id=2, widen_to="f32", torch="float16", safetensors="F16"),
     _row("bf16", 1, 2, ggml_id=30, c_id=1, torch="bfloat16", safetensors="BF16"),
-    _row("q8_0", 32, 34, ggml_id=8, widen_to="bf16"),
-    _row("q4_0", 32, 18, ggml_id=2, widen_to="bf16"),
-    _row("q4_1", 32, 20, ggml_id=3, widen_to="bf16"),
+    # GGUF block types, read in place (quantized one-token products, exact f32 panels for prompt blocks)
+    _row("q8_0", 32, 34, ggml_id=8, c_id=3), _row("q4_0", 32, 18, ggml_id=2, c_id=4),
+    _row("q4_1", 32, 20, ggml_id=3, c_id=5), _row("q5_0", 32, 22, ggml_id=6, c_id=6),
+    _row("q5_1", 32, 24, ggml_id=7, c_id=7), _row("q2_k", 256, 84, ggml_id=10, c_id=8),
+    _row("q3_k", 256, 110, ggml_id=11, c_id=9), _row("q4_k", 256, 144, ggml_id=12, c_id=10),
+    _row("q5_k", 256, 176, ggml_id=13, c_id=11), _row("q6_k", 256, 210, ggml_id=14, c_id=12),
+    _row("q8_k", 256, 292, ggml_id=15, c_id=13, weight=False),
     # GGUF types llama_cx names (sizes, error messages, `llama-cx info`) but does not read
-    _row("q5_0", 32, 22, ggml_id=6), _row("q5_1", 32, 24, ggml_id=7), _row("q8_1", 32, 40, ggml_id=9),
-    _row("q2_k", 256, 84, ggml_id=10), _row("q3_k", 256, 110, ggml_id=11), _row("q4_k", 256, 144, ggml_id=12),
-    _row("q5_k", 256, 176, ggml_id=13), _row("q6_k", 256, 210, ggml_id=14), _row("q8_k", 256, 292, ggml_id=15),
+    _row("q8_1", 32, 40, ggml_id=9),
     _row("iq2_xxs", 256, 66, ggml_id=16), _row("iq2_xs", 256, 74, ggml_id=17), _row("iq3_xxs", 256, 98, ggml_id=18),
     _row("iq1_s", 256, 50, ggml_id=19), _row("iq4_nl", 32, 18, ggml_id=20), _row("iq3_s", 256, 110, ggml_id=21),
     _row("iq2_s", 256, 82, ggml_id=22), _row("iq4_xs", 256, 136, ggml_id=23),
@@ -92,7 +96,7 @@ def kernel_dtype(name: str) -> DType:
 
 def readable(d: DType) -> bool:
     """Whether weights of this type can be run (read by a kernel row, or widened at load to a type that is)."""
-    return d.c_id is not None or d.widen_to is not None
+    return d.weight and (d.c_id is not None or d.widen_to is not None)
 
 
 def readable_list(name_of) -> str:

@@ -96,17 +96,22 @@ def tokenizer_and_chat_format(checkpoint: Checkpoint):
     return tokenizer, chat_format, notes
 
 
-def weight_bytes_per_token(tensors) -> int:
-    """Bytes a decoded token streams as the kernels hold the weights (a type no kernel reads is widened at load):
-    every matrix once, the output projection included (of the embedding table only one row is read, which is
-    neglected; tied, the output projection reads the whole table)."""
-    def kernel_bytes(t):
-        return dtypes.kernel_dtype(t.dtype).nbytes(t.numel)
+def weight_bytes_by_type(tensors) -> dict:
+    """{type the products read: bytes} a decoded token streams, largest first (a type no kernel reads is widened
+    at load): every matrix once, the output projection included (of the embedding table only one row is read,
+    which is neglected; tied, the output projection reads the whole table)."""
+    by_type = {}
 
-    total = sum(kernel_bytes(t) for n, t in tensors.items() if n != "tok_embeddings.weight" and len(t.shape) == 2)
+    def add(t):
+        kd = dtypes.kernel_dtype(t.dtype)
+        by_type[kd.name] = by_type.get(kd.name, 0) + kd.nbytes(t.numel)
+
+    for n, t in tensors.items():
+        if n != "tok_embeddings.weight" and len(t.shape) == 2:
+            add(t)
     if "output.weight" not in tensors:
-        total += kernel_bytes(tensors["tok_embeddings.weight"])
-    return total
+        add(tensors["tok_embeddings.weight"])
+    return dict(sorted(by_type.items(), key=lambda kv: -kv[1]))
 
 
 class Model:
@@ -181,7 +186,8 @@ class Model:
         sizes = dict(dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads,
                      head_dim=cfg.head_dim, hidden_dim=cfg.hidden_dim, vocab_size=cfg.vocab_size,
                      norm_eps=cfg.norm_eps)
-        self.weight_bytes_per_token = weight_bytes_per_token(tensors)
+        self.weight_bytes_by_type = weight_bytes_by_type(tensors)
+        self.weight_bytes_per_token = sum(self.weight_bytes_by_type.values())
         return _kernels.CModel(sizes, mats, vecs, self._rope_freqs)
 
     # ---- contexts ------------------------------------------------------------------------------

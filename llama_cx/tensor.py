@@ -43,7 +43,7 @@ class Tensor:
 
     @property
     def nbytes(self) -> int:
-        return self.numel * self.itemsize
+        return dtypes.BY_NAME[self.dtype].nbytes(self.numel)  # block types: whole blocks of each row
 
     @property
     def is_contiguous(self) -> bool:

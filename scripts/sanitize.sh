@@ -69,8 +69,8 @@ if ! grep -q __asan_init <<< "$SYMBOLS" || ! grep -q __ubsan_handle <<< "$SYMBOL
     exit 2
 fi
 
-TESTS=(tests/test_kernels.py tests/test_model_reference.py tests/test_checkpoint.py tests/test_checkpoint_errors.py
-       tests/test_gguf.py tests/test_limits.py tests/test_concurrency.py tests/test_hardening.py
+TESTS=(tests/test_kernels.py tests/test_quants.py tests/test_model_reference.py tests/test_checkpoint.py
+       tests/test_checkpoint_errors.py tests/test_gguf.py tests/test_limits.py tests/test_concurrency.py tests/test_hardening.py
        "tests/test_fuzz.py::test_fuzz_target[pth]" "tests/test_fuzz.py::test_fuzz_target[gguf]")
 
 echo "== running the tests under ASan + UBSan (LD_PRELOAD=$LIBASAN)"

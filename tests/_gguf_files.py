@@ -96,8 +96,15 @@ def bf16_rne(x: np.ndarray) -> np.ndarray:
 
 
 def tensor_to_numpy(t) -> np.ndarray:
-    """A llama_cx Tensor as numpy: bf16 as its uint16 bits, f16/f32 as themselves."""
-    dtype = {"bf16": np.uint16, "f16": np.float16, "f32": np.float32}[t.dtype]
+    """A llama_cx Tensor as numpy: bf16 as its uint16 bits, f16/f32 as themselves, a GGUF block type dequantized
+    to f32 by llama_cx's own kernel (bit for bit gguf.quants.dequantize, tests/test_quants.py)."""
+    dtype = {"bf16": np.uint16, "f16": np.float16, "f32": np.float32}.get(t.dtype)
+    if dtype is None:
+        from llama_cx import _kernels
+
+        out = np.empty(t.shape, np.float32)
+        _kernels.to_f32(t.memoryview(), t.dtype, out, out.size)
+        return out
     return np.frombuffer(t.memoryview(), dtype=dtype).reshape(t.shape)
 
 

@@ -63,8 +63,9 @@ def convert_smollm2(gguf_path: str, out_dir: str) -> str:
     return out_dir
 
 
-def hf_reference(gguf_path: str):
-    """(model, tokenizer) from transformers reading the GGUF, weights rounded to bf16 then run in float32."""
+def hf_reference(gguf_path: str, round_bf16: bool = True):
+    """(model, tokenizer) from transformers reading the GGUF (its weights dequantized exactly), rounded to bf16
+    (round_bf16, as the Meta-layout bf16 copy) or not, then run in float32."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -72,7 +73,7 @@ def hf_reference(gguf_path: str):
     tok = AutoTokenizer.from_pretrained(d, gguf_file=name)
     model = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, torch_dtype=torch.float32)
     with torch.no_grad():
-        for p in model.parameters():
+        for p in model.parameters() if round_bf16 else ():
             p.copy_(p.to(torch.bfloat16).float())
     return model.eval(), tok
 

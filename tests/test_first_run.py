@@ -106,7 +106,7 @@ def test_import_from_a_source_tree_without_its_build(tmp_path):
     assert r.returncode == 1
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: llama_cx is being imported from its source tree without its compiled "
-                           "parts (no _kernels, _sampling, tokenizers._bpe, formats._dequant extension in "), last
+                           "parts (no _kernels, _sampling, tokenizers._bpe extension in "), last
     assert "`pip install -e .` or `python setup.py build_ext --inplace`" in last and "circular" not in last
 
 

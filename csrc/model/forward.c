@@ -16,16 +16,50 @@ void lcx_row_to_f32(const lcx_mat *table, int64_t cols, int64_t row, float *dst)
     lcx_to_f32_kernel(table->dtype)(data + lcx_dtype_bytes(table->dtype, (size_t)row * cols), dst, (size_t)cols);
 }
 
+/* One token's inputs quantized for the products that read activation blocks (the act_decode rows of
+ * lcx_dtypes: the GGUF block types), this thread's own: a slot per activation type keeps the last input it
+ * converted, so the products sharing an input (wq/wk/wv, w1/w3) quantize it once per matrix group. Each
+ * thread converts its own copy (a few microseconds for 4096 floats, as the bf16 copies in xh1): cheaper than
+ * one thread converting and a barrier. The forward pass forgets the slots whenever it rewrites an input it
+ * may have converted (lcx_xq_forget after each RMSNorm: the other inputs, att and hb, are each written once
+ * between two norms). */
+typedef struct {
+    unsigned char *buf[LCX_XQ_SLOTS]; /* xq_bytes each */
+    const float *src[LCX_XQ_SLOTS];   /* the input converted there; NULL: nothing */
+    int type[LCX_XQ_SLOTS];           /* its activation type (a row of lcx_dtypes); -1: unused */
+} lcx_xq_cache;
+
+static void lcx_xq_forget(lcx_xq_cache *c) {
+    for (int i = 0; i < LCX_XQ_SLOTS; i++) c->src[i] = NULL;
+}
+
+/* a (n,) converted to activation type `type` in this thread's slot for it */
+static const void *lcx_xq_get(lcx_xq_cache *c, const float *a, size_t n, int type) {
+    int i = 0;
+    while (i < LCX_XQ_SLOTS - 1 && c->type[i] != type && c->type[i] >= 0) i++;
+    if (c->type[i] != type || c->src[i] != a) {
+        lcx_from_f32_kernel(type)(a, c->buf[i], n);
+        c->type[i] = type;
+        c->src[i] = a;
+    }
+    return c->buf[i];
+}
+
 /* Rows [r0, r1) of the product A (t, n) @ Wᵀ (+)= into Yr0, where row r0's output for token 0 goes (rows
- * follow at +1, tokens at +ldy). With rounded activations on, A was already converted into `ah` (t, n) of the
- * model's act_type, and a weight type that reads such activations (lcx_dtypes: gemm_act, e.g. AVX512-BF16 for
- * bf16) takes them; otherwise the f32-activation kernels. */
-static void lcx_product_to(const lcx_model *m, const lcx_mat *W, const float *A, const void *ah, float *Yr0,
-                           size_t ldy, size_t r0, size_t r1, size_t n, size_t t, int beta) {
+ * follow at +1, tokens at +ldy). In a one-token step (xq non-NULL), a weight type whose one-token products read
+ * converted activations (lcx_dtypes: act_decode) gets A quantized through xq; a prompt block (xq NULL) reads
+ * them exactly, its last row's logits too; with rounded activations on, A was already converted
+ * into `ah` (t, n) of the model's act_type, and a weight type that reads such activations (gemm_act, e.g.
+ * AVX512-BF16 for bf16) takes them; otherwise the f32-activation kernels. */
+static void lcx_product_to(const lcx_model *m, const lcx_mat *W, const float *A, const void *ah, lcx_xq_cache *xq,
+                           float *Yr0, size_t ldy, size_t r0, size_t r1, size_t n, size_t t, int beta) {
+    const lcx_dtype_traits *d = &lcx_dtypes[W->dtype];
+    const int own_act = xq && t == 1 && d->act_decode;
     const lcx_gemm_act_fn gemm_act =
-        ah && lcx_dtypes[W->dtype].act_type == m->act_type ? lcx_gemm_act_kernel(W->dtype) : 0;
+        own_act || (ah && d->act_type == m->act_type) ? lcx_gemm_act_kernel(W->dtype) : 0;
     if (gemm_act) {
         const unsigned char *w = (const unsigned char *)W->data + lcx_dtype_bytes(W->dtype, r0 * n);
+        if (own_act) ah = lcx_xq_get(xq, A, n, d->act_type);
         if (r0 < r1) gemm_act(w, n, ah, n, Yr0, ldy, r1 - r0, t, n, beta);
     } else {
         lcx_linear_rows(W->data, W->dtype, A, n, Yr0, ldy, r0, r1, n, t, beta);
@@ -33,24 +67,24 @@ static void lcx_product_to(const lcx_model *m, const lcx_mat *W, const float *A,
 }
 
 /* rows [r0, r1) of Y (t, ldy) (+)= A @ Wᵀ */
-static void lcx_product(const lcx_model *m, const lcx_mat *W, const float *A, const void *ah, float *Y, size_t ldy,
-                        size_t r0, size_t r1, size_t n, size_t t, int beta) {
-    lcx_product_to(m, W, A, ah, Y + r0, ldy, r0, r1, n, t, beta);
+static void lcx_product(const lcx_model *m, const lcx_mat *W, const float *A, const void *ah, lcx_xq_cache *xq,
+                        float *Y, size_t ldy, size_t r0, size_t r1, size_t n, size_t t, int beta) {
+    lcx_product_to(m, W, A, ah, xq, Y + r0, ldy, r0, r1, n, t, beta);
 }
 
 /* Rows [r0, r1) of wk or wv (kv_dim rows: n_kv heads of hd) into the head-major cache of one layer,
  * (n_kv, n_ctx, hd) of kv_dtype: head g's rows for positions pos0.. at cache + (g * n_ctx + pos0) * hd. With
  * rope, [r0, r1) are whole heads and each is rotated once written. A cache of another type than f32 gets the
  * rows computed in f32 into tmp (t, hd), rounded on the way in (from_f32 of its row in lcx_dtypes). */
-static void lcx_product_kv(const lcx_model *m, const lcx_mat *W, const float *A, const void *ah, void *cache,
-                           int kv_dtype, size_t n_ctx, size_t pos0, size_t hd, size_t r0, size_t r1, size_t n,
+static void lcx_product_kv(const lcx_model *m, const lcx_mat *W, const float *A, const void *ah, lcx_xq_cache *xq,
+                           void *cache, int kv_dtype, size_t n_ctx, size_t pos0, size_t hd, size_t r0, size_t r1, size_t n,
                            size_t t, const float *cos_t, const float *sin_t, float *tmp) {
     const lcx_from_f32_fn round_kv = kv_dtype == LCX_DT_F32 ? 0 : lcx_from_f32_kernel(kv_dtype);
     for (size_t g = r0 / hd; g * hd < r1; g++) {
         size_t lo = g * hd > r0 ? g * hd : r0, hi = (g + 1) * hd < r1 ? (g + 1) * hd : r1;
         size_t at = (g * n_ctx + pos0) * hd; /* the head's rows for this block, (t, hd) */
         float *head = round_kv ? tmp : (float *)cache + at;
-        lcx_product_to(m, W, A, ah, head + (lo - g * hd), hd, lo, hi, n, t, 0);
+        lcx_product_to(m, W, A, ah, xq, head + (lo - g * hd), hd, lo, hi, n, t, 0);
         if (cos_t) lcx_rope_heads(head, hd, t, 0, 1, hd, cos_t, sin_t);
         for (size_t i = 0; round_kv && i < t; i++)
             round_kv(head + i * hd + (lo - g * hd),
@@ -167,6 +201,13 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
         unsigned char *xh1 = lcx_act_at(m, s->xh1, (size_t)tid * lcx_widest(m)); /* one token's input, this thread's */
         float *att1 = s->att1 + (size_t)tid * q_dim;                   /* one token's attention, this thread's */
         unsigned char *xh = dp && T > 1 ? s->xh : NULL; /* a prompt block's shared input, rounded by its producer */
+        lcx_xq_cache xq; /* this thread's quantized one-token inputs (one-token steps only) */
+        lcx_xq_cache *step_xq = T == 1 ? &xq : NULL;
+        for (int i = 0; i < LCX_XQ_SLOTS; i++) {
+            xq.buf[i] = s->xq + ((size_t)tid * LCX_XQ_SLOTS + (size_t)i) * s->xq_bytes;
+            xq.src[i] = NULL;
+            xq.type[i] = -1;
+        }
         size_t u0, u1, qh0, qh1, kh0, kh1, b0, b1, c0, c1, d0, d1;
         lcx_split(n_heads + n_kv, 1, tid, nth, &u0, &u1); /* my heads of [q heads | k heads] */
         qh0 = u0 < n_heads ? u0 : n_heads;
@@ -186,11 +227,12 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
 
             /* attention block: xb = norm(x); q, k, v = xb @ wq/wk/wv ᵀ; rope; attend; x += att @ woᵀ */
             const void *ah = lcx_norm_input(m, to_act, x, L->attn_norm, xb, xbh, T, dim, eps, shared_norm, tid, nth);
-            lcx_product(m, &L->wq, xb, ah, q, q_dim, qh0 * hd, qh1 * hd, dim, T, 0);
+            lcx_xq_forget(&xq);
+            lcx_product(m, &L->wq, xb, ah, step_xq, q, q_dim, qh0 * hd, qh1 * hd, dim, T, 0);
             lcx_rope_heads(q, q_dim, T, qh0, qh1, hd, s->rope_cos, s->rope_sin);
-            lcx_product_kv(m, &L->wk, xb, ah, kc, s->kv_dtype, (size_t)s->n_ctx, (size_t)pos0, hd, kh0 * hd, kh1 * hd,
+            lcx_product_kv(m, &L->wk, xb, ah, step_xq, kc, s->kv_dtype, (size_t)s->n_ctx, (size_t)pos0, hd, kh0 * hd, kh1 * hd,
                            dim, T, s->rope_cos, s->rope_sin, conv);
-            lcx_product_kv(m, &L->wv, xb, ah, vc, s->kv_dtype, (size_t)s->n_ctx, (size_t)pos0, hd, b0, b1, dim, T,
+            lcx_product_kv(m, &L->wv, xb, ah, step_xq, vc, s->kv_dtype, (size_t)s->n_ctx, (size_t)pos0, hd, b0, b1, dim, T,
                            NULL, NULL, conv);
 #pragma omp barrier
             const float *a = att; /* (t, q_dim) attention output: shared, or this thread's merge of the parts */
@@ -204,29 +246,31 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
 #pragma omp barrier
             }
             ah = lcx_input_act(m, to_act, a, xh, xh1, T, q_dim);
-            lcx_product(m, &L->wo, a, ah, x, dim, c0, c1, q_dim, T, 1);
+            lcx_product(m, &L->wo, a, ah, step_xq, x, dim, c0, c1, q_dim, T, 1);
 #pragma omp barrier
 
             /* feed-forward block: xb = norm(x); x += w2(silu(w1 xb) * w3 xb) */
             ah = lcx_norm_input(m, to_act, x, L->ffn_norm, xb, xbh, T, dim, eps, shared_norm, tid, nth);
-            lcx_product(m, &L->w1, xb, ah, hb, hidden, d0, d1, dim, T, 0);
-            lcx_product(m, &L->w3, xb, ah, hb2, hidden, d0, d1, dim, T, 0);
+            lcx_xq_forget(&xq);
+            lcx_product(m, &L->w1, xb, ah, step_xq, hb, hidden, d0, d1, dim, T, 0);
+            lcx_product(m, &L->w3, xb, ah, step_xq, hb2, hidden, d0, d1, dim, T, 0);
             for (size_t i = 0; i < T && d0 < d1; i++) {
                 lcx_swiglu_part(hb + i * hidden + d0, hb2 + i * hidden + d0, d1 - d0);
                 if (xh) to_act(hb + i * hidden + d0, lcx_act_at(m, xh, i * hidden + d0), d1 - d0);
             }
 #pragma omp barrier
             ah = lcx_input_act(m, to_act, hb, xh, xh1, T, hidden);
-            lcx_product(m, &L->w2, hb, ah, x, dim, c0, c1, hidden, T, 1);
+            lcx_product(m, &L->w2, hb, ah, step_xq, x, dim, c0, c1, hidden, T, 1);
 #pragma omp barrier
         }
 
         if (logits) {
             const void *ah = lcx_norm_input(m, to_act, x + (size_t)first * dim, m->norm, xb, xbh, nrows, dim, eps,
                                             shared_norm, tid, nth);
+            lcx_xq_forget(&xq);
             size_t v0, v1;
             lcx_split(vocab, 4, tid, nth, &v0, &v1);
-            lcx_product(m, &m->output, xb, ah, logits, vocab, v0, v1, dim, nrows, 0);
+            lcx_product(m, &m->output, xb, ah, step_xq, logits, vocab, v0, v1, dim, nrows, 0);
         }
     }
     return 0;

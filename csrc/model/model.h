@@ -21,4 +21,17 @@ static inline size_t lcx_act_bytes(const lcx_model *m, size_t n) {
     return m->act_type >= 0 ? lcx_dtype_bytes(m->act_type, n) : 0;
 }
 
+/* Bytes of one token's widest input in the largest activation blocks a one-token product quantizes it to (the
+ * act_type of any act_decode row of lcx_dtypes), rounded up to whole blocks and to 64 bytes. */
+static inline size_t lcx_xq_bytes(const lcx_model *m) {
+    size_t w = lcx_widest(m), most = 0;
+    for (int d = 0; d < LCX_DT_COUNT; d++) {
+        if (!lcx_dtypes[d].act_decode) continue;
+        size_t bs = lcx_dtypes[lcx_dtypes[d].act_type].block_size;
+        size_t b = lcx_dtype_bytes(lcx_dtypes[d].act_type, (w + bs - 1) / bs * bs);
+        if (b > most) most = b;
+    }
+    return (most + 63) / 64 * 64;
+}
+
 #endif

@@ -38,8 +38,9 @@ size_t lcx_state_bytes(const lcx_model *m, int64_t n_ctx, int64_t B, int64_t n_t
                                    (size_t)m->head_dim + 1),
                            lcx_mul((size_t)n_threads, (size_t)lcx_q_dim(m))); /* part, att1 */
     size_t floats = lcx_mul(lcx_add(lcx_add(lcx_add(lcx_add(lcx_add(act, priv), kv), scratch), parts), conv), f);
-    return lcx_add(lcx_add(lcx_add(floats, lcx_mul(priv, a)), lcx_mul(own1, a)),
-                   lcx_mul((size_t)B, sizeof(int64_t) + a * lcx_widest(m)));
+    size_t xq = lcx_mul(lcx_mul((size_t)n_threads, LCX_XQ_SLOTS), lcx_xq_bytes(m));
+    return lcx_add(lcx_add(lcx_add(lcx_add(floats, lcx_mul(priv, a)), lcx_mul(own1, a)),
+                           lcx_mul((size_t)B, sizeof(int64_t) + a * lcx_widest(m))), xq);
 }
 
 static float *lcx_alloc_f32(size_t n) { return (float *)calloc(n ? n : 1, sizeof(float)); }
@@ -89,7 +90,7 @@ void lcx_state_free(lcx_state *s) {
     lcx_free_kv(s->k_cache, lcx_dtype_bytes(s->kv_dtype, 2 * s->kv_floats), s->kv_mapped); /* V is its second half */
     free(s->kvconv);
     free(s->scratch); free(s->part); free(s->att1); free(s->pos); free(s->rope_cos); free(s->rope_sin);
-    free(s->xh); free(s->xbh); free(s->xh1); free(s->kvb);
+    free(s->xh); free(s->xbh); free(s->xh1); free(s->kvb); free(s->xq);
     free(s);
 }
 
@@ -132,9 +133,11 @@ static lcx_state *lcx_state_alloc(const lcx_model *m, int64_t n_ctx, int64_t B, 
     s->xbh = lcx_alloc_act(m, (size_t)n_threads * (size_t)B * m->dim);
     s->xh1 = lcx_alloc_act(m, (size_t)n_threads * lcx_widest(m));
     s->kvb = with_kv ? NULL : lcx_alloc_f32((size_t)B * 2 * (size_t)lcx_kv_dim(m));
+    s->xq_bytes = lcx_xq_bytes(m);
+    s->xq = (unsigned char *)calloc((size_t)n_threads * LCX_XQ_SLOTS * s->xq_bytes + 1, 1);
     if ((!with_kv && !s->kvb) || (kv_dtype != LCX_DT_F32 && !s->kvconv) || !s->x || !s->xb || !s->q || !s->att || !s->hb || !s->hb2 || !s->k_cache || !s->v_cache || !s->scratch ||
         !s->part || !s->att1 ||
-        !s->pos || !s->rope_cos || !s->rope_sin || !s->xh || !s->xbh || !s->xh1) {
+        !s->pos || !s->rope_cos || !s->rope_sin || !s->xh || !s->xbh || !s->xh1 || !s->xq) {
         lcx_state_free(s);
         return NULL;
     }

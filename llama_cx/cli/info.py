@@ -70,7 +70,9 @@ def _info_rows(model, tensors=False) -> List[str]:
     row("max_seq_len", c.max_seq_len)
     wb = getattr(model, "weight_bytes_per_token", 0)
     if wb:
-        row("weights/token", f"{human_size(wb)} streamed per decoded token")
+        parts = getattr(model, "weight_bytes_by_type", {})
+        split = f" ({', '.join(f'{k} {human_size(v)}' for k, v in parts.items())})" if len(parts) > 1 else ""
+        row("weights/token", f"{human_size(wb)} streamed per decoded token{split}")
     tok = model.tokenizer
     if tok is None:
         row("tokenizer", "none (token ids only)")
@@ -118,13 +120,14 @@ class ModelInfo:
 
     def __init__(self, path: str):
         from ..formats import open_checkpoint
-        from ..model import tokenizer_and_chat_format, weight_bytes_per_token
+        from ..model import tokenizer_and_chat_format, weight_bytes_by_type
 
         self.checkpoint = open_checkpoint(path, weights=False)
         self.config = self.checkpoint.config
         self.tokenizer, self.chat_format, notes = tokenizer_and_chat_format(self.checkpoint)
         self.notes = list(self.checkpoint.notes) + notes
-        self.weight_bytes_per_token = weight_bytes_per_token(self.checkpoint.tensors)
+        self.weight_bytes_by_type = weight_bytes_by_type(self.checkpoint.tensors)
+        self.weight_bytes_per_token = sum(self.weight_bytes_by_type.values())
 
 
 def cmd_info(args) -> int:

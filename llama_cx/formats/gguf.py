@@ -110,21 +110,6 @@ def check_supported(path: str, ti: GGUFTensorInfo):
         )
 
 
-def is_view(dt: dtypes.DType) -> bool:
-    """Whether tensors of this type are loaded as views of the file: float types (f16 is widened later, by the
-    model) and block types the products read; the other block types are dequantized to bf16 here, at load."""
-    return dt.block_size == 1 or (dt.c_id is not None and dt.widen_to is None)
-
-
-def dequantize_into(mm, ti: GGUFTensorInfo, buf: bytearray, at: int):
-    """Dequantize tensor `ti` of the mapped file into buf[at : at + 2 * numel] as bf16."""
-    from . import _dequant  # compiled; imported here so metadata-only use needs no build
-
-    with memoryview(mm) as src, memoryview(buf) as dst:
-        raw = src[ti.data_offset : ti.data_offset + ti.nbytes]
-        _dequant.dequantize_to_bf16(ti.ggml_type, raw, dst[at : at + 2 * ti.numel])
-
-
 class _Parser:
     """A bounds-checked cursor over the mapped file: every read says what it reads, for the error message."""
 
@@ -359,16 +344,11 @@ class GGUFFile:
             prev = ti
 
     def tensor(self, info: GGUFTensorInfo, name: str = "") -> Tensor:
-        """One tensor: a zero-copy view (float types, and block types a kernel reads), or a fresh bf16 copy of a
-        block type no kernel reads (Q8_0 / Q4_0 / Q4_1)."""
+        """One tensor as a zero-copy view of the mapped file (float and block types alike: the block types' kernels
+        read ggml's blocks in place; f16 is widened later, by the model)."""
         check_supported(self.path, info)
-        if is_view(info.dtype):
-            return Tensor(info.dtype.name, info.shape, contiguous_strides(info.shape), info.data_offset, self._mm,
-                          name or info.name)
-        out = dtypes.BY_NAME[info.dtype.widen_to]  # bf16: what _dequant writes
-        buf = bytearray(out.nbytes(info.numel))
-        dequantize_into(self._mm, info, buf, 0)
-        return Tensor(out.name, info.shape, contiguous_strides(info.shape), 0, buf, name or info.name)
+        return Tensor(info.dtype.name, info.shape, contiguous_strides(info.shape), info.data_offset, self._mm,
+                      name or info.name)
 
     def tensor_bytes(self, info: GGUFTensorInfo) -> memoryview:
         """The raw bytes of one tensor, zero-copy (release the view before calling close())."""

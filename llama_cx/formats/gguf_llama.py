@@ -19,9 +19,9 @@ from typing import Dict, List, Optional, Tuple
 from .. import dtypes
 from ..config import ROPE_HIGH_FREQ_FACTOR, ROPE_LOW_FREQ_FACTOR, ROPE_ORIGINAL_CONTEXT, ModelConfig
 from ..errors import FormatError, brief, brief_name, fail
-from ..tensor import Tensor, contiguous_strides, weight_buffer
+from ..tensor import Tensor
 from .checkpoint import Checkpoint, MappedFile, TokenizerSpec, expected_shapes
-from .gguf import FILE_TYPES, GGUFFile, GGUFTensorInfo, check_supported, dequantize_into, is_view
+from .gguf import FILE_TYPES, GGUFFile, GGUFTensorInfo, check_supported
 
 
 _BLOCK_TENSORS = {
@@ -260,31 +260,8 @@ class _LlamaGGUF:
         if missing:
             fail(self.path, f"missing tensor {gguf_name(missing[0])} ({len(missing)} missing in all)")
 
-        tensors: Dict[str, Tensor] = {}
-        quant = [(n, ti) for n, ti in picked if not is_view(ti.dtype)]
-        for name, ti in picked:
-            if is_view(ti.dtype):
-                tensors[name] = self.gf.tensor(ti, name)
-        self.dequant_buffer = None
-        if quant and not self.weights:  # what load would make of them, without their data (buffer None)
-            for name, ti in quant:
-                kind = dtypes.BY_NAME[ti.dtype.widen_to]
-                tensors[name] = Tensor(kind.name, ti.shape, contiguous_strides(ti.shape), 0, None, name)
-        elif quant:
-            out = {n: dtypes.BY_NAME[ti.dtype.widen_to] for n, ti in quant}  # bf16: what _dequant writes
-            buf = weight_buffer(sum(out[n].nbytes(ti.numel) for n, ti in quant))  # every dequantized weight, one allocation
-            at = 0
-            for name, ti in quant:
-                dequantize_into(self.gf.mmap, ti, buf, at)
-                tensors[name] = Tensor(out[name].name, ti.shape, contiguous_strides(ti.shape), at, buf, name)
-                at += out[name].nbytes(ti.numel)
-            self.dequant_buffer = buf
-        if quant:
-            counts = Counter(ti.type_name for _, ti in quant)
-            what = ", ".join(f"{n} {t}" for t, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-            self.notes.append(
-                f"{len(quant)} tensors ({what}) dequantized to bf16 at load (no native quantized kernels yet)"
-            )
+        # every tensor a view of the file: block types stay quantized (zero-copy), their kernels read ggml's blocks
+        tensors: Dict[str, Tensor] = {name: self.gf.tensor(ti, name) for name, ti in picked}
         return {n: tensors[n] for n in expected}
 
     def summary_metadata(self) -> dict:
@@ -334,7 +311,7 @@ def load(path, rope_scale_factor: Optional[float] = None, weights: bool = True) 
         tokenizer=tokenizer,
         metadata=md,
         notes=llama.notes,
-        buffers=[llama.dequant_buffer] if llama.dequant_buffer is not None else [],
+        buffers=[],
         format_description=f"GGUF v{gf.version}" + (f", {md['file_type']}" if md.get("file_type") else ""),
         tokenizer_missing="the GGUF has no usable tokenizer.ggml.* metadata",
         display_name=name if isinstance(name, str) and name else "",

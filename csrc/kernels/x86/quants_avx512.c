@@ -1,0 +1,101 @@
+/* AVX-512 row dots of the quantized types, two paths from one body (quants_x86.h):
+ *   avx512      AVX-512 F/BW/VL: Q4_K, Q5_K and Q6_K in 512-bit vectors; the other types as on AVX2 (256-bit
+ *               vpmaddubsw + vpmaddwd) with 32 vector registers (EVEX encoding);
+ *   avx512vnni  + AVX512-VNNI: the 32-block types' integer dots by vpdpbusd (one instruction for
+ *               vpmaddubsw + vpmaddwd + vpaddd, no int16 step), the K-quants' scaled sums by vpdpwssd. The
+ *               K-quants keep vpmaddubsw: their sub-block scales ride along in the vpmaddwd / vpdpwssd.
+ * All ten types have a kernel on both paths; the activation quantizers and dequantizers are the AVX2 ones.
+ *
+ * Performance notes (benchmarks/quant_dot.py on the 2-vCPU KVM guest of this session: Intel with AVX-512, VNNI,
+ * AMX; 2 MiB L2 per core; shared with other jobs at load 8-15, so best of 40-50 passes)
+ * - One core, weights in L2 (256-512 x 4096 matrices, a 1-2 MiB pool): the compute ceiling, in GB/s of weight
+ *   bytes, avx2 / avx512 / avx512vnni:
+ *     Q8_0 31.4 / 31.2 / 35.0   Q4_0 13.9 / 13.9 / 16.6   Q4_1 13.8 / 13.9 / 14.9   Q5_0 12.8 / 13.4 / 15.3
+ *     Q5_1 12.7 / 13.6 / 14.5   Q2_K  7.4 / 11.1 / 11.1   Q3_K  6.5 /  8.0 /  8.0   Q4_K 17.9 / 20.0 / 21.1
+ *     Q5_K 15.9 / 17.5 / 20.3   Q6_K 17.8 / 28.3 / 29.8   (the generic twins 1-5; the bf16 decode kernel
+ *   with f32 activations 29.6 GB/s = 15 G weights/s, Q4_K's 21.1 GB/s = 37 G weights/s).
+ *   So one core is compute-bound at roughly one core's share of the DRAM bandwidth for Q8_0 / Q6_K / Q4_K /
+ *   Q5_K, and below it for the 4/5-bit 32-blocks (per 32 weights an f16 scale, a broadcast, a convert and
+ *   an FMA besides the integer dot). Against DRAM nothing could be measured this session: the plain read of
+ *   a 640 MiB array ran at 3.5 GB/s on one thread (neighbours saturated the memory; every kernel then read
+ *   at 80-140% of it, noise), and 2 threads at 0.1-3 GB/s (barrier waits for descheduled threads). Measure
+ *   `python -m benchmarks.quant_dot` on a quiet machine before drawing the roofline column.
+ * - 512-bit K-quant dots (kept on both AVX-512 paths): Q6_K 17.3 -> 27.6-29.1, Q5_K 15.1 -> 18.0-18.8,
+ *   Q4_K 17.4 -> 18.3-19.3 against the same sums in 256-bit vectors.
+ * - vpdpbusd (VNNI) for the 32-blocks: +10-25% (Q4_0 13.5 -> 16.2, Q5_0 13.2 -> 15.2); vpdpwssd for the
+ *   K-quants' scaled sums: +5%.
+ * - Without the ~5 us of each Python call (a C harness, 256 x 4096 in L2, best of 30 x 50), after the f16
+ *   and port-5 changes below, avx512vnni / avx2: Q8_0 39.0 / 33.8, Q4_0 22.0 / 17.6, Q4_1 17.6 / 15.6,
+ *   Q5_0 21.6 / 15.2, Q5_1 17.6 / 13.8, Q4_K 23.3 / 19.7, Q5_K 22.1 / 16.4 GB/s.
+ * - Port 5 (vector moves from general registers, broadcasts, shuffles, inserts) is what the 32-block dots
+ *   waited on (timing-only variants: Q4_0 without its f16 scale conversion 28.3 against 17.6). Converting
+ *   a block's leading f16 scale straight from memory, splitting the nibbles by a broadcast load and a shift
+ *   instead of vinserti128, and (AVX-512) Q5's fifth bits by a mask register: Q4_0 17.6 -> 22.0, Q5_0 16.4 ->
+ *   21.6, Q4_1 15.3 -> 17.6, Q5_1 14.7 -> 17.6. Broadcasting d * dx from memory instead (a volatile float):
+ *   slower (Q4_0 22.2 -> 20.0), dropped.
+ * - Where Q4_K's time went (C harness, timing-only variants that compute wrong sums): without the mins' term
+ *   29.4 GB/s, without the scale unpacking 26.9, without the vpermw scale spreading 24.7, all against 21.0.
+ *   The per-block scalar work is what costs. Converting d and dmin with one vcvtph2ps (and broadcasting
+ *   lanes) instead of two scalar conversions: Q4_K 21.0 -> 23.8, Q5_K 20.4 -> 22.5; the same for Q4_1 /
+ *   Q5_1's d and m: 12.8 -> 15.3 / 14.7 (kept; same bits). The scale unpacking in vector registers (no
+ *   scalar shuffle, store and reload) on top: 23.8 -> 24.0, dropped. This guest has no PMU to say more.
+ *   Not tried yet: rows repacked at load into interleaved blocks (llama.cpp's repack.cpp), which would also
+ *   put the scales of several rows side by side; two 32-blocks per 512-bit vector.
+ * - lcx_quant_isa_supported caches its CPUID answers: in this guest a CPUID traps to the hypervisor, and the
+ *   handful one answer took cost 160 us per call (lcx_isa_supported of lcx_runtime.c: 80 us a call).
+ * - Activation quantizers (one 4096-vector, the Python call included): q8_0 28.8 us scalar -> 6.7 (AVX2),
+ *   q8_K 13.4 -> 5.2; a SmolLM2 token quantizes ~100 k values, ~0.2 ms with these.
+ */
+#include <string.h>
+
+#include "lcx.h"
+#include "kernels/simd.h"
+#include "kernels/quants.h"
+
+#if LCX_X86 && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h> /* before the target pragma: the intrinsics carry their own targets */
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")
+#endif
+#define QISA avx512
+#define LCX_QVNNI 0
+#define LCX_QZMM 1
+#include "quants_x86.h"
+#undef QISA
+#undef LCX_QVNNI
+#undef LCX_QZMM
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
+#endif
+#define QISA avx512vnni
+#define LCX_QVNNI 1
+#define LCX_QZMM 1
+#include "quants_x86.h"
+#undef QISA
+#undef LCX_QVNNI
+#undef LCX_QZMM
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+const int lcx_quant_x86_compiled = 1;
+
+#else /* not x86 with GCC/clang: the generic twins (lcx_quant_isa_supported says no) */
+const lcx_quant_traits lcx_quant_avx512[LCX_QTYPE_COUNT] = LCX_QUANT_TABLE_GENERIC;
+const lcx_quant_traits lcx_quant_avx512vnni[LCX_QTYPE_COUNT] = LCX_QUANT_TABLE_GENERIC;
+const int lcx_quant_x86_compiled = 0;
+#endif
