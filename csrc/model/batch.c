@@ -22,6 +22,8 @@
  */
 #include <string.h>
 
+#include <stdlib.h>
+
 #include "lcx.h"
 #include "model/model.h"
 
@@ -70,11 +72,21 @@ static void lcx_store_kv(void *cache, int kv_dtype, int64_t n_ctx, size_t hd, co
 static void lcx_product_rows(const lcx_mat *W, const float *X, size_t ldx, float *Y, size_t ldy, size_t r0,
                              size_t r1, size_t n, const int64_t *n_tok, int64_t n_seq, int beta) {
     if (r0 >= r1) return;
-    int64_t r = 0;
+    int64_t r = 0, n_one = 0;
     for (int64_t i = 0; n_tok && i < n_seq; r += n_tok[i], i++)
         if (n_tok[i] > 1)
             lcx_linear_rows(W->data, W->dtype, X + (size_t)r * ldx, ldx, Y + (size_t)r * ldy + r0, ldy, r0, r1, n,
                             (size_t)n_tok[i], beta);
+    for (int64_t i = 0; i < n_seq; i++) n_one += !n_tok || n_tok[i] == 1;
+    /* a type whose one-token products read quantized activations (act_decode: the GGUF block types) gets each
+     * one-token row quantized once here, as lcx_forward's step does (this thread's copy), so the bits agree */
+    const lcx_dtype_traits *d = &lcx_dtypes[W->dtype];
+    lcx_gemm_act_fn gemm_act = d->act_decode && n_one ? lcx_gemm_act_kernel(W->dtype) : 0;
+    size_t xqb = gemm_act ? lcx_dtype_bytes(d->act_type, n) : 0;
+    unsigned char *xq = gemm_act ? (unsigned char *)malloc((size_t)n_one * xqb) : NULL;
+    if (!xq) gemm_act = 0; /* out of memory: the exact f32 products (correct, not bit-equal to alone) */
+    for (int64_t i = 0, j = 0, rr = 0; gemm_act && i < n_seq; rr += n_tok ? n_tok[i] : 1, i++)
+        if (!n_tok || n_tok[i] == 1) lcx_from_f32_kernel(d->act_type)(X + (size_t)rr * ldx, xq + (size_t)j++ * xqb, n);
     const lcx_gemm_fn gemm = lcx_gemm_kernel(W->dtype);
     size_t row_bytes = lcx_dtype_bytes(W->dtype, n), blk = LCX_BATCH_BLOCK_BYTES / (row_bytes ? row_bytes : 1) / 4 * 4;
     if (blk < 4) blk = 4;
@@ -82,9 +94,13 @@ static void lcx_product_rows(const lcx_mat *W, const float *X, size_t ldx, float
         size_t rows = r1 - b0 < blk ? r1 - b0 : blk;
         const void *wb = (const unsigned char *)W->data + lcx_dtype_bytes(W->dtype, b0 * n);
         r = 0;
-        for (int64_t i = 0; i < n_seq; r += n_tok ? n_tok[i] : 1, i++)
-            if (!n_tok || n_tok[i] == 1) gemm(wb, n, X + (size_t)r * ldx, ldx, Y + (size_t)r * ldy + b0, ldy, rows, 1, n, beta);
+        for (int64_t i = 0, j = 0; i < n_seq; r += n_tok ? n_tok[i] : 1, i++) {
+            if (n_tok && n_tok[i] != 1) continue;
+            if (gemm_act) gemm_act(wb, n, xq + (size_t)j++ * xqb, n, Y + (size_t)r * ldy + b0, ldy, rows, 1, n, beta);
+            else gemm(wb, n, X + (size_t)r * ldx, ldx, Y + (size_t)r * ldy + b0, ldy, rows, 1, n, beta);
+        }
     }
+    free(xq);
 }
 
 int lcx_forward_batch(const lcx_model *m, lcx_state *w, lcx_state *const *states, const int32_t *tokens,
