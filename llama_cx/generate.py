@@ -233,10 +233,11 @@ class Generation:
             st.stop_reason = "max_tokens"
             return
 
-        # Prefill: reuse the longest prefix the cache already holds; at least one token is computed,
-        # because its logits are needed.
+        # Prefill: reuse the longest prefix the cache already holds; at least two tokens are computed (one for
+        # its logits, and a one-token call would take the decode path, whose products round differently, e.g.
+        # quantized activations for block-quantized weights: a replayed prompt would not replay its logits).
         keep = _common_prefix(ctx.tokens, ids)
-        keep = min(keep, len(ids) - 1)
+        keep = min(keep, max(len(ids) - 2, 0))
         if keep < ctx.pos:
             ctx.rewind(keep)
         st.prefilled_tokens = len(ids) - keep

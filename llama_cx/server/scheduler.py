@@ -7,9 +7,8 @@ A slot is a Context (its own KV cache and position) plus the state of the reques
   3. one forward step for every busy slot: the token just sampled (decode), or the next chunk of a prompt
      (prefill). A long prompt is therefore prefilled a chunk per round, interleaved with everyone else's decode
      steps, and concurrent streams advance one token per round each: they interleave fairly.
-Step 3 is `_forward`: today one Context.forward per slot. The continuous-batching engine will replace exactly
-that function with one pass over the weights for all the slots' rows (attention stays per slot); the rest of the
-scheduler does not change.
+Step 3 is `_forward`: one batched step (Model.forward_batch) for all the busy slots' rows, so the weights are
+read once per round however many slots are busy (attention stays per slot, over each slot's own cache).
 
 Prefix reuse: a slot keeps its cache after its request ends. A new request goes to the free slot whose cached
 tokens share the longest reusable prefix with its prompt (the same system prompt, the previous prompt of a chat),
@@ -252,18 +251,29 @@ class Scheduler:
             self.metrics.round(decoded, time.perf_counter() - t0)
 
     def _forward(self, work) -> None:
-        """Feed each slot its ids; keep the logits where the next token is due. One Context.forward per slot:
-        the continuous-batching engine replaces this loop with one batched step."""
-        for slot, ids in work:
-            start = slot.ctx.pos
-            try:
-                logits = slot.ctx.forward(ids)
-            except Exception as e:  # checked inputs make this a bug; the request fails, the server stays up
-                self._emit(slot.job, ("error", f"forward failed: {type(e).__name__}: {e}"))
-                self._release(slot)
-                continue
-            if len(ids) >= 2 and slot.exact == start:
-                slot.exact = start + len(ids)
+        """Feed each slot its ids in ONE batched step (Model.forward_batch: every weight matrix is read once for
+        all the busy slots, each slot's attention over its own cache); keep the logits where the next token is
+        due. Each slot gets the bits of running alone (tests/test_batch.py), so answers do not depend on who
+        else is being served."""
+        if not work:
+            return
+        starts = [slot.ctx.pos for slot, _ in work]
+        try:
+            outs = self.model.forward_batch([slot.ctx for slot, _ in work], [ids for _, ids in work])
+        except Exception:  # checked inputs make this a bug: find the slot at fault one by one, the others go on
+            outs = None
+        for k, (slot, ids) in enumerate(work):
+            if outs is None:
+                try:
+                    logits = slot.ctx.forward(ids)
+                except Exception as e:  # the request fails, the server stays up
+                    self._emit(slot.job, ("error", f"forward failed: {type(e).__name__}: {e}"))
+                    self._release(slot)
+                    continue
+            else:
+                logits = outs[k]
+            if len(ids) >= 2 and slot.exact == starts[k]:
+                slot.exact = starts[k] + len(ids)
             slot.logits = None if slot.chunks else logits
 
     def _sample(self, slot: _Slot) -> Optional[int]:
