@@ -156,7 +156,7 @@ def test_info_on_the_demo_gguf(smollm2_gguf_path):
     r = cli("info", smollm2_gguf_path)
     assert r.returncode == 0
     for expect in ("gguf (GGUF v3", "dim                576", "layers             30", "Q4_1", "ChatML",
-                   "dequantized"):
+                   "streamed per decoded token (q4_1 "):
         assert expect in r.stdout, (expect, r.stdout)
 
 

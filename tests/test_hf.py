@@ -275,9 +275,11 @@ def test_smollm2_hf_dir_matches_transformers_and_our_gguf(smol, smol_ref, smollm
     with torch.no_grad():
         want = ref(torch.tensor([ids])).logits[0].double().numpy()
     assert np.abs(got - want).max() / want.std() <= TOL
-    # our GGUF reader dequantizes to the same bf16 values, with q/k rows in Meta order as stored
+    # our GGUF run reads the Q4_1 blocks themselves (exact for a prompt), the HF directory their bf16 rounding
+    # (transformers saved bf16): apart by that rounding of the weights only (measured 0.035 x std), same top-1
     gguf = np.asarray(llama_cx.load(smollm2_gguf_path).logits(ids), dtype=np.float64)
-    assert np.abs(got - gguf).max() / gguf.std() <= 1e-5
+    assert np.abs(got - gguf).max() / gguf.std() <= 0.1
+    assert (got.argmax(-1) == gguf.argmax(-1)).all()
 
 
 def test_smollm2_greedy_chat_identical(smol, smol_ref, smollm2_gguf_path):

@@ -136,8 +136,11 @@ def _state_bytes(cfg, n_ctx, batch, n_threads, act_bytes):
     kv = 2 * cfg.n_layers * n_ctx * cfg.kv_dim
     qb, kc = llama_cx._kernels.ATT_QB, llama_cx._kernels.DEC_KC
     parts = -(-n_ctx // kc) * cfg.n_heads * (cfg.head_dim + 1) + n_threads * cfg.q_dim  # decode attention
+    # each thread's one-token input quantized for block-type weights: 2 slots of the largest activation blocks
+    # (q8_0: 34 bytes per 32, q8_K: 292 per 256) of the widest input, in 64-byte units
+    xq = -(-max(-(-widest // 32) * 34, -(-widest // 256) * 292) // 64) * 64
     return (4 * (act + private + kv + n_threads * qb * n_ctx + parts) + act_bytes * private
-            + act_bytes * n_threads * widest + batch * (8 + act_bytes * widest))
+            + act_bytes * n_threads * widest + batch * (8 + act_bytes * widest) + n_threads * 2 * xq)
 
 
 @pytest.mark.parametrize("n_ctx,batch,threads", [(1, 1, 1), (8, 8, 2), (100, 64, 7), (4096, 128, 16)])
