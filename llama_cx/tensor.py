@@ -88,7 +88,7 @@ def map_model_file(fileno: int):
 
 
 def weight_buffer(nbytes: int):
-    """A zeroed, writable buffer for weights made at load time (dequantized GGUF tensors, load(huge_pages=True)):
+    """A zeroed, writable buffer for weights made at load time (joined shards, load(huge_pages=True)):
     anonymous memory with transparent huge pages requested (Linux MADV_HUGEPAGE), since the kernels stream
     these bytes every token and 2 MiB pages measured faster reads than 4 KiB ones. Else a bytearray."""
     import mmap

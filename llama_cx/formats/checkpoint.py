@@ -53,7 +53,7 @@ class Checkpoint:
     tokenizer: Optional[TokenizerSpec] = None
     metadata: dict = field(default_factory=dict)  # facts for `llama-cx info` (dtype, tied_embeddings, ...)
     notes: List[str] = field(default_factory=list)  # what the loader did that a user should know
-    buffers: list = field(default_factory=list)  # memory made at load that tensors point into (dequantized weights)
+    buffers: list = field(default_factory=list)  # memory made at load that tensors point into (joined shards, reordered rows)
     format_description: str = ""  # the format in words, for `llama-cx info` ("GGUF v3, MOSTLY_Q4_1")
     display_name: str = ""  # the model's name as the loader sees it (GGUF general.name, a Meta directory's name)
     tokenizer_missing: str = "no tokenizer found"  # what a checkpoint without a tokenizer lacks, for messages

@@ -285,9 +285,9 @@ class _LlamaGGUF:
 def load(path, rope_scale_factor: Optional[float] = None, weights: bool = True) -> Checkpoint:
     """Load a `llama` GGUF file as a Checkpoint (format 'gguf', Meta tensor names).
 
-    F32 / F16 / BF16 tensors are zero-copy views of the mmapped file; Q8_0 / Q4_0 / Q4_1 are dequantized
-    to bf16 into one buffer. `rope_scale_factor` overrides the Llama 3.1 rope scaling factor.
-    weights=False reads the header and metadata only: quantized tensors are records without data.
+    Every tensor is a zero-copy view of the mmapped file, the GGUF block types (Q8_0 ... Q6_K) included: their
+    kernels read ggml's blocks. `rope_scale_factor` overrides the Llama 3.1 rope scaling factor.
+    weights=False reads the header and metadata only (the same views: nothing is made from them).
     """
     gf = GGUFFile(path)
     try:
