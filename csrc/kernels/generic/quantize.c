@@ -13,7 +13,7 @@
  * in Q4_K_M. Kept scalar on purpose: the same float operations in the same order are what make the bytes equal
  * llama.cpp's; a SIMD version would have to prove it keeps them.
  */
-/* No fused multiply-adds even in a -march=native build: the bytes must be those of ggml's reference */
+/* No fused multiply-adds even in a LLAMA_CX_NATIVE=1 (this machine only) build: the bytes must be those of ggml's reference */
 #pragma GCC optimize("fp-contract=off")
 
 #include <float.h>
