@@ -8,18 +8,21 @@
  *
  * Performance notes (benchmarks/quant_dot.py on the 2-vCPU KVM guest of this session: Intel with AVX-512, VNNI,
  * AMX; 2 MiB L2 per core; shared with other jobs at load 8-15, so best of 40-50 passes)
- * - One core, weights in L2 (256-512 x 4096 matrices, a 1-2 MiB pool): the compute ceiling, in GB/s of weight
- *   bytes, avx2 / avx512 / avx512vnni:
- *     Q8_0 31.4 / 31.2 / 35.0   Q4_0 13.9 / 13.9 / 16.6   Q4_1 13.8 / 13.9 / 14.9   Q5_0 12.8 / 13.4 / 15.3
- *     Q5_1 12.7 / 13.6 / 14.5   Q2_K  7.4 / 11.1 / 11.1   Q3_K  6.5 /  8.0 /  8.0   Q4_K 17.9 / 20.0 / 21.1
- *     Q5_K 15.9 / 17.5 / 20.3   Q6_K 17.8 / 28.3 / 29.8   (the generic twins 1-5; the bf16 decode kernel
- *   with f32 activations 29.6 GB/s = 15 G weights/s, Q4_K's 21.1 GB/s = 37 G weights/s).
- *   So one core is compute-bound at roughly one core's share of the DRAM bandwidth for Q8_0 / Q6_K / Q4_K /
- *   Q5_K, and below it for the 4/5-bit 32-blocks (per 32 weights an f16 scale, a broadcast, a convert and
- *   an FMA besides the integer dot). Against DRAM nothing could be measured this session: the plain read of
- *   a 640 MiB array ran at 3.5 GB/s on one thread (neighbours saturated the memory; every kernel then read
- *   at 80-140% of it, noise), and 2 threads at 0.1-3 GB/s (barrier waits for descheduled threads). Measure
- *   `python -m benchmarks.quant_dot` on a quiet machine before drawing the roofline column.
+ * - One core, weights in L2 (256 x 4096 matrices, a 1 MiB pool, load 5): the compute ceiling, in GB/s of
+ *   weight bytes (the Python call included), avx2 / avx512 / avx512vnni, after every change below:
+ *     Q8_0 31.2 / 31.2 / 35.1   Q4_0 16.5 / 16.5 / 20.0   Q4_1 14.8 / 14.8 / 16.2   Q5_0 14.2 / 17.1 / 20.2
+ *     Q5_1 13.3 / 15.6 / 16.7   Q2_K  7.2 / 10.8 / 10.8   Q3_K  6.3 /  7.9 /  8.1   Q4_K 18.0 / 20.1 / 21.1
+ *     Q5_K 15.9 / 19.9 / 20.9   Q6_K 17.7 / 28.3 / 29.9   (the generic twins 1-5; the bf16 decode kernel
+ *   with f32 activations 45.2 GB/s = 23 G weights/s, Q4_K's 21.1 GB/s = 37 G weights/s).
+ *   So one core is compute-bound at about one core's share of the DRAM bandwidth for Q8_0 / Q6_K / Q4_K /
+ *   Q5_K, and somewhat below it for the 4/5-bit 32-blocks (per 32 weights an f16 scale, a broadcast, a
+ *   convert and an FMA besides the integer dot).
+ * - From DRAM (4096 x 4096 matrices, a 640 MiB pool, best of 4, one run at load 5-6 on 2 vCPUs): the plain
+ *   read 10.9 GB/s on one thread; avx512vnni Q4_K 9.6 (88%), Q8_0 10.3 (94%), Q6_K 10.0 (92%), Q5_0 7.1
+ *   (65%), Q4_0 6.8 (63%), the bf16 kernel 10.1 (93%); avx2 Q4_K 9.1, Q6_K 7.9. Two threads collapsed
+ *   (1-6 GB/s, the read probe 10.3: threads descheduled at the barriers by the neighbours' jobs). Earlier
+ *   in the session the read probe gave 3-4 GB/s. Measure `python -m benchmarks.quant_dot` on a quiet
+ *   machine before drawing the roofline column.
  * - 512-bit K-quant dots (kept on both AVX-512 paths): Q6_K 17.3 -> 27.6-29.1, Q5_K 15.1 -> 18.0-18.8,
  *   Q4_K 17.4 -> 18.3-19.3 against the same sums in 256-bit vectors.
  * - vpdpbusd (VNNI) for the 32-blocks: +10-25% (Q4_0 13.5 -> 16.2, Q5_0 13.2 -> 15.2); vpdpwssd for the
