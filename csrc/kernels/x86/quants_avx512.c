@@ -7,7 +7,7 @@
  * All ten types have a kernel on both paths; the activation quantizers and dequantizers are the AVX2 ones.
  *
  * Performance notes (benchmarks/quant_dot.py on the 2-vCPU KVM guest of this session: Intel with AVX-512, VNNI,
- * AMX; 2 MiB L2 per core; shared with other jobs at load 8-15, so best of 40-50 passes)
+ * AMX; 2 MiB L2 per core; shared with other jobs at load 5-15, so best of many passes)
  * - One core, weights in L2 (256 x 4096 matrices, a 1 MiB pool, load 5): the compute ceiling, in GB/s of
  *   weight bytes (the Python call included), avx2 / avx512 / avx512vnni, after every change below:
  *     Q8_0 31.2 / 31.2 / 35.1   Q4_0 16.5 / 16.5 / 20.0   Q4_1 14.8 / 14.8 / 16.2   Q5_0 14.2 / 17.1 / 20.2
