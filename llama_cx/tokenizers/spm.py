@@ -34,11 +34,12 @@ import operator
 import os
 import re
 import threading
-from typing import Collection, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .._limits import MAX_TOKENIZER_FILE, open_regular, read_regular
 from ..errors import FormatError, TokenizerError, brief
 from . import _protobuf as pb
+from ._specials import SpecialSet, SpecialTokens
 
 # ModelProto.SentencePiece.Type (sentencepiece_model.proto); GGUF's token_type uses the same numbers
 # (llama.cpp LLAMA_TOKEN_TYPE_*).
@@ -55,7 +56,6 @@ _BYTE_PIECE = re.compile(r"<0x([0-9A-F]{2})>")
 _END_OF_GENERATION = ("<|end_of_text|>", "<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|endoftext|>", "<|end|>",
                       "<end_of_turn>")
 
-SpecialSet = Union[str, Collection[str]]
 
 # -- the ModelProto schema (sentencepiece_model.proto), the fields we read --------------------------------------
 # trainer_spec's unk_id/bos_id/eos_id/pad_id are read but not used: sentencepiece itself finds bos/eos/pad by
@@ -127,7 +127,7 @@ def _read_model_file(path: str) -> bytes:
     return read_regular(path, "tokenizer file", MAX_TOKENIZER_FILE)
 
 
-class SentencePieceTokenizer:
+class SentencePieceTokenizer(SpecialTokens):
     """Text <-> token ids for a SentencePiece BPE vocabulary. Build with `from_file` or `from_gguf_metadata`.
 
     The public interface is llama_cx.Tokenizer's (encode, decode, stream_decoder, bos_id, eos_id, stop_ids,
@@ -233,8 +233,9 @@ class SentencePieceTokenizer:
         self._words = None
         if not self._has_unused and not any(crossing.search(p) for p in merge):
             self._words = re.compile(f"{space}*[^{space}]+|{space}+")
-        # Threads share one tokenizer (the tables above are read-only after __init__); the two caches below are
-        # read with single dict lookups and filled under _cache_lock, so a clear and an insert never interleave.
+        # Threads share one tokenizer (the tables above are read-only after __init__); the word cache below is read
+        # with single dict lookups and filled under _cache_lock (the special-token patterns: _specials.py), so a
+        # clear and an insert never interleave.
         # A cached value is never mutated after it is stored.
         self._word_cache: Dict[str, List[str]] = {}
         self._cache_lock = threading.Lock()
@@ -250,7 +251,7 @@ class SentencePieceTokenizer:
 
         self.special_tokens: Dict[str, int] = {p: i for i, p in enumerate(self._pieces) if self._types[i] in (CONTROL, UNKNOWN)}
         self._special_ids = frozenset(self.special_tokens.values())
-        self._special_res: Dict[frozenset, "re.Pattern"] = {}
+        self._init_specials()
 
         def token_id(name, v):
             if v is None:
@@ -410,32 +411,7 @@ class SentencePieceTokenizer:
                 ids.append(self.special_tokens[m.group()])
                 start = m.end()
             ids += self._encode_ordinary(text[start:])
-        if bos:
-            if self.bos_id is None:
-                raise TokenizerError(f"{self.source}: this vocabulary has no begin-of-text token")
-            ids.insert(0, self.bos_id)
-        if eos:
-            if self.eos_id is None:
-                raise TokenizerError(f"{self.source}: this vocabulary has no end-of-text token")
-            ids.append(self.eos_id)
-        return ids
-
-    def _special_names(self, names: SpecialSet, what: str) -> frozenset:
-        if names == "all":
-            return frozenset(self.special_tokens)
-        if isinstance(names, str):
-            raise TypeError(f"{what} must be 'all' or a set of special token names, not the string {names!r}")
-        return frozenset(names) & frozenset(self.special_tokens)
-
-    def _special_re(self, names: frozenset) -> "re.Pattern":
-        r = self._special_res.get(names)
-        if r is None:
-            r = re.compile("|".join(re.escape(t) for t in sorted(names, key=lambda t: (-len(t), t))))
-            with self._cache_lock:
-                if len(self._special_res) > 16:
-                    self._special_res.clear()
-                self._special_res[names] = r
-        return r
+        return self._with_bos_eos(ids, bos, eos)
 
     def _encode_ordinary(self, text: str) -> List[int]:
         try:

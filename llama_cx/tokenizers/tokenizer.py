@@ -28,11 +28,10 @@ from __future__ import annotations
 import codecs
 import operator
 import os
-import re
-import threading
-from typing import Collection, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..errors import TokenizerError, brief
+from ._specials import SpecialSet, SpecialTokens
 from . import _pretokenize
 from .gpt2_bpe import gguf_vocab
 from .tiktoken_format import llama3_vocab
@@ -44,10 +43,9 @@ except ImportError:  # the extension is not built: the pure-Python twin gives th
 if os.environ.get("LLAMA_CX_TOKENIZER_CORE", "").strip().lower() == "python":
     _core_module = None
 
-SpecialSet = Union[str, Collection[str]]  # "all" or names
 
 
-class Tokenizer:
+class Tokenizer(SpecialTokens):
     """Text <-> token ids for one vocabulary. Build with `from_file` or `from_gguf_metadata`.
 
     Threads: one Tokenizer may be shared by any number of threads, whichever file it came from (tokenizer.model,
@@ -73,8 +71,7 @@ class Tokenizer:
         for name, i in self.special_tokens.items():
             self._bytes[i] = name.encode("utf-8", "surrogateescape")
         self._special_ids = frozenset(self.special_tokens.values())
-        self._special_res: Dict[frozenset, "re.Pattern"] = {}  # shared by threads: filled under _special_lock
-        self._special_lock = threading.Lock()
+        self._init_specials()
         if _core_module is not None:
             self._core = _core_module.Core(token_bytes, merges, pattern, ignore_merges,
                                            _pretokenize.class_table(), _py_space_table())
@@ -122,33 +119,7 @@ class Tokenizer:
             slices = _pretokenize.meta_slices(text) if self._meta_slicing else (text,)
             for s in slices:  # Meta slices first and lets tiktoken find special tokens in each slice
                 ids += self._encode_slice(s, allowed, disallowed)
-        if bos:
-            if self.bos_id is None:
-                raise TokenizerError(f"{self.source}: this vocabulary has no begin-of-text token")
-            ids.insert(0, self.bos_id)
-        if eos:
-            if self.eos_id is None:
-                raise TokenizerError(f"{self.source}: this vocabulary has no end-of-text token")
-            ids.append(self.eos_id)
-        return ids
-
-    def _special_names(self, names: SpecialSet, what: str) -> frozenset:
-        if names == "all":
-            return frozenset(self.special_tokens)
-        if isinstance(names, str):
-            raise TypeError(f"{what} must be 'all' or a set of special token names, not the string {names!r}")
-        return frozenset(names) & frozenset(self.special_tokens)
-
-    def _special_re(self, names: frozenset) -> "re.Pattern":
-        r = self._special_res.get(names)
-        if r is None:
-            # longest first, so a name that is a prefix of another never hides it
-            r = re.compile("|".join(re.escape(t) for t in sorted(names, key=lambda t: (-len(t), t))))
-            with self._special_lock:
-                if len(self._special_res) > 16:
-                    self._special_res.clear()
-                self._special_res[names] = r
-        return r
+        return self._with_bos_eos(ids, bos, eos)
 
     def _encode_slice(self, text: str, allowed: frozenset, disallowed: frozenset) -> List[int]:
         if disallowed:
