@@ -271,7 +271,8 @@ lcx_state *lcx_batch_new(const lcx_model *m, int64_t n_ctx, int64_t max_tokens, 
  * chunk. logits (n_seq, vocab): each sequence's last row; with all_logits (sum n_tok, vocab), every row; NULL:
  * none. The activation buffers of `work` are used, those of states[] are not. A sequence's logits and cache
  * rows are the bits lcx_forward gives it alone for the same blocks (f32 activations: the bf16-activation
- * switches do not apply). Returns 0, or -1 when the arguments do not fit (nothing is written then). */
+ * switches do not apply). Returns 0, -1 when the arguments do not fit, -2 when the step's scratch cannot be
+ * allocated (nothing is written into states[] or logits then). */
 int lcx_forward_batch(const lcx_model *m, lcx_state *work, lcx_state *const *states, const int32_t *tokens,
                       const int64_t *n_tok, const int64_t *pos0, int64_t n_seq, float *logits, int all_logits);
 

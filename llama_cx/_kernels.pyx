@@ -609,6 +609,8 @@ cdef class CBatch:
                 lg = <float *>_wr(LOGITS, (t if all_logits else n) * v * 4, "LOGITS")
             with nogil:
                 rc = lcx_forward_batch(&self.model.m, self.s, ps, tok, nt, p0, n, lg, all_logits)
+            if rc == -2:
+                raise MemoryError("forward_batch: no memory for the step's scratch")
             if rc != 0:
                 raise ValueError("forward_batch: arguments do not fit the states (empty block, positions past a "
                                  "context, or a state given twice)")

@@ -59,18 +59,72 @@ static void lcx_store_kv(void *cache, int kv_dtype, int64_t n_ctx, size_t hd, co
     }
 }
 
-/* bytes of weight rows per block of the one-token products: read from memory for the first token of the step
- * and from L2 for the others */
+/* bytes of weight rows per block of the one-token products over f32 / bf16 weights: read from memory for the
+ * first token of the step and from L2 for the others */
 #define LCX_BATCH_BLOCK_BYTES (64u << 10)
+/* steps of at most this many rows skip the barriers of a shared RMSNorm and attention merge: every thread
+ * normalises all rows and merges every one-token sequence itself (a few microseconds each), as lcx_forward
+ * does for one token */
+#define LCX_BATCH_OWN_ROWS 64
+
+/* A thread's one-token rows of one input quantized into activation blocks (the act_decode weight types), kept
+ * while the input is unchanged: wq / wk / wv and w1 / w3 share theirs. Slot i holds the step's one-token
+ * rows (at most n_seq) of lcx_dtype_bytes(type, n) bytes each, back to back. Forgotten after each RMSNorm (att and hb are each written
+ * once between two norms), as lcx_forward's lcx_xq_cache. */
+typedef struct {
+    unsigned char *buf[LCX_XQ_SLOTS]; /* (n_seq, xq_bytes) each */
+    const float *src[LCX_XQ_SLOTS];   /* the input quantized there; NULL: nothing */
+    int type[LCX_XQ_SLOTS];           /* its activation type (a row of lcx_dtypes); -1: unused */
+} lcx_batch_xq;
+
+static void lcx_batch_xq_forget(lcx_batch_xq *c) {
+    for (int i = 0; i < LCX_XQ_SLOTS; i++) c->src[i] = NULL;
+}
+
+/* The one-token rows of a product's input, as lcx_product_rows reads them: row j (the j-th one-token row of
+ * the step) at X1 + j * ldx1 when X1 is given (a thread's own copy, e.g. its merged attention), else at the
+ * step's row r of X. */
+typedef struct {
+    const float *X1;
+    size_t ldx1;
+} lcx_one_rows;
+
+/* the step's one-token rows of (X, ldx) or of `one` quantized to activation type `type`, this thread's copy */
+static const unsigned char *lcx_batch_xq_get(lcx_batch_xq *c, const float *X, size_t ldx, const lcx_one_rows *one,
+                                             const int64_t *n_tok, int64_t n_seq, size_t n, int type) {
+    const float *key = one ? one->X1 : X;
+    int i = 0;
+    while (i < LCX_XQ_SLOTS - 1 && c->type[i] != type && c->type[i] >= 0) i++;
+    if (c->type[i] != type || c->src[i] != key) {
+        const lcx_from_f32_fn quant = lcx_from_f32_kernel(type);
+        const size_t xb = lcx_dtype_bytes(type, n);
+        int64_t r = 0, j = 0;
+        for (int64_t s = 0; s < n_seq; r += n_tok ? n_tok[s] : 1, s++) {
+            if (n_tok && n_tok[s] != 1) continue;
+            quant(one ? one->X1 + (size_t)j * one->ldx1 : X + (size_t)r * ldx, c->buf[i] + (size_t)j * xb, n);
+            j++;
+        }
+        c->type[i] = type;
+        c->src[i] = key;
+    }
+    return c->buf[i];
+}
 
 /* Rows [r0, r1) of Y (t, ldy) (+)= X (t, ldx) @ Wᵀ over n columns, for the step's rows as lcx_forward computes
  * them for each sequence alone, so a batched sequence gets the same bits: a prompt chunk's rows as one block
- * (the gemm tile, whose per-row sums do not depend on the other rows), each one-token row by the matvec kernel
- * (the gemm with t = 1). The one-token rows take a block of weight rows at a time, all of them, so the block
- * comes from memory once per step and from cache for the other rows (the matvec sums a row the same way
- * whatever the block: see LCX_MATVEC_BODY). n_tok NULL: n_seq rows of one token each. */
-static void lcx_product_rows(const lcx_mat *W, const float *X, size_t ldx, float *Y, size_t ldy, size_t r0,
-                             size_t r1, size_t n, const int64_t *n_tok, int64_t n_seq, int beta) {
+ * (the gemm tile, whose per-row sums do not depend on the other rows), each one-token row as a one-token step
+ * (one is NULL: its input is its row of X; else the thread's own copy, see lcx_one_rows).
+ * - Weight types whose one-token products read quantized activations (act_decode: the GGUF block types): the
+ *   one-token rows quantized once per input (xq), then each run of consecutive one-token rows in one gemm_act
+ *   call (the multi-vector dot: a weight block read and unpacked once for all of them; each row's sums as its
+ *   one-token dot alone).
+ * - Otherwise: a block of LCX_BATCH_BLOCK_BYTES of weight rows at a time through the matvec kernel for every
+ *   one-token row, so the block comes from memory once per step and from cache for the others (the matvec
+ *   sums a row the same way whatever the block: see LCX_MATVEC_BODY).
+ * n_tok NULL: n_seq rows of one token each. */
+static void lcx_product_rows(const lcx_mat *W, const float *X, size_t ldx, const lcx_one_rows *one, float *Y,
+                             size_t ldy, size_t r0, size_t r1, size_t n, const int64_t *n_tok, int64_t n_seq, int beta,
+                             lcx_batch_xq *xq) {
     if (r0 >= r1) return;
     int64_t r = 0, n_one = 0;
     for (int64_t i = 0; n_tok && i < n_seq; r += n_tok[i], i++)
@@ -78,15 +132,29 @@ static void lcx_product_rows(const lcx_mat *W, const float *X, size_t ldx, float
             lcx_linear_rows(W->data, W->dtype, X + (size_t)r * ldx, ldx, Y + (size_t)r * ldy + r0, ldy, r0, r1, n,
                             (size_t)n_tok[i], beta);
     for (int64_t i = 0; i < n_seq; i++) n_one += !n_tok || n_tok[i] == 1;
-    /* a type whose one-token products read quantized activations (act_decode: the GGUF block types) gets each
-     * one-token row quantized once here, as lcx_forward's step does (this thread's copy), so the bits agree */
+    if (!n_one) return;
     const lcx_dtype_traits *d = &lcx_dtypes[W->dtype];
-    lcx_gemm_act_fn gemm_act = d->act_decode && n_one ? lcx_gemm_act_kernel(W->dtype) : 0;
-    size_t xqb = gemm_act ? lcx_dtype_bytes(d->act_type, n) : 0;
-    unsigned char *xq = gemm_act ? (unsigned char *)malloc((size_t)n_one * xqb) : NULL;
-    if (!xq) gemm_act = 0; /* out of memory: the exact f32 products (correct, not bit-equal to alone) */
-    for (int64_t i = 0, j = 0, rr = 0; gemm_act && i < n_seq; rr += n_tok ? n_tok[i] : 1, i++)
-        if (!n_tok || n_tok[i] == 1) lcx_from_f32_kernel(d->act_type)(X + (size_t)rr * ldx, xq + (size_t)j++ * xqb, n);
+    if (d->act_decode) {
+        const lcx_gemm_act_fn gemm_act = lcx_gemm_act_kernel(W->dtype);
+        const unsigned char *xqr = lcx_batch_xq_get(xq, X, ldx, one, n_tok, n_seq, n, d->act_type);
+        const size_t xb = lcx_dtype_bytes(d->act_type, n);
+        const void *wr0 = (const unsigned char *)W->data + lcx_dtype_bytes(W->dtype, r0 * n);
+        int64_t i = 0, j = 0;
+        r = 0;
+        while (i < n_seq) { /* runs of consecutive one-token sequences */
+            if (n_tok && n_tok[i] != 1) {
+                r += n_tok[i++];
+                continue;
+            }
+            int64_t i1 = i;
+            while (i1 < n_seq && (!n_tok || n_tok[i1] == 1)) i1++;
+            gemm_act(wr0, n, xqr + (size_t)j * xb, n, Y + (size_t)r * ldy + r0, ldy, r1 - r0, (size_t)(i1 - i), n, beta);
+            r += i1 - i;
+            j += i1 - i;
+            i = i1;
+        }
+        return;
+    }
     const lcx_gemm_fn gemm = lcx_gemm_kernel(W->dtype);
     size_t row_bytes = lcx_dtype_bytes(W->dtype, n), blk = LCX_BATCH_BLOCK_BYTES / (row_bytes ? row_bytes : 1) / 4 * 4;
     if (blk < 4) blk = 4;
@@ -96,17 +164,16 @@ static void lcx_product_rows(const lcx_mat *W, const float *X, size_t ldx, float
         r = 0;
         for (int64_t i = 0, j = 0; i < n_seq; r += n_tok ? n_tok[i] : 1, i++) {
             if (n_tok && n_tok[i] != 1) continue;
-            if (gemm_act) gemm_act(wb, n, xq + (size_t)j++ * xqb, n, Y + (size_t)r * ldy + b0, ldy, rows, 1, n, beta);
-            else gemm(wb, n, X + (size_t)r * ldx, ldx, Y + (size_t)r * ldy + b0, ldy, rows, 1, n, beta);
+            const float *xr = one ? one->X1 + (size_t)j++ * one->ldx1 : X + (size_t)r * ldx;
+            gemm(wb, n, xr, ldx, Y + (size_t)r * ldy + b0, ldy, rows, 1, n, beta);
         }
     }
-    free(xq);
 }
 
 int lcx_forward_batch(const lcx_model *m, lcx_state *w, lcx_state *const *states, const int32_t *tokens,
                       const int64_t *n_tok, const int64_t *pos0, int64_t n_seq, float *logits, int all_logits) {
     if (n_seq < 1 || w->kvb == NULL) return -1;
-    int64_t t = 0;
+    int64_t t = 0, n_one = 0;
     for (int64_t i = 0; i < n_seq; i++) {
         const lcx_state *s = states[i];
         if (!s || s->kvb || (s->kv_dtype != LCX_DT_F32 && !w->kvconv) || n_tok[i] < 1 || pos0[i] < 0 || pos0[i] + n_tok[i] > s->n_ctx || s->n_ctx > w->n_ctx)
@@ -114,6 +181,7 @@ int lcx_forward_batch(const lcx_model *m, lcx_state *w, lcx_state *const *states
         for (int64_t k = 0; k < i; k++)
             if (states[k] == s) return -1; /* one sequence per cache */
         t += n_tok[i];
+        n_one += n_tok[i] == 1;
         if (t > w->max_batch) return -1;
     }
     for (int64_t r = 0; r < t; r++)
@@ -122,7 +190,7 @@ int lcx_forward_batch(const lcx_model *m, lcx_state *w, lcx_state *const *states
     const size_t dim = (size_t)m->dim, hd = (size_t)m->head_dim, q_dim = (size_t)lcx_q_dim(m);
     const size_t kv_dim = (size_t)lcx_kv_dim(m), hidden = (size_t)m->hidden_dim, T = (size_t)t;
     const size_t n_heads = (size_t)m->n_heads, n_kv = (size_t)m->n_kv_heads, vocab = (size_t)m->vocab_size;
-    float *x = w->x, *q = w->q, *att = w->att, *hb = w->hb, *hb2 = w->hb2, *xb = w->xb;
+    float *x = w->x, *q = w->q, *att = w->att, *hb = w->hb, *hb2 = w->hb2;
     float *kb = w->kvb, *vb = w->kvb + T * kv_dim; /* (t, kv_dim) each: the step's new K and V rows */
     const float eps = m->norm_eps;
 
@@ -136,6 +204,14 @@ int lcx_forward_batch(const lcx_model *m, lcx_state *w, lcx_state *const *states
     int nt = lcx_get_num_threads();
     if (nt > w->n_scratch_threads) nt = (int)w->n_scratch_threads;
     if (dim * dim * T < (1u << 15)) nt = 1; /* toy sizes: not worth the threads */
+    /* each thread's own scratch for this step: its one-token rows quantized (LCX_XQ_SLOTS x (n_seq, xq_bytes):
+     * the logits take each sequence's last row as one) and, in a small step, its merge of the one-token rows'
+     * attention (n_one, q_dim) */
+    const int own = T <= LCX_BATCH_OWN_ROWS; /* no shared RMSNorm / merge: see LCX_BATCH_OWN_ROWS */
+    const size_t xq_part = (size_t)n_seq * w->xq_bytes, att_part = own ? (size_t)n_one * q_dim * sizeof(float) : 0;
+    const size_t per_thread = ((size_t)LCX_XQ_SLOTS * xq_part + att_part + 63) / 64 * 64;
+    unsigned char *scratch_own = (unsigned char *)aligned_alloc(64, (size_t)nt * per_thread);
+    if (!scratch_own) return -2;
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
@@ -146,6 +222,19 @@ int lcx_forward_batch(const lcx_model *m, lcx_state *w, lcx_state *const *states
 #endif
         float *scores = w->scratch + (size_t)tid * LCX_ATT_QB * (size_t)w->n_ctx;
         float *conv = w->kvconv ? w->kvconv + (size_t)tid * 2 * (size_t)w->n_ctx * hd : NULL; /* (2, n_ctx, hd) */
+        /* normalised inputs (t, dim): each thread's own in a small step, else one shared copy */
+        float *xb = w->xb + (own ? (size_t)tid * (size_t)w->max_batch * dim : 0);
+        unsigned char *mine = scratch_own ? scratch_own + (size_t)tid * per_thread : NULL;
+        lcx_batch_xq xq;
+        for (int i = 0; i < LCX_XQ_SLOTS; i++) {
+            xq.buf[i] = mine ? mine + (size_t)i * xq_part : NULL;
+            xq.src[i] = NULL;
+            xq.type[i] = -1;
+        }
+        /* a small step's one-token attention rows, merged by this thread: (n_one, q_dim) */
+        float *att_mine = own && n_one ? (float *)(mine + (size_t)LCX_XQ_SLOTS * xq_part) : NULL;
+        const lcx_one_rows att_own = {att_mine, q_dim};
+        const lcx_one_rows *att_one = att_mine ? &att_own : NULL;
         size_t u0, u1, qh0, qh1, kh0, kh1, b0, b1, c0, c1, d0, d1;
         lcx_split(n_heads + n_kv, 1, tid, nth, &u0, &u1); /* my heads of [q heads | k heads] */
         qh0 = u0 < n_heads ? u0 : n_heads;
@@ -160,13 +249,18 @@ int lcx_forward_batch(const lcx_model *m, lcx_state *w, lcx_state *const *states
             const lcx_layer *L = &m->layers[l];
 
             /* attention block: xb = norm(x); q, k, v = xb @ wq/wk/wv ᵀ; rope; K/V rows to the caches */
-            lcx_rmsnorm_part(x, L->attn_norm, xb, T, dim, eps, tid, nth);
+            if (own) {
+                lcx_rmsnorm_part(x, L->attn_norm, xb, T, dim, eps, 0, 1);
+            } else {
+                lcx_rmsnorm_part(x, L->attn_norm, xb, T, dim, eps, tid, nth);
 #pragma omp barrier
-            lcx_product_rows(&L->wq, xb, dim, q, q_dim, qh0 * hd, qh1 * hd, dim, n_tok, n_seq, 0);
+            }
+            lcx_batch_xq_forget(&xq);
+            lcx_product_rows(&L->wq, xb, dim, NULL, q, q_dim, qh0 * hd, qh1 * hd, dim, n_tok, n_seq, 0, &xq);
             lcx_rope_heads(q, q_dim, T, qh0, qh1, hd, w->rope_cos, w->rope_sin);
-            lcx_product_rows(&L->wk, xb, dim, kb, kv_dim, kh0 * hd, kh1 * hd, dim, n_tok, n_seq, 0);
+            lcx_product_rows(&L->wk, xb, dim, NULL, kb, kv_dim, kh0 * hd, kh1 * hd, dim, n_tok, n_seq, 0, &xq);
             lcx_rope_heads(kb, kv_dim, T, kh0, kh1, hd, w->rope_cos, w->rope_sin);
-            lcx_product_rows(&L->wv, xb, dim, vb, kv_dim, b0, b1, dim, n_tok, n_seq, 0);
+            lcx_product_rows(&L->wv, xb, dim, NULL, vb, kv_dim, b0, b1, dim, n_tok, n_seq, 0, &xq);
             for (int64_t i = 0, r = 0; i < n_seq; r += n_tok[i], i++) { /* the rows this thread computed */
                 const lcx_state *s = states[i];
                 const size_t off = lcx_dtype_bytes(s->kv_dtype, (size_t)l * (size_t)s->n_ctx * kv_dim);
@@ -192,42 +286,66 @@ int lcx_forward_batch(const lcx_model *m, lcx_state *w, lcx_state *const *states
                 rot += lcx_att_items(m, n_tok[i], pos0[i]);
             }
 #pragma omp barrier
-            for (int64_t i = 0, r = 0, k = 0; i < n_seq; r += n_tok[i], i++)
-                if (n_tok[i] == 1 && k++ % nth == tid)
+            /* the one-token rows' parts merged: by every thread into its own rows (a small step), or each
+             * sequence by one thread into att, then a barrier */
+            for (int64_t i = 0, r = 0, k = 0; i < n_seq; r += n_tok[i], i++) {
+                if (n_tok[i] != 1) continue;
+                if (att_one)
+                    lcx_attention_merge(states[i]->part, (size_t)pos0[i] + 1, n_heads, hd, att_mine + (size_t)k * q_dim);
+                else if (k % (int64_t)nth == tid)
                     lcx_attention_merge(states[i]->part, (size_t)pos0[i] + 1, n_heads, hd, att + (size_t)r * q_dim);
+                k++;
+            }
+            if (!att_one) {
 #pragma omp barrier
-            lcx_product_rows(&L->wo, att, q_dim, x, dim, c0, c1, q_dim, n_tok, n_seq, 1);
+            }
+            lcx_product_rows(&L->wo, att, q_dim, att_one, x, dim, c0, c1, q_dim, n_tok, n_seq, 1, &xq);
 #pragma omp barrier
 
             /* feed-forward block: xb = norm(x); x += w2(silu(w1 xb) * w3 xb) */
-            lcx_rmsnorm_part(x, L->ffn_norm, xb, T, dim, eps, tid, nth);
+            if (own) {
+                lcx_rmsnorm_part(x, L->ffn_norm, xb, T, dim, eps, 0, 1);
+            } else {
+                lcx_rmsnorm_part(x, L->ffn_norm, xb, T, dim, eps, tid, nth);
 #pragma omp barrier
-            lcx_product_rows(&L->w1, xb, dim, hb, hidden, d0, d1, dim, n_tok, n_seq, 0);
-            lcx_product_rows(&L->w3, xb, dim, hb2, hidden, d0, d1, dim, n_tok, n_seq, 0);
+            }
+            lcx_batch_xq_forget(&xq);
+            lcx_product_rows(&L->w1, xb, dim, NULL, hb, hidden, d0, d1, dim, n_tok, n_seq, 0, &xq);
+            lcx_product_rows(&L->w3, xb, dim, NULL, hb2, hidden, d0, d1, dim, n_tok, n_seq, 0, &xq);
             for (size_t i = 0; i < T && d0 < d1; i++) lcx_swiglu_part(hb + i * hidden + d0, hb2 + i * hidden + d0, d1 - d0);
 #pragma omp barrier
-            lcx_product_rows(&L->w2, hb, hidden, x, dim, c0, c1, hidden, n_tok, n_seq, 1);
+            lcx_product_rows(&L->w2, hb, hidden, NULL, x, dim, c0, c1, hidden, n_tok, n_seq, 1, &xq);
 #pragma omp barrier
         }
 
         if (logits) {
-            if (all_logits) {
-                lcx_rmsnorm_part(x, m->norm, xb, T, dim, eps, tid, nth);
+            if (all_logits) { /* xb = norm(x), all rows */
+                if (own) {
+                    lcx_rmsnorm_part(x, m->norm, xb, T, dim, eps, 0, 1);
+                } else {
+                    lcx_rmsnorm_part(x, m->norm, xb, T, dim, eps, tid, nth);
+#pragma omp barrier
+                }
             } else { /* xb row i = norm(the last row of sequence i) */
-                size_t i0, i1;
-                lcx_split((size_t)n_seq, 1, tid, nth, &i0, &i1);
+                size_t i0 = 0, i1 = (size_t)n_seq;
+                if (!own) lcx_split((size_t)n_seq, 1, tid, nth, &i0, &i1);
                 for (int64_t i = 0, r = 0; i < n_seq; i++) {
                     r += n_tok[i];
                     if ((size_t)i >= i0 && (size_t)i < i1)
                         lcx_rmsnorm_part(x + (size_t)(r - 1) * dim, m->norm, xb + (size_t)i * dim, 1, dim, eps, 0, 1);
                 }
-            }
+                if (!own) {
 #pragma omp barrier
+                }
+            }
+            lcx_batch_xq_forget(&xq);
             size_t v0, v1;
             lcx_split(vocab, 4, tid, nth, &v0, &v1);
             /* all rows: grouped as the sequences' blocks; last rows: one token each, as lcx_forward's logits */
-            lcx_product_rows(&m->output, xb, dim, logits, vocab, v0, v1, dim, all_logits ? n_tok : NULL, n_seq, 0);
+            lcx_product_rows(&m->output, xb, dim, NULL, logits, vocab, v0, v1, dim, all_logits ? n_tok : NULL, n_seq, 0,
+                             &xq);
         }
     }
+    free(scratch_own);
     return 0;
 }
