@@ -46,8 +46,30 @@ _LLAMA_CPP_ONLY = frozenset("""
     n_threads_batch rope_scaling_type pooling_type attention_type rope_freq_base rope_freq_scale yarn_ext_factor
     yarn_attn_factor yarn_beta_fast yarn_beta_slow yarn_orig_ctx logits_all embedding offload_kqv flash_attn
     op_offload swa_full no_perf last_n_tokens_size lora_base lora_scale lora_path numa chat_handler draft_model
-    tokenizer type_k type_v spm_infill
-""".split())
+    tokenizer spm_infill
+""".split()) | {"type_k", "type_v"}
+
+# llama-cpp-python's type_k / type_v (ggml type ids) for the KV cache element types llama_cx has
+_GGML_KV_TYPES = {0: "f32", 1: "f16", 30: "bf16"}
+
+
+def _kv_dtype(kv_dtype: Optional[str], type_k, type_v) -> str:
+    """The KV cache element type from llama_cx's kv_dtype or llama-cpp-python's type_k / type_v."""
+    if type_k is None and type_v is None:
+        return kv_dtype or "f32"
+    names = []
+    for name, v in (("type_k", type_k), ("type_v", type_v)):
+        if v is not None and (isinstance(v, bool) or v not in _GGML_KV_TYPES):
+            raise InvalidArgumentError(f"{name}={v!r} is not a KV cache type llama_cx has (ggml type ids: "
+                                       + ", ".join(f"{k} = {n}" for k, n in _GGML_KV_TYPES.items()) + ")")
+        names.append(_GGML_KV_TYPES.get(v))
+    k, v = names
+    if k and v and k != v:
+        raise InvalidArgumentError(f"type_k ({k}) and type_v ({v}) differ: llama_cx keeps K and V in one type")
+    chosen = k or v
+    if kv_dtype and kv_dtype != chosen:
+        raise InvalidArgumentError(f"kv_dtype {kv_dtype!r} disagrees with type_k / type_v ({chosen})")
+    return chosen
 
 # (name, the value that means "off") for the per-call options llama_cx does not implement.
 _UNSUPPORTED = (("suffix", None), ("logprobs", None), ("typical_p", 1.0), ("frequency_penalty", 0.0),
@@ -70,7 +92,8 @@ class Llama:
     """A model and one context, with llama-cpp-python's `Llama` methods for completions, chat and tokens."""
 
     def __init__(self, model_path: str, *, n_ctx: int = 512, n_threads: Optional[int] = None,
-                 seed: int = LLAMA_DEFAULT_SEED, chat_format: Optional[str] = None, verbose: bool = True, **kwargs):
+                 seed: int = LLAMA_DEFAULT_SEED, chat_format: Optional[str] = None, verbose: bool = True,
+                 kv_dtype: Optional[str] = None, **kwargs):
         unknown = sorted(set(kwargs) - _LLAMA_CPP_ONLY)
         if unknown:
             warnings.warn(f"llama_cx.Llama ignores unknown argument(s): {', '.join(unknown)}", stacklevel=2)
@@ -80,7 +103,8 @@ class Llama:
             raise InvalidArgumentError(f"seed must be an integer, got {seed!r}")
         self.verbose = verbose
         self.model_path = model_path
-        self._model = load(model_path, n_threads=n_threads)
+        kv = _kv_dtype(kv_dtype, kwargs.get("type_k"), kwargs.get("type_v"))
+        self._model = load(model_path, n_threads=n_threads, kv_dtype=kv)
         self._tok = self._model.require_tokenizer()
         self._special_text = {i: name.encode("utf-8") for name, i in self._tok.special_tokens.items()}
         self._ctx = self._model.new_context(n_ctx or self._model.config.max_seq_len)

@@ -22,7 +22,7 @@ from typing import Iterable, List, Optional, Sequence
 
 from . import _kernels, dtypes
 from .config import ModelConfig
-from .errors import ContextLengthError, FormatError, LlamaCxError, TokenizerMissingError
+from .errors import ContextLengthError, FormatError, InvalidArgumentError, LlamaCxError, TokenizerMissingError
 from ._threads import DecodeThreads
 from .formats import Checkpoint, open_checkpoint
 from .runtime import adaptive_threads, available_cpus, check_environment, set_num_threads
@@ -149,6 +149,7 @@ class Model:
         self.tokenizer, self.chat_format, notes = tokenizer_and_chat_format(checkpoint)
         self.notes.extend(notes)
         self._c = self._build_c_model()
+        self.kv_dtype = "f32"  # new contexts' KV cache element type (load's kv_dtype)
         self.decode_threads = DecodeThreads()  # the thread count of one-token steps, when it adapts
         self._batch_lock = threading.Lock()
         self._batch_work = None  # _kernels.CBatch of the largest forward_batch step so far
@@ -191,12 +192,12 @@ class Model:
         return _kernels.CModel(sizes, mats, vecs, self._rope_freqs)
 
     # ---- contexts ------------------------------------------------------------------------------
-    def new_context(self, n_ctx: Optional[int] = None, kv_dtype: str = "f32") -> "Context":
+    def new_context(self, n_ctx: Optional[int] = None, kv_dtype: Optional[str] = None) -> "Context":
         """A fresh context (KV cache + activations) of n_ctx positions (default config.default_context:
         min(max_seq_len, llama_cx.defaults.CONTEXT)).
         kv_dtype "bf16" or "f16" keeps the KV cache in half the bytes (rows rounded when written, widened to f32
-        when read: see KV_DTYPES for what it costs)."""
-        return Context(self, n_ctx, kv_dtype=kv_dtype)
+        when read: see KV_DTYPES for what it costs); default self.kv_dtype (load's kv_dtype, "f32")."""
+        return Context(self, n_ctx, kv_dtype=kv_dtype or self.kv_dtype)
 
     def forward_batch(self, contexts: Sequence["Context"], token_lists: Sequence[Iterable[int]],
                       all_logits: bool = False) -> list:
@@ -317,9 +318,7 @@ class Context:
     def __init__(self, model: Model, n_ctx: Optional[int] = None, prefill_block: int = PREFILL_BLOCK,
                  kv_dtype: str = "f32"):
         cfg = model.config
-        if kv_dtype not in KV_DTYPES:
-            raise LlamaCxError(f"KV cache dtype {kv_dtype!r} not supported (one of {', '.join(KV_DTYPES)})")
-        self.kv_dtype = kv_dtype
+        self.kv_dtype = check_kv_dtype(kv_dtype)
         n_ctx = cfg.default_context if n_ctx is None else cfg.check_context(n_ctx)
         self.model = model
         self.n_ctx = n_ctx
@@ -421,14 +420,23 @@ class Context:
         self._busy.release()
 
 
+def check_kv_dtype(kv_dtype: str) -> str:
+    if kv_dtype not in KV_DTYPES:
+        raise InvalidArgumentError(f"KV cache dtype {kv_dtype!r} not supported (one of {', '.join(KV_DTYPES)})")
+    return kv_dtype
+
+
 def load(path: str, n_threads: Optional[int] = None, rope_scale_factor: Optional[float] = None,
-         huge_pages: bool = False) -> Model:
+         huge_pages: bool = False, kv_dtype: str = "f32") -> Model:
     """Open a model: a Meta checkpoint directory (params.json, consolidated.00.pth, tokenizer.model),
     a consolidated .pth, or a .gguf file. Weights are mapped, not read.
 
     huge_pages=True reads the mapped weights from the file into anonymous memory backed by transparent huge
     pages (Linux): load reads the whole file and the weights take their size again in RAM, but every token
-    reads them with fewer TLB misses (1.02-1.26x decode, measured in benchmarks/RESULTS.md)."""
+    reads them with fewer TLB misses (1.02-1.26x decode, measured in benchmarks/RESULTS.md).
+    kv_dtype: the element type of the KV caches of this model's contexts unless new_context says otherwise
+    ("f32", or "bf16" / "f16": half the bytes, see KV_DTYPES)."""
+    check_kv_dtype(kv_dtype)
     check_environment()
     if n_threads is not None:
         set_num_threads(n_threads)
@@ -450,4 +458,6 @@ def load(path: str, n_threads: Optional[int] = None, rope_scale_factor: Optional
             ck.buffers.append(buf)
             how = "bytearray: no transparent huge pages here" if isinstance(buf, bytearray) else "huge pages requested"
             ck.notes.append(f"weights read into anonymous memory ({len(buf) / 2**20:.0f} MiB, {how})")
-    return Model(ck)
+    model = Model(ck)
+    model.kv_dtype = kv_dtype
+    return model

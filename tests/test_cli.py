@@ -116,6 +116,16 @@ def test_generate_streams_exactly_the_library_output(random_dir):
     assert len(stats) == 1 and "generated 20 tok" in stats[0] and "stop: max_tokens" in stats[0]
 
 
+def test_generate_with_a_half_kv_cache_is_the_library_s(random_dir):
+    """--kv-dtype reaches the contexts: the CLI's text is the library's with the same KV cache type."""
+    r = cli("generate", random_dir, "-p", "Once upon a time", "-n", "20", "--seed", "5", "--top-k", "50",
+            "--kv-dtype", "f16")
+    assert r.returncode == 0, r.stderr
+    model = llama_cx.load(random_dir, kv_dtype="f16")
+    assert model.new_context(32).kv_dtype == "f16"
+    assert r.stdout == ended(generate(model, "Once upon a time", max_tokens=20, seed=5, top_k=50).read())
+
+
 def test_generate_quiet_prompt_from_stdin_and_env_model(random_dir):
     r = cli("generate", "-p", "-", "-n", "5", "--temp", "0", "--quiet", input="Hello", LLAMA_CX_MODEL=random_dir)
     assert r.returncode == 0 and r.stderr == ""
@@ -181,6 +191,7 @@ def test_info_on_the_demo_gguf(smollm2_gguf_path):
         (["generate"], 2, "one of the arguments -p/--prompt -f/--file is required"),
         (["generate", "-p", "x", "--bogus"], 2, "unrecognized arguments: --bogus"),
         (["chat", "--system"], 2, "expected one argument"),
+        (["generate", "-p", "x", "--kv-dtype", "q4"], 2, r"argument --kv-dtype: invalid choice: 'q4'"),
     ],
 )
 def test_bad_input_is_one_line(scripted_dir, args, code, pattern):

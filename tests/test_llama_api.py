@@ -184,6 +184,13 @@ def test_constructor_keywords(smollm2_gguf_path):
         Llama(smollm2_gguf_path, n_ctxx=32, verbose=False)
     with pytest.raises(LlamaCxError):
         Llama(smollm2_gguf_path + ".missing", verbose=False)
+    # the KV cache type: llama-cpp-python's type_k / type_v (ggml ids: 1 = F16, 30 = BF16), or kv_dtype
+    assert Llama(smollm2_gguf_path, n_ctx=32, type_k=1, type_v=1, verbose=False)._ctx.kv_dtype == "f16"
+    assert Llama(smollm2_gguf_path, n_ctx=32, kv_dtype="bf16", verbose=False)._ctx.kv_dtype == "bf16"
+    for bad, match in (({"type_k": 8}, "type_k=8 is not a KV cache type"), ({"type_k": 1, "type_v": 30}, "differ"),
+                       ({"kv_dtype": "q8"}, "KV cache dtype 'q8' not supported")):
+        with pytest.raises(InvalidArgumentError, match=match):
+            Llama(smollm2_gguf_path, n_ctx=32, verbose=False, **bad)
     chatml = Llama(smollm2_gguf_path, n_ctx=64, chat_format="chatml", verbose=False)
     assert chatml.create_chat_completion([{"role": "user", "content": "Hi"}], max_tokens=2)["object"] == "chat.completion"
 

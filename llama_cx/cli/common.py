@@ -67,7 +67,7 @@ def load_model(args, demo_fallback=True, quiet=False):
     path = model_path(args, demo_fallback)
     if not quiet and sys.stderr.isatty():
         say(f"loading {path}")
-    return load(path, huge_pages=args.huge_pages)
+    return load(path, huge_pages=args.huge_pages, kv_dtype=args.kv_dtype)
 
 
 def say(msg: str) -> None:

@@ -180,7 +180,7 @@ def cmd_demo(args) -> int:
     sampling_kwargs(args, chat=True)
     path = demo_model_path(progress=sys.stderr)
     if args.prompt is None:
-        model = load(path, huge_pages=args.huge_pages)
+        model = load(path, huge_pages=args.huge_pages, kv_dtype=args.kv_dtype)
         return repl(model, args, args.system)
     args.model, args.chat, args.system, args.chat_defaults = path, True, args.system, True
     return cmd_generate(args)

@@ -80,7 +80,7 @@ def run(args) -> int:
     if not path:
         raise LlamaCxError("no model given: pass MODEL or set LLAMA_CX_MODEL")
     _check_address(args.host, args.port)  # before loading the model: a busy port is a one-line error at once
-    model = load(path, huge_pages=getattr(args, "huge_pages", False))
+    model = load(path, huge_pages=getattr(args, "huge_pages", False), kv_dtype=getattr(args, "kv_dtype", "f32"))
     model.require_tokenizer()
     n_ctx = args.ctx or min(model.config.max_seq_len, 4096)
     if n_ctx > model.config.max_seq_len:

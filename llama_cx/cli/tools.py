@@ -78,7 +78,7 @@ def cmd_perplexity(args) -> int:
             raise InvalidArgumentError(f"{args.file}: no such file")
         with open(args.file, encoding="utf-8", errors="replace") as f:
             text = f.read()
-    model = load(args.model, huge_pages=args.huge_pages)
+    model = load(args.model, huge_pages=args.huge_pages, kv_dtype=args.kv_dtype)
     r = perplexity(model, text, n_ctx=args.ctx, progress=None if args.quiet else progress_bar(sys.stderr),
                    n_batch=args.batch)
     print(f"{r} ({r.n_chunks} chunks of {r.n_ctx} tokens, {r.n_scored} tokens scored, "
