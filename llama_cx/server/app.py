@@ -327,11 +327,22 @@ class _Server:
 
 
 async def _events(job: Job, events: asyncio.Queue):
-    """The job's ("text", str) events, then ("finish", finish_reason); an error event becomes a 500-kind ApiError."""
+    """The job's ("text", str) events, then ("finish", finish_reason); an error event becomes a 500-kind ApiError.
+    Text events already waiting are joined into one (one SSE chunk instead of several): when the event loop
+    falls behind the scheduler (many streams on few cores), each chunk it writes carries what has come, so its
+    work per round stays one chunk per stream."""
+    held = None
     while True:
-        ev = await events.get()
+        ev, held = held or await events.get(), None
         if ev[0] == "text":
-            yield ev
+            parts = [ev[1]]
+            while not events.empty():
+                nxt = events.get_nowait()
+                if nxt[0] != "text":
+                    held = nxt
+                    break
+                parts.append(nxt[1])
+            yield "text", "".join(parts)
         elif ev[0] == "done":
             yield "finish", ev[1]
             return
