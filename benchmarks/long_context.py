@@ -5,6 +5,8 @@ much as the matrix products. For each engine (in its own process, alternating, -
 the context with a prompt of P tokens and times 32 decode steps after it (fixed token ids, no sampling), for
 P in --positions. Prints tok/s per position and the llama_cx / llama.cpp ratio (median over rounds).
 llama.cpp keeps its KV cache in f16 (its default), llama_cx in f32: llama.cpp reads half the cache bytes.
+`--kv-dtype f32,f16` runs llama_cx once per KV cache type ("llama_cx" = f32, "llama_cx/f16", ...), so the
+half-size cache's gain deep into a context shows next to the f32 one.
 """
 from __future__ import annotations
 
@@ -29,10 +31,10 @@ def _prompt(n: int):
 
 def _measure(engine: str, path: str, threads: int, positions: list, n_ctx: int) -> dict:
     """Runs in the child process: {position: decode tok/s}, through the benchmark workers' engines."""
-    if engine == "llama_cx":
+    if engine.startswith("llama_cx"):
         from .worker import LlamaCxEngine
 
-        eng = LlamaCxEngine(path, threads, n_ctx)
+        eng = LlamaCxEngine(path, threads, n_ctx, kv_dtype=engine.partition("/")[2] or "f32")
     else:
         from .peers_llamacpp import LlamaCpp
 
@@ -54,6 +56,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--positions", default="16,1000,2000,3800", help="comma-separated prompt lengths")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--kv-dtype", default="f32", help="llama_cx's KV cache types, comma-separated (f32, bf16, f16)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     positions = [int(x) for x in args.positions.split(",")]
@@ -65,7 +68,10 @@ def main(argv=None) -> int:
         print(json.dumps(_measure(engine, path, args.threads, positions, n_ctx)))
         return 0
     prepared = M.prepare(M.MODELS[args.model], want_gguf=True, log=print)
-    engines = [("llama_cx", prepared.meta_dir)]
+    kinds = args.kv_dtype.split(",")
+    if not kinds or any(k not in ("f32", "bf16", "f16") for k in kinds):
+        raise SystemExit(f"--kv-dtype: expected f32, bf16 or f16 (comma-separated), got {args.kv_dtype!r}")
+    engines = [("llama_cx" if k == "f32" else f"llama_cx/{k}", prepared.meta_dir) for k in kinds]
     if prepared.gguf_path is None:
         print(f"llama.cpp absent: {prepared.gguf_absent}")
     else:
@@ -87,15 +93,17 @@ def main(argv=None) -> int:
                 print(f"{engine} failed: {(res.stderr.strip().splitlines() or ['?'])[-1]}")
                 return 1
             tps = json.loads(res.stdout.strip().splitlines()[-1])
-            print(f"round {r + 1} {engine:>9}: " + ", ".join(f"{p}: {v:.1f}" for p, v in tps.items()) + " tok/s")
+            print(f"round {r + 1} {engine:>12}: " + ", ".join(f"{p}: {v:.1f}" for p, v in tps.items()) + " tok/s")
             for p, v in tps.items():
                 runs[engine][p].append(v)
     print(f"\nmedian decode tok/s after a prompt of P tokens ({args.model}, {args.threads} threads, "
           f"{args.rounds} rounds):")
     for p in positions:
         line = f"  P = {p:>5}: " + ", ".join(f"{e} {statistics.median(runs[e][str(p)]):.1f}" for e, _ in engines)
-        if len(engines) == 2:
-            line += f"  ratio {statistics.median(runs['llama_cx'][str(p)]) / statistics.median(runs['llama.cpp'][str(p)]):.2f}x"
+        if "llama.cpp" in runs:
+            ref = statistics.median(runs["llama.cpp"][str(p)])
+            line += "  vs llama.cpp: " + ", ".join(f"{e} {statistics.median(runs[e][str(p)]) / ref:.2f}x"
+                                                  for e, _ in engines if e != "llama.cpp")
         print(line)
     return 0
 

@@ -30,7 +30,7 @@ def prompt_ids(n: int, vocab: int, salt: int = 0) -> list:
 
 class LlamaCxEngine:
     def __init__(self, meta_dir: str, n_threads: int, n_ctx: int, bf16_prefill: bool = False,
-                 bf16_decode: bool = False, huge_pages: bool = False):
+                 bf16_decode: bool = False, huge_pages: bool = False, kv_dtype: str = "f32"):
         llama_cx = M.import_llama_cx()
         from llama_cx._kernels import argmax
 
@@ -38,7 +38,7 @@ class LlamaCxEngine:
         llama_cx.set_bf16_prefill(bf16_prefill)
         llama_cx.set_bf16_decode(bf16_decode)
         self.model = llama_cx.load(meta_dir, n_threads=n_threads, huge_pages=huge_pages)
-        self.ctx = self.model.new_context(n_ctx=n_ctx)
+        self.ctx = self.model.new_context(n_ctx=n_ctx, **({"kv_dtype": kv_dtype} if kv_dtype != "f32" else {}))
         self.weight_bytes_per_token = self.model.weight_bytes_per_token
         info = getattr(llama_cx, "cpu_info", None)
         self.info = info() if callable(info) else None
