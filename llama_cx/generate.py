@@ -157,7 +157,7 @@ class Generation:
 
     def __init__(self, model, prompt_ids: List[int], params: SamplingParams, max_tokens: Optional[int],
                  stop: List[str], stop_ids, ctx, as_text: bool,
-                 on_finish: Optional[Callable[["Generation"], None]] = None):
+                 on_finish: Optional[Callable[["Generation"], None]] = None, continues: bool = False):
         self.model = model
         self.prompt_ids = prompt_ids
         self.params = params
@@ -166,6 +166,9 @@ class Generation:
         self.stop_ids = frozenset(stop_ids)
         self.ctx = ctx
         self.as_text = as_text
+        # the reply continues the prompt's text (a completion: SentencePiece keeps its first leading space),
+        # or stands alone (a chat reply, decoded as Meta's generation.py decodes it)
+        self.continues = continues
         self.tokens: List[int] = []
         self.text = ""
         self.finished = False
@@ -244,7 +247,10 @@ class Generation:
         logits = ctx.forward(ids[keep:])
         st.prefill_seconds = time.perf_counter() - t_start
 
-        decoder = self.model.tokenizer.stream_decoder() if self.as_text else None
+        decoder = None
+        if self.as_text:
+            tok = self.model.tokenizer
+            decoder = tok.stream_decoder(continues=self.continues and any(i != tok.bos_id for i in ids))
         # what the repeat penalty looks at; never the stop tokens: a chat prompt holds the end-of-turn token
         # after every message, and penalising it makes replies run on
         history = [i for i in ids if i not in self.stop_ids]
@@ -310,7 +316,7 @@ def _stop_ids(model, stop_ids):
 def _prepare(model, prompt, *, max_tokens=defaults.MAX_TOKENS, temperature=defaults.TEMPERATURE, top_k=defaults.TOP_K,
              top_p=defaults.TOP_P, min_p=defaults.MIN_P, repeat_penalty=defaults.REPEAT_PENALTY,
              repeat_last_n=defaults.REPEAT_LAST_N, seed=None, stop=None, stop_ids=None, add_bos=None,
-             n_ctx=None, ctx=None, as_text=True, on_finish=None) -> Generation:
+             n_ctx=None, ctx=None, as_text=True, on_finish=None, continues=False) -> Generation:
     params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                             repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n, seed=seed)
     if max_tokens is not None:
@@ -334,7 +340,8 @@ def _prepare(model, prompt, *, max_tokens=defaults.MAX_TOKENS, temperature=defau
         raise ContextLengthError(f"prompt has {len(ids)} tokens but the context holds {n_ctx}")
     if ctx is None:
         ctx = model.new_context(n_ctx)
-    return Generation(model, ids, params, max_tokens, stop, _stop_ids(model, stop_ids), ctx, as_text, on_finish)
+    return Generation(model, ids, params, max_tokens, stop, _stop_ids(model, stop_ids), ctx, as_text, on_finish,
+                      continues)
 
 
 def generate(model, prompt: Union[str, Sequence[int]], *, max_tokens: Optional[int] = defaults.MAX_TOKENS,
@@ -343,7 +350,8 @@ def generate(model, prompt: Union[str, Sequence[int]], *, max_tokens: Optional[i
              repeat_last_n: int = defaults.REPEAT_LAST_N, seed: Optional[int] = None,
              stop: Union[None, str, Iterable[str]] = None, stop_ids: Optional[Iterable[int]] = None,
              add_bos: Optional[bool] = None, n_ctx: Optional[int] = None, ctx=None) -> Generation:
-    """Stream text generated after `prompt` (a string, or a list of token ids).
+    """Stream text generated after `prompt` (a string, or a list of token ids): the text that continues it
+    (with a SentencePiece tokenizer, a first word keeps its space: prompt + text reads right).
 
     max_tokens=None runs until a stop or a full context. temperature 0 = greedy. stop_ids defaults to the
     tokenizer's stop tokens. add_bos defaults to what the tokenizer says (Llama 3: <|begin_of_text|>).
@@ -353,7 +361,7 @@ def generate(model, prompt: Union[str, Sequence[int]], *, max_tokens: Optional[i
     """
     return _prepare(model, prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                     min_p=min_p, repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n, seed=seed, stop=stop,
-                    stop_ids=stop_ids, add_bos=add_bos, n_ctx=n_ctx, ctx=ctx, as_text=True)
+                    stop_ids=stop_ids, add_bos=add_bos, n_ctx=n_ctx, ctx=ctx, as_text=True, continues=True)
 
 
 def generate_tokens(model, prompt: Union[str, Sequence[int]], **kwargs) -> Generation:

@@ -120,10 +120,20 @@ def test_llama2_logits_and_greedy_match_meta(llama2, sp, kind):
         nxt = llama_cx._kernels.argmax(ctx.forward([nxt]))
     assert ours == ref_ids
 
-    # generate(): the text is what Meta's text_completion returns, sentencepiece's decode of the new ids
+    # generate(): the text that continues the prompt, as sentencepiece decodes prompt + new ids (llama.cpp's and
+    # llama-cpp-python's completion text); Meta's text_completion (sentencepiece's decode of the new ids alone)
+    # is the same without its one leading space
     cut = ref_ids.index(2) if 2 in ref_ids else len(ref_ids)
     text = "".join(llama_cx.generate(model, prompt, max_tokens=24, temperature=0))
-    assert text == sp.decode(ref_ids[:cut])
+    before = sp.decode(prompt[1:])
+    whole = sp.decode(prompt[1:] + ref_ids[:cut])
+    assert whole.startswith(before) and text == whole[len(before):]
+    assert (text[1:] if text.startswith(" ") else text) == sp.decode(ref_ids[:cut])
+    # a chat reply stands alone: decoded as Meta's chat_completion decodes it
+    reply = "".join(ChatSession(model, n_ctx=128).send("Hi", max_tokens=8, temperature=0))
+    reply_ids = reference_greedy(ref, meta_chat_completion_tokens(sp, [_u("Hi")]), 8)
+    reply_ids = reply_ids[:reply_ids.index(2)] if 2 in reply_ids else reply_ids
+    assert reply == sp.decode(reply_ids)
 
 
 def test_llama2_gguf_matches_meta(tmp_path, llama2, llama_spm_vocab_dir):

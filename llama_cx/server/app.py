@@ -196,10 +196,11 @@ class _Server:
         room = self.n_ctx - n_prompt
         return room if default is None else min(default, room)
 
-    def _submit(self, ids, params, max_tokens, stop, stop_ids):
+    def _submit(self, ids, params, max_tokens, stop, stop_ids, continues=False):
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
-        job = Job(ids, params, max_tokens, stop, stop_ids, lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev))
+        job = Job(ids, params, max_tokens, stop, stop_ids, lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev),
+                  continues)
         try:
             self.scheduler.submit(job)
         except RuntimeError as e:
@@ -247,7 +248,7 @@ class _Server:
         stream = _field(body, "stream", "boolean", False)
         include_usage = _include_usage(body)
         max_tokens = self._fits(len(ids), body, "max_tokens", default=16)  # OpenAI's default for completions
-        job, events = self._submit(ids, params, max_tokens, stop, tok.stop_ids)
+        job, events = self._submit(ids, params, max_tokens, stop, tok.stop_ids, continues=True)
         cid, created, name = _openai.completion_id(), _openai.now(), self.model_name
         echo_text = (prompt if isinstance(prompt, str) else tok.decode(ids)) if echo else ""
 

@@ -42,13 +42,14 @@ class Job:
     thread, so it must only hand the event over, e.g. loop.call_soon_threadsafe)."""
 
     def __init__(self, prompt_ids: Sequence[int], params: SamplingParams, max_tokens: int, stop: Sequence[str],
-                 stop_ids, on_event: Callable[[Event], None]):
+                 stop_ids, on_event: Callable[[Event], None], continues: bool = False):
         self.prompt_ids = list(prompt_ids)
         self.params = params
         self.max_tokens = max_tokens
         self.stop = list(stop)
         self.stop_ids = frozenset(stop_ids)
         self.on_event = on_event
+        self.continues = continues        # the text continues the prompt's (a completion), or stands alone (chat)
         self.tokens: List[int] = []       # sampled so far (a final stop token included)
         self.cached_tokens = 0            # prompt tokens the slot's cache already held
         self.finish_reason: Optional[str] = None
@@ -218,7 +219,8 @@ class Scheduler:
         job.cached_tokens = keep
         slot.job, slot.chunks, slot.logits = job, collections.deque(chunks), None
         slot.sampler = Sampler(job.params, self.model.config.vocab_size)
-        slot.decoder = self.tokenizer.stream_decoder()
+        tok = self.tokenizer
+        slot.decoder = tok.stream_decoder(continues=job.continues and any(i != tok.bos_id for i in ids))
         slot.history = list(ids)
         slot.pending = ""
         if self.metrics is not None:

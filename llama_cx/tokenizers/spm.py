@@ -619,9 +619,12 @@ class SentencePieceTokenizer(SpecialTokens):
             return self._unk_surface.encode("utf-8")
         return self._decode_text[i].encode("utf-8")
 
-    def stream_decoder(self) -> "_Decoder":
-        """A decoder that takes ids one at a time; the concatenation of its output equals decode(all ids)."""
-        return _Decoder(self)
+    def stream_decoder(self, continues: bool = False) -> "_Decoder":
+        """A decoder that takes ids one at a time; the concatenation of its output equals decode(all ids).
+        continues=True: the ids continue text that came before (a completion after its prompt), so the first
+        piece keeps its leading space ("is" + "▁Paris" = "is Paris"), as llama.cpp's detokenize after the
+        prompt's ids; decode() drops it, as sentencepiece does at the start of a text."""
+        return _Decoder(self, continues)
 
     def _check_id(self, token_id) -> int:
         try:
@@ -675,13 +678,13 @@ class _Decoder:
     still become a character), and whether the leading-space rule still applies (until some text came out or a
     piece that began with "▁" had its space taken)."""
 
-    def __init__(self, tok: SentencePieceTokenizer):
+    def __init__(self, tok: SentencePieceTokenizer, continues: bool = False):
         self._tok = tok
         self._bytes = codecs.getincrementaldecoder("utf-8")(errors=_ERRORS)
         self._in_bytes = False
         self._emitted = False
         self._bos_ws_seen = False
-        self._is_bos_ws = True  # once off, off for good
+        self._is_bos_ws = not continues  # once off, off for good
         self._strip_leading = tok._add_dummy_prefix or tok._remove_extra_whitespaces
 
     def feed(self, token_id: int) -> str:

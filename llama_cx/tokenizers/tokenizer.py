@@ -170,8 +170,9 @@ class Tokenizer(SpecialTokens):
         self._check_id(token_id)
         return self._bytes[token_id]
 
-    def stream_decoder(self) -> "StreamDecoder":
-        """A decoder that takes ids one at a time and gives text as soon as it is whole UTF-8."""
+    def stream_decoder(self, continues: bool = False) -> "StreamDecoder":
+        """A decoder that takes ids one at a time and gives text as soon as it is whole UTF-8. (`continues`
+        matters to SentencePiece's leading-space rule; byte-level BPE text has none.)"""
         return StreamDecoder(self)
 
     def _check_id(self, token_id) -> None:
