@@ -39,7 +39,9 @@ def cache_dir() -> str:
 
 
 def _copy_hashing(src, dst, size: int, progress: Optional[TextIO]) -> str:
-    """Copy src to dst in 1 MiB blocks; sha256 of what was copied, with a progress line."""
+    """Copy src to dst in 1 MiB blocks; sha256 of what was copied, with a progress line: rewritten in place on a
+    terminal, written once at the end elsewhere (a log gets one line, not a hundred carriage returns)."""
+    live = progress is not None and _isatty(progress)
     h = hashlib.sha256()
     done = 0
     while True:
@@ -49,11 +51,13 @@ def _copy_hashing(src, dst, size: int, progress: Optional[TextIO]) -> str:
         h.update(block)
         dst.write(block)
         done += len(block)
-        if progress is not None and size:
+        if live and size:
             progress.write(f"\rllama-cx: extracting {_mb(done)} of {_mb(size)}")
             progress.flush()
-    if progress is not None and size:
+    if live and size:
         progress.write("\n")
+    elif progress is not None and size:
+        progress.write(f"llama-cx: extracted {_mb(done)}\n")
     return h.hexdigest()
 
 

