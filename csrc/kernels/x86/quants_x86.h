@@ -369,6 +369,146 @@ LCX_Q32_ROWDOTS(q4_1, 20, QF(expand_q4_1), 2, 0)
 LCX_Q32_ROWDOTS(q5_0, 22, QF(expand_q5_0), 1, 16)
 LCX_Q32_ROWDOTS(q5_1, 24, QF(expand_q5_1), 2, 0)
 
+#if LCX_QZMM
+/* ---- 32-blocks, two per 512-bit vector (the AVX-512 paths) -------------------------------------------------
+ * Blocks 2p and 2p + 1 of a row side by side (lanes 0-7 / 8-15), so each vector pays one integer dot, one
+ * cvt, one scale product and one FMA per block pair (port 5 and the FMA ports were the limit with one block
+ * per 256-bit vector). Prepared per (vector, pair), 192 bytes: the two activation blocks' bytes (VNNI Q8_0:
+ * + 128 as unsigned), the offset sums (KIND 1) or sum(xq) * dx in f32 (KIND 2), and [dx0 x 8 | dx1 x 8]. An
+ * odd last block pairs with zero activations and dx = 0 (the weights read twice: zero products). Lane sums
+ * differ from the 256-bit kernel's, so these bits are their own; dot is dotn with nx = 1 here too. */
+/* [32 bytes at lo | 32 bytes at hi] */
+static inline __m512i QF(load2x32)(const int8_t *lo, const int8_t *hi) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)lo)),
+                              _mm256_loadu_si256((const __m256i *)hi), 1);
+}
+static inline __m512 QF(pair_ps)(float a, float b) {
+    return _mm512_mask_broadcastss_ps(_mm512_set1_ps(a), 0xFF00, _mm_set_ss(b));
+}
+/* two blocks' 16 nibble bytes -> [lo0 hi0 | lo1 hi1] */
+static inline __m512i QF(nibbles64)(const uint8_t *p0, const uint8_t *p1) {
+    const __m512i z = _mm512_mask_broadcast_i32x4(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)p0)), 0xFF00,
+                                                  _mm_loadu_si128((const __m128i *)p1));
+    return _mm512_and_si512(_mm512_srlv_epi64(z, _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4)), _mm512_set1_epi8(15));
+}
+static inline __m512i QF(bits16_64)(const uint8_t *p0, const uint8_t *p1) {
+    uint32_t u0, u1;
+    memcpy(&u0, p0, 4);
+    memcpy(&u1, p1, 4);
+    return _mm512_maskz_mov_epi8(_cvtu64_mask64(u0 | (uint64_t)u1 << 32), _mm512_set1_epi8(16));
+}
+static inline __attribute__((always_inline)) __m512i QF(expand2_q8_0)(const uint8_t *b0, const uint8_t *b1, __m512 *d, __m512 *m) {
+    *d = QF(pair_ps)(QF(h2f_lead)(b0), QF(h2f_lead)(b1));
+    *m = _mm512_setzero_ps();
+    return QF(load2x32)((const int8_t *)b0 + 2, (const int8_t *)b1 + 2);
+}
+static inline __attribute__((always_inline)) __m512i QF(expand2_q4_0)(const uint8_t *b0, const uint8_t *b1, __m512 *d, __m512 *m) {
+    *d = QF(pair_ps)(QF(h2f_lead)(b0), QF(h2f_lead)(b1));
+    *m = _mm512_setzero_ps();
+    return QF(nibbles64)(b0 + 2, b1 + 2);
+}
+static inline __attribute__((always_inline)) __m512i QF(expand2_q4_1)(const uint8_t *b0, const uint8_t *b1, __m512 *d, __m512 *m) {
+    float d0, m0, d1, m1;
+    QF(h2f2)(b0, &d0, &m0);
+    QF(h2f2)(b1, &d1, &m1);
+    *d = QF(pair_ps)(d0, d1);
+    *m = QF(pair_ps)(m0, m1);
+    return QF(nibbles64)(b0 + 4, b1 + 4);
+}
+static inline __attribute__((always_inline)) __m512i QF(expand2_q5_0)(const uint8_t *b0, const uint8_t *b1, __m512 *d, __m512 *m) {
+    *d = QF(pair_ps)(QF(h2f_lead)(b0), QF(h2f_lead)(b1));
+    *m = _mm512_setzero_ps();
+    return _mm512_or_si512(QF(nibbles64)(b0 + 6, b1 + 6), QF(bits16_64)(b0 + 2, b1 + 2));
+}
+static inline __attribute__((always_inline)) __m512i QF(expand2_q5_1)(const uint8_t *b0, const uint8_t *b1, __m512 *d, __m512 *m) {
+    float d0, m0, d1, m1;
+    QF(h2f2)(b0, &d0, &m0);
+    QF(h2f2)(b1, &d1, &m1);
+    *d = QF(pair_ps)(d0, d1);
+    *m = QF(pair_ps)(m0, m1);
+    return _mm512_or_si512(QF(nibbles64)(b0 + 8, b1 + 8), QF(bits16_64)(b0 + 4, b1 + 4));
+}
+/* acc (16 x i32) + the sums of the 4 products u8 x s8 in each 32-bit lane */
+static inline __m512i QF(dot_acc512)(__m512i acc, __m512i u, __m512i s) {
+#if LCX_QVNNI
+    return _mm512_dpbusd_epi32(acc, u, s);
+#else
+    return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1)));
+#endif
+}
+#define LCX_Q32_ROWDOTS512(T, BYTES, EXPAND2, KIND, OFF)                                                        \
+    static void QF(prep_##T##_512)(const uint8_t *xq, size_t xs, size_t g, size_t nb, void *buf) {              \
+        const size_t np = (nb + 1) / 2;                                                                         \
+        __m512i *xv = (__m512i *)buf, *aux = xv + g * np;                                                       \
+        __m512 *dx = (__m512 *)(aux + g * np);                                                                  \
+        const __m512i z = _mm512_setzero_si512();                                                               \
+        for (size_t p = 0; p < np; p++)                                                                         \
+            for (size_t j = 0; j < g; j++) {                                                                    \
+                const lcx_block_q8_0 *x0 = (const lcx_block_q8_0 *)(xq + j * xs) + 2 * p;                       \
+                const int two = 2 * p + 1 < nb;                                                                 \
+                __m512i v = two ? QF(load2x32)(x0[0].qs, x0[1].qs)                                              \
+                                : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)x0[0].qs));        \
+                const __m512 dv = QF(pair_ps)(QF(h2f)((const uint8_t *)&x0[0].d), two ? QF(h2f)((const uint8_t *)&x0[1].d) : 0.0f); \
+                __m512i a = z;                                                                                  \
+                if (KIND == 1) a = QF(dot_acc512)(z, _mm512_set1_epi8(OFF), _mm512_sub_epi8(z, v));             \
+                if (KIND == 2) a = _mm512_castps_si512(_mm512_mul_ps(_mm512_cvtepi32_ps(QF(dot_acc512)(z, _mm512_set1_epi8(1), v)), dv)); \
+                if (KIND == 0 && LCX_QVNNI)                                                                     \
+                    v = _mm512_maskz_mov_epi64(two ? 0xFF : 0x0F, _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80))); \
+                xv[p * g + j] = v;                                                                              \
+                aux[p * g + j] = a;                                                                             \
+                dx[p * g + j] = dv;                                                                             \
+            }                                                                                                   \
+    }                                                                                                           \
+    static inline __attribute__((always_inline)) void QF(rowdots_##T##_512)(const uint8_t *w, size_t q,         \
+                                                                            const uint8_t *xq, size_t xs,       \
+                                                                            const void *buf, size_t nb,         \
+                                                                            float *out, const int S, const int NX) { \
+        const size_t np = (nb + 1) / 2;                                                                         \
+        const __m512i *xv = (const __m512i *)buf, *aux = xv + NX * np;                                          \
+        const __m512 *dx = (const __m512 *)(aux + NX * np);                                                     \
+        const __m512i z = _mm512_setzero_si512();                                                               \
+        (void)xq;                                                                                               \
+        (void)xs;                                                                                               \
+        __m512 acc[4][LCX_DOTN_GROUP];                                                                          \
+        for (int s = 0; s < S; s++)                                                                             \
+            for (int j = 0; j < NX; j++) acc[s][j] = _mm512_setzero_ps();                                       \
+        for (size_t p = 0; p < np; p++) {                                                                       \
+            for (int s = 0; s < S; s++) {                                                                       \
+                const uint8_t *b0 = w + s * q + 2 * p * (BYTES), *b1 = 2 * p + 1 < nb ? b0 + (BYTES) : b0;       \
+                __m512 dv, mv;                                                                                  \
+                const __m512i qv = EXPAND2(b0, b1, &dv, &mv);                                                   \
+                __m512i qa = qv, c = z;                                                                         \
+                __mmask64 neg = 0;                                                                              \
+                if (KIND == 0 && !LCX_QVNNI) {                                                                  \
+                    qa = _mm512_abs_epi8(qv);                                                                   \
+                    neg = _mm512_movepi8_mask(qv);                                                              \
+                }                                                                                               \
+                if (KIND == 0 && LCX_QVNNI) c = _mm512_sub_epi32(z, QF(dot_acc512)(z, _mm512_set1_epi8((char)0x80), qv)); \
+                for (int j = 0; j < NX; j++) {                                                                  \
+                    const size_t i = p * NX + j;                                                                \
+                    __m512i pr;                                                                                 \
+                    if (KIND == 0 && LCX_QVNNI)                                                                 \
+                        pr = QF(dot_acc512)(c, xv[i], qv);                                                      \
+                    else if (KIND == 0)                                                                         \
+                        pr = QF(dot_acc512)(z, qa, _mm512_mask_sub_epi8(xv[i], neg, z, xv[i]));                 \
+                    else                                                                                        \
+                        pr = QF(dot_acc512)(KIND == 1 ? aux[i] : z, qv, xv[i]);                                 \
+                    acc[s][j] = _mm512_fmadd_ps(_mm512_mul_ps(dv, dx[i]), _mm512_cvtepi32_ps(pr), acc[s][j]);   \
+                    if (KIND == 2) acc[s][j] = _mm512_fmadd_ps(mv, _mm512_castsi512_ps(aux[i]), acc[s][j]);     \
+                }                                                                                               \
+            }                                                                                                   \
+        }                                                                                                       \
+        for (int s = 0; s < S; s++)                                                                             \
+            for (int j = 0; j < NX; j++) out[s * NX + j] = _mm512_reduce_add_ps(acc[s][j]);                     \
+    }                                                                                                           \
+    LCX_QDOTN(T##_512, 32, 192)
+LCX_Q32_ROWDOTS512(q8_0, 34, QF(expand2_q8_0), 0, 0)
+LCX_Q32_ROWDOTS512(q4_0, 18, QF(expand2_q4_0), 1, 8)
+LCX_Q32_ROWDOTS512(q4_1, 20, QF(expand2_q4_1), 2, 0)
+LCX_Q32_ROWDOTS512(q5_0, 22, QF(expand2_q5_0), 1, 16)
+LCX_Q32_ROWDOTS512(q5_1, 24, QF(expand2_q5_1), 2, 0)
+#endif
+
 LCX_Q32_DEQUANT(q8_0, 34, QF(expand_q8_0), 0, 0)
 LCX_Q32_DEQUANT(q4_0, 18, QF(expand_q4_0), 8, 0)
 LCX_Q32_DEQUANT(q4_1, 20, QF(expand_q4_1), 0, 1)
@@ -679,11 +819,6 @@ static inline __m512i QF(madd_acc512)(__m512i acc, __m512i a, __m512i b) {
     return _mm512_add_epi32(acc, _mm512_madd_epi16(a, b));
 #endif
 }
-/* [32 bytes at lo | 32 bytes at hi] */
-static inline __m512i QF(load2x32)(const int8_t *lo, const int8_t *hi) {
-    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)lo)),
-                              _mm256_loadu_si256((const __m256i *)hi), 1);
-}
 /* int16 lanes 0..15 = v[a], 16..31 = v[b] */
 static inline __m512i QF(idx2)(int a, int b) {
     return _mm512_inserti64x4(_mm512_set1_epi16((short)a), _mm256_set1_epi16((short)b), 1);
@@ -848,6 +983,8 @@ LCX_QDOTN(q6_K_512, 256, 260)
 #define LCX_KDOT(T) QF(lcx_dot_##T)
 #define LCX_KDOTN(T) QF(lcx_dotn_##T)
 #endif
+#define LCX_Q32DOT(T) LCX_KDOT(T) /* the 32-blocks: two blocks per 512-bit vector on the AVX-512 paths */
+#define LCX_Q32DOTN(T) LCX_KDOTN(T)
 
 LCX_QDOTN_LOOP(q2_K)
 LCX_QDOTN_LOOP(q3_K)
@@ -858,16 +995,18 @@ LCX_QDOTN_LOOP(q6_K)
 #endif
 
 const lcx_quant_traits QF(lcx_quant)[LCX_QTYPE_COUNT] =
-    LCX_QUANT_TABLE(QF(lcx_quant_act_q8_0), QF(lcx_quant_act_q8_K), QF(lcx_dot_q8_0), QF(lcx_dot_q4_0),
-                    QF(lcx_dot_q4_1), QF(lcx_dot_q5_0), QF(lcx_dot_q5_1), QF(lcx_dot_q2_K), QF(lcx_dot_q3_K),
-                    LCX_KDOT(q4_K), LCX_KDOT(q5_K), LCX_KDOT(q6_K), QF(lcx_dotn_q8_0), QF(lcx_dotn_q4_0),
-                    QF(lcx_dotn_q4_1), QF(lcx_dotn_q5_0), QF(lcx_dotn_q5_1), QF(lcx_dotn_q2_K), QF(lcx_dotn_q3_K),
+    LCX_QUANT_TABLE(QF(lcx_quant_act_q8_0), QF(lcx_quant_act_q8_K), LCX_Q32DOT(q8_0), LCX_Q32DOT(q4_0),
+                    LCX_Q32DOT(q4_1), LCX_Q32DOT(q5_0), LCX_Q32DOT(q5_1), QF(lcx_dot_q2_K), QF(lcx_dot_q3_K),
+                    LCX_KDOT(q4_K), LCX_KDOT(q5_K), LCX_KDOT(q6_K), LCX_Q32DOTN(q8_0), LCX_Q32DOTN(q4_0),
+                    LCX_Q32DOTN(q4_1), LCX_Q32DOTN(q5_0), LCX_Q32DOTN(q5_1), QF(lcx_dotn_q2_K), QF(lcx_dotn_q3_K),
                     LCX_KDOTN(q4_K), LCX_KDOTN(q5_K), LCX_KDOTN(q6_K), QF(lcx_dequant_q8_0), QF(lcx_dequant_q4_0),
                     QF(lcx_dequant_q4_1), QF(lcx_dequant_q5_0), QF(lcx_dequant_q5_1), lcx_dequant_q2_K,
                     lcx_dequant_q3_K, QF(lcx_dequant_q4_K), QF(lcx_dequant_q5_K), QF(lcx_dequant_q6_K));
 
 #undef LCX_KDOT
 #undef LCX_KDOTN
+#undef LCX_Q32DOT
+#undef LCX_Q32DOTN
 #undef QF
 #undef QCAT
 #undef QCAT2
