@@ -9,6 +9,15 @@ quantized activation vector, as decode does once per token. Effective GB/s = wei
 best and median of --reps passes. The plain read is benchmarks/stream.c (a uint64 sum over the same MiB)
 with the same thread counts, and the existing bf16 matvec (lcx_linear) over a bf16 pool of the same size is
 shown for reference. Prints a table; nothing is asserted (benchmarks are not tests).
+
+    python -m benchmarks.quant_dot --nx 1,2,4,8 [--types ...] [--isas ...] [--reps 30]
+
+The multi-vector kernel (dotn, continuous batching): per type, path and SmolLM2 shape (576x576, 1536x576,
+576x1536, 49152x576; the K-quants at 1536x1536 and 1536x4096, whose rows must be multiples of 256), one
+core, the time of one dotn call over nx activation vectors against nx calls of dot (dotn with nx = 1), with
+the weights in L2 (one matrix, called again and again) and beyond it (a pool of --l3-mib MiB of copies, in
+L3 on a big-L3 server, else DRAM). Best of --reps passes; the ~us of the Python call measured on a one-block
+product and taken off every call; speedup = nx x t(dot) / t(dotn).
 """
 import argparse
 import statistics
@@ -58,7 +67,11 @@ def main(argv=None):
     ap.add_argument("--isas", default=",".join(i for i in K.QUANT_ISAS))
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--no-bf16", action="store_true", help="skip the bf16 reference rows")
+    ap.add_argument("--nx", default="", help="e.g. 1,2,4,8: time dotn over nx vectors against nx dot calls")
+    ap.add_argument("--l3-mib", type=int, default=64, help="pool size for the beyond-L2 column of --nx")
     a = ap.parse_args(argv)
+    if a.nx:
+        return bench_nx(a)
     threads = [int(t) for t in a.threads.split(",")]
     isas = [i for i in a.isas.split(",") if K.quant_isa_supported(i)]
     rng = np.random.default_rng(0)
@@ -115,6 +128,60 @@ def main(argv=None):
             cells.append(f"{max(gbs):8.1f} / {statistics.median(gbs):6.1f}   {frac:>7}")
         K.set_num_threads(old)
         print(f"{'bf16':6} {K.get_isa() + ' f32x':11} " + " ".join(cells))
+
+
+SMOL_SHAPES = [(576, 576), (1536, 576), (576, 1536), (49152, 576)]
+K_SHAPES = [(1536, 1536), (576, 4096), (4096, 1536)]
+
+
+def bench_nx(a):
+    nxs = [int(v) for v in a.nx.split(",")]
+    isas = [i for i in a.isas.split(",") if K.quant_isa_supported(i)]
+    rng = np.random.default_rng(0)
+    reps = max(a.reps, 5)
+
+    def best(fn):
+        fn()
+        out = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+        return min(out)
+
+    print(f"dotn against nx dot calls, one core, best of {reps}; us per call with the Python call taken off")
+    for qtype in a.types.split(","):
+        block, nbytes, act = K.quant_block(qtype)
+        shapes = SMOL_SHAPES if block == 32 else K_SHAPES
+        for isa in isas:
+            one = weight_pool(qtype, 1, block, 1, rng)[0][0][:nbytes]
+            x1 = K.quantize_act(act, np.ones(block, np.float32))
+            overhead = best(lambda: K.dot_rows_n(qtype, isa, one, nbytes, x1, 1, 1, block))
+            for rows, cols in shapes:
+                row_bytes = cols // block * nbytes
+                x = {nx: b"".join(K.quantize_act(act, rng.standard_normal(cols).astype(np.float32)) for _ in range(nx))
+                     for nx in nxs}
+                mat_bytes = rows * row_bytes
+                n_pool = max(1, (a.l3_mib << 20) // mat_bytes)
+                pool, _, _ = weight_pool(qtype, rows, cols, max(1, (n_pool * mat_bytes) >> 20), rng)
+                mats = [memoryview(pool[i]) for i in range(pool.shape[0])]
+                hot = "hot L2" if mat_bytes <= (1 << 20) else "hot L3"  # one matrix again and again
+                for where, ms in ((hot, mats[:1]), (f"pool {pool.nbytes >> 20}M", mats)):
+                    if where.startswith("pool") and len(mats) < 2:
+                        continue
+                    t1 = None
+                    cells = []
+                    for nx in nxs:
+                        def run(nx=nx):
+                            for m in ms:
+                                K.dot_rows_n(qtype, isa, m, row_bytes, x[nx], nx, rows, cols)
+                        t = (best(run) - len(ms) * overhead) / len(ms)
+                        if nx == 1:
+                            t1 = t
+                        sp = f" x{nx * t1 / t:.2f}" if t1 else ""
+                        cells.append(f"nx={nx} {t * 1e6:8.1f} us{sp}")
+                    print(f"{qtype:5} {isa:10} {rows:5}x{cols:<5} {where:10} " + "  ".join(cells), flush=True)
+                del pool, mats
 
 
 if __name__ == "__main__":

@@ -749,6 +749,8 @@ cdef extern from "kernels/quants.h" nogil:
     ctypedef void (*lcx_dequant_fn)(const void *src, float *dst, size_t n)
     ctypedef void (*lcx_quant_act_fn)(const float *x, void *xq, size_t n)
     ctypedef void (*lcx_dot_fn)(const void *W, size_t row_bytes, const void *xq, float *y, size_t rows, size_t n)
+    ctypedef void (*lcx_dotn_fn)(const void *W, size_t row_bytes, const void *xq, size_t xq_stride, size_t nx,
+                                 float *y, size_t ldy, size_t rows, size_t n)
     ctypedef struct lcx_quant_traits:
         const char *name
         int ggml_type
@@ -758,6 +760,7 @@ cdef extern from "kernels/quants.h" nogil:
         lcx_quant_act_fn quantize_x
         lcx_dequant_fn to_f32
         lcx_dot_fn dot
+        lcx_dotn_fn dotn
     ctypedef struct lcx_qact_traits:
         const char *name
         unsigned int block
@@ -897,6 +900,54 @@ def dot_rows(str qtype, str isa, W, size_t row_bytes, XQ, size_t rows, size_t n,
     with nogil:
         lcx_linear_quant(t, w, row_bytes, xq, yp, rows, n, threads)
     return y
+
+
+def dot_rows_n(str qtype, str isa, W, size_t row_bytes, XQ, size_t nx, size_t rows, size_t n):
+    """array('f') Y (nx, rows): Y[j] = W (rows, n) qtype @ x_j for the nx activation vectors whose
+    quantize_act bytes are concatenated in XQ; the multi-vector kernel (dotn) of path isa, one thread."""
+    from array import array
+    cdef const lcx_quant_traits *t = _qtraits(qtype, isa)
+    cdef size_t need = _qrow_bytes(t, n)
+    if row_bytes < need:
+        raise ValueError(f"row_bytes {row_bytes} < {need} bytes of {n} {qtype} weights")
+    if nx == 0:
+        raise ValueError("nx: at least one activation vector needed")
+    cdef const unsigned char *w = _rd(W, rows * row_bytes, "W")
+    if (<size_t>w) % 2 or row_bytes % 2:
+        raise ValueError("W and row_bytes must be 2-byte aligned (f16 scales)")
+    cdef size_t xbytes = n // lcx_qact[t.act_type].block * lcx_qact[t.act_type].block_bytes
+    xa = array("d", bytes((nx * xbytes + 7) // 8 * 8))  # 8-byte aligned: a q8_K block starts with an f32
+    cdef unsigned char *xq = _wr(xa, nx * xbytes, "xq")
+    memcpy(xq, _rd(XQ, nx * xbytes, "XQ"), nx * xbytes)
+    y = array("f", bytes(4 * nx * rows))
+    cdef float *yp = <float *>_wr(y, 4 * nx * rows, "y")
+    with nogil:
+        t.dotn(w, row_bytes, xq, xbytes, nx, yp, rows, rows, n)
+    return y
+
+
+def linear_act(W, str wtype, XA, Y, size_t d, size_t n, size_t t, bint accumulate=False):
+    """Y (t, d) = [Y +] XA @ Wᵀ for a quantized W (d, n) and XA the t rows of n values already converted to
+    its activation type (quantize_act bytes, concatenated): the dtype row's gemm_act of the active ISA, one
+    thread (decode's products of a batch of t sequences)."""
+    cdef int code = _gemm_code(wtype), beta = 1 if accumulate else 0
+    cdef lcx_gemm_act_fn gemm_act = lcx_gemm_act_kernel(code)
+    if gemm_act == NULL or lcx_dtypes[code].act_type < 0 or lcx_dtypes[code].block_size <= 1:
+        raise ValueError(f"{wtype}: no gemm_act over quantized activations")
+    if n == 0 or n % lcx_dtypes[code].block_size:
+        raise ValueError(f"{wtype}: row length {n} is not a positive multiple of the block size {lcx_dtypes[code].block_size}")
+    cdef const lcx_dtype_traits *a = &lcx_dtypes[lcx_dtypes[code].act_type]
+    cdef size_t xbytes = n // a.block_size * a.block_bytes
+    cdef const void *w = _rd(W, lcx_dtype_bytes(code, d * n), "W")
+    if (<size_t>w) % 2:
+        raise ValueError("W must be 2-byte aligned (f16 scales)")
+    from array import array
+    xa = array("d", bytes((t * xbytes + 7) // 8 * 8))  # 8-byte aligned: a q8_K block starts with an f32
+    cdef unsigned char *xq = _wr(xa, t * xbytes, "xq")
+    memcpy(xq, _rd(XA, t * xbytes, "XA"), t * xbytes)
+    cdef float *y = <float *>_wr(Y, t * d * 4, "Y")
+    with nogil:
+        gemm_act(w, n, xq, n, y, d, d, t, n, beta)
 
 
 def linear_quant(str qtype, str isa, W, size_t row_bytes, X, Y, size_t rows, size_t n, size_t t, XQ=None,

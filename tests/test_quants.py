@@ -301,6 +301,57 @@ def test_padded_rows_and_all_paths_agree_on_zero():
             assert np.all(y == 0), (name, isa)
 
 
+# ---- the multi-vector row dots (dotn: continuous batching) ---------------------------------------------------
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("name", TYPES)
+def test_dot_rows_n_against_float64_and_dot_bits(name, isa):
+    """dotn over nx = 1..9 vectors (9: a group of 8 and one more), odd row counts: each vector's row dots
+    within the float64 bound of test_dot_rows_against_float64, and bit for bit what dot gives that vector
+    alone (the batched forward promises each sequence the bits of running alone)."""
+    block, nbytes, act = block_of(name)
+    rng = np.random.default_rng(zlib.crc32(f"{name}-{isa}-dotn".encode()))
+    cases = [(1, 3), (3, 1), (5, 2), (7, 3), (37, 2)] if block == 256 else [(1, 9), (3, 1), (5, 3), (7, 37), (37, 9)]
+    for nx in range(1, 10):
+        rows, nb = cases[nx % len(cases)]
+        n = nb * block
+        W = random_blocks(name, rows * nb, rng, scales="moderate", zero_every=11).reshape(rows, nb * nbytes)
+        xs = []
+        for j in range(nx):
+            x = (rng.standard_normal(n) * rng.choice([1e-2, 1.0, 30.0])).astype(np.float32)
+            if j == 1 and n >= 2 * block:
+                x[:block] = 0  # a zero activation block
+            xs.append(K.quantize_act(act, x))
+        Y = np.frombuffer(K.dot_rows_n(name, isa, W.tobytes(), nb * nbytes, b"".join(xs), nx, rows, n),
+                          np.float32).reshape(nx, rows)
+        for j in range(nx):
+            ref, mag = dot_reference(name, W, rows, n, dequant_act(act, xs[j], n))
+            err = np.abs(Y[j].astype(np.float64) - ref)
+            assert np.all(err <= 4 * (nb + 8) * EPS32 * mag + 1e-30), (name, isa, nx, j, rows, n)
+            alone = np.frombuffer(K.dot_rows(name, isa, W.tobytes(), nb * nbytes, xs[j], rows, n, 1), np.float32)
+            np.testing.assert_array_equal(f32_bits(Y[j]), f32_bits(alone), err_msg=f"{name} {isa} nx={nx} j={j}")
+
+
+@pytest.mark.parametrize("name", ["Q4_1", "Q4_K", "Q5_0", "Q8_0", "Q6_K", "Q3_K"])
+def test_gemm_act_t_rows_equal_t_single_calls(name, gemm_isa):
+    """The dtype table's gemm_act (decode of a batch) over t = 1..10 quantized rows at once: bit for bit t
+    separate one-row calls, with and without accumulate (Y prefilled with NaN / random)."""
+    block, nbytes, act = block_of(name)
+    rng = np.random.default_rng(zlib.crc32(f"{name}-{gemm_isa}-gact".encode()))
+    wtype = name.lower()
+    for t, rows in [(1, 5), (3, 67), (8, 37), (10, 131)]:
+        n = 3 * block
+        W = random_blocks(name, rows * 3, rng, scales="moderate").tobytes()
+        xq = [K.quantize_act(act, rng.standard_normal(n).astype(np.float32)) for _ in range(t)]
+        Y0 = rng.standard_normal((t, rows)).astype(np.float32)
+        for accumulate in (False, True):
+            Y = Y0.copy() if accumulate else np.full((t, rows), np.nan, np.float32)
+            K.linear_act(W, wtype, b"".join(xq), Y, rows, n, t, accumulate=accumulate)
+            for i in range(t):
+                y = Y0[i].copy() if accumulate else np.full(rows, np.nan, np.float32)
+                K.linear_act(W, wtype, xq[i], y, rows, n, 1, accumulate=accumulate)
+                np.testing.assert_array_equal(f32_bits(Y[i]), f32_bits(y), err_msg=f"{name} t={t} row {i}")
+
+
 # ---- the forward pass's entry: lcx_linear_quant_rows --------------------------------------------------------
 KERNEL_ISAS = [i for i in K.ISA_NAMES if K.isa_supported(i)]
 
@@ -410,6 +461,18 @@ def test_bad_arguments_are_one_line_errors():
         K.dot_rows("Q8_0", "generic", bytes(68), 68, xq[:34], 1, 64)
     with pytest.raises(ValueError, match="data must be 2-byte aligned"):
         K.dequantize("Q8_0", memoryview(bytes(35))[1:], 32)
+    with pytest.raises(ValueError, match="nx: at least one activation vector needed"):
+        K.dot_rows_n("Q8_0", "generic", bytes(68), 68, xq, 0, 1, 64)
+    with pytest.raises(ValueError, match="XQ: buffer holds 68 bytes, 136 needed"):
+        K.dot_rows_n("Q8_0", "generic", bytes(68), 68, xq, 2, 1, 64)
+    with pytest.raises(ValueError, match="row_bytes 36 < 68 bytes of 64 Q8_0 weights"):
+        K.dot_rows_n("Q8_0", "generic", bytes(68), 36, xq, 1, 1, 64)
+    with pytest.raises(ValueError, match="f32: no gemm_act over quantized activations"):
+        K.linear_act(bytes(256), "f32", xq, np.zeros(1, np.float32), 1, 64, 1)
+    with pytest.raises(ValueError, match="q4_k: row length 64 is not a positive multiple of the block size 256"):
+        K.linear_act(bytes(144), "q4_k", xq, np.zeros(1, np.float32), 1, 64, 1)
+    with pytest.raises(ValueError, match="XA: buffer holds 68 bytes, 136 needed"):
+        K.linear_act(bytes(136), "q8_0", xq, np.zeros(2, np.float32), 1, 64, 2)
     for isa in K.QUANT_ISAS:
         if not K.quant_isa_supported(isa):
             with pytest.raises(ValueError, match="not supported on this CPU"):

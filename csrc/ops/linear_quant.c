@@ -126,18 +126,29 @@ static void lcx_qgemm(const lcx_quant_traits *qt, const void *W, size_t ldw, con
                           panel);
 }
 
-/* gemm_act slot, one token's products: Y (t, ldy) (+)= Xa @ W[0:rows]ᵀ, Xa (t, ldx) already quantized into
- * qt's activation blocks (ldx in elements); integer row dots, each row read once front to back. */
+/* gemm_act slot, decode products of t tokens (t sequences of a batch, or one): Y (t, ldy) (+)= Xa @
+ * W[0:rows]ᵀ, Xa (t, ldx) already quantized into qt's activation blocks (ldx in elements); the multi-vector
+ * row dots (qt->dotn): each row read once and each weight block unpacked once for up to LCX_DOTN_GROUP
+ * tokens, every token's row bits exactly those of a lone dot. beta = 1 adds through a stack buffer of 64
+ * rows x LCX_DOTN_GROUP tokens. */
 static void lcx_qgemm_act(const lcx_quant_traits *qt, const void *W, size_t ldw, const void *Xa, size_t ldx,
                           float *Y, size_t ldy, size_t rows, size_t t, size_t n, int beta) {
     const size_t row_bytes = ldw / qt->block * qt->block_bytes;
     const size_t xbytes = ldx / lcx_qact[qt->act_type].block * lcx_qact[qt->act_type].block_bytes;
-    for (size_t i = 0; i < t; i++) {
-        const uint8_t *xq = (const uint8_t *)Xa + i * xbytes;
-        if (!beta) /* straight into Y: one call over all the rows, the kernel deals them as it likes */
-            qt->dot(W, row_bytes, xq, Y + i * ldy, rows, n);
-        else
-            lcx_linear_quant_rows(qt, W, row_bytes, NULL, NULL, 0, xq, Y + i * ldy, ldy, 0, rows, n, 1, 1, NULL);
+    if (!beta) { /* straight into Y: one call over all the rows and tokens, the kernel deals them as it likes */
+        qt->dotn(W, row_bytes, Xa, xbytes, t, Y, ldy, rows, n);
+        return;
+    }
+    float buf[LCX_DOTN_GROUP * 64]; /* (group, 64) */
+    for (size_t r = 0; r < rows; r += 64) {
+        const size_t m = rows - r < 64 ? rows - r : 64;
+        for (size_t j0 = 0; j0 < t; j0 += LCX_DOTN_GROUP) {
+            const size_t g = t - j0 < LCX_DOTN_GROUP ? t - j0 : LCX_DOTN_GROUP;
+            qt->dotn((const uint8_t *)W + r * row_bytes, row_bytes, (const uint8_t *)Xa + j0 * xbytes, xbytes, g, buf,
+                     64, m, n);
+            for (size_t j = 0; j < g; j++)
+                for (size_t i = 0; i < m; i++) Y[(j0 + j) * ldy + r + i] += buf[j * 64 + i];
+        }
     }
 }
 

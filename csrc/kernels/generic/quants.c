@@ -250,75 +250,88 @@ void lcx_dequant_q5_K(const void *s, float *d, size_t n) { dequantK(s, 176, d, n
 void lcx_dequant_q6_K(const void *s, float *d, size_t n) { dequantK(s, 210, d, n, q6_K_ints); }
 
 /* ---- row dots ------------------------------------------------------------------------------------------- */
-/* 32-blocks x q8_0: per block the exact int sums S = sum(q * xq) and X = sum(xq), then
- * y += (d * dx) * S + (m * dx) * X in f32, blocks in order. */
-static inline void dot32(const uint8_t *W, size_t row_bytes, size_t bytes, const void *xq, float *y, size_t rows,
-                         size_t n, ints32_fn ints) {
-    const lcx_block_q8_0 *x = (const lcx_block_q8_0 *)xq;
+/* 32-blocks x q8_0, nx activation vectors: per row and block the integer weights are unpacked once, then for
+ * each vector the exact int sums S = sum(q * xq) and X = sum(xq) and y += (d * dx) * S + (m * dx) * X in f32,
+ * blocks in order. The same expression for every vector whatever nx: dot (nx = 1) gives each vector's bits. */
+static inline void dotn32(const uint8_t *W, size_t row_bytes, size_t bytes, const void *xq, size_t xs, size_t nx,
+                          float *y, size_t ldy, size_t rows, size_t n, ints32_fn ints) {
     int8_t q[32];
     float m;
     for (size_t r = 0; r < rows; r++) {
         const uint8_t *w = W + r * row_bytes;
-        float acc = 0.0f;
-        for (size_t b = 0; b < n / LCX_QK32; b++) {
-            float d = ints(w + b * bytes, q, &m), dx = F16(x[b].d);
-            int32_t s = 0, sx = 0;
-            for (int j = 0; j < 32; j++) {
-                s += (int32_t)q[j] * x[b].qs[j];
-                sx += x[b].qs[j];
+        for (size_t j0 = 0; j0 < nx; j0 += LCX_DOTN_GROUP) {
+            const size_t g = nx - j0 < LCX_DOTN_GROUP ? nx - j0 : LCX_DOTN_GROUP;
+            float acc[LCX_DOTN_GROUP] = {0.0f};
+            for (size_t b = 0; b < n / LCX_QK32; b++) {
+                const float d = ints(w + b * bytes, q, &m);
+                for (size_t j = 0; j < g; j++) {
+                    const lcx_block_q8_0 *x = (const lcx_block_q8_0 *)((const uint8_t *)xq + (j0 + j) * xs) + b;
+                    const float dx = F16(x->d);
+                    int32_t s = 0, sx = 0;
+                    for (int i = 0; i < 32; i++) {
+                        s += (int32_t)q[i] * x->qs[i];
+                        sx += x->qs[i];
+                    }
+                    acc[j] += (d * dx) * (float)s + (m * dx) * (float)sx;
+                }
             }
-            acc += (d * dx) * (float)s + (m * dx) * (float)sx;
+            for (size_t j = 0; j < g; j++) y[(j0 + j) * ldy + r] = acc[j];
         }
-        y[r] = acc;
     }
 }
 
 /* K-quants x q8_K: per block S = sum_j sc[j] * sum_(i in j) q[i] * xq[i] and M = sum_j mn[j] * (the q8_K block
- * sums of sub-block j), exact in int32, then y += (d * dx) * S - (dmin * dx) * M. */
-static inline void dotK(const uint8_t *W, size_t row_bytes, size_t bytes, const void *xq, float *y, size_t rows,
-                        size_t n, intsK_fn ints) {
-    const lcx_block_q8_K *x = (const lcx_block_q8_K *)xq;
+ * sums of sub-block j), exact in int32, then y += (d * dx) * S - (dmin * dx) * M; unpacked once per row and
+ * block for the nx vectors, as dotn32. */
+static inline void dotnK(const uint8_t *W, size_t row_bytes, size_t bytes, const void *xq, size_t xs, size_t nx,
+                         float *y, size_t ldy, size_t rows, size_t n, intsK_fn ints) {
     int8_t q[256];
     int sc[16], mn[16];
     float d, dmin;
     for (size_t r = 0; r < rows; r++) {
         const uint8_t *w = W + r * row_bytes;
-        float acc = 0.0f;
-        for (size_t b = 0; b < n / LCX_QK_K; b++) {
-            int n_sub = ints(w + b * bytes, q, sc, mn, &d, &dmin), sub = 256 / n_sub;
-            int32_t s = 0, msum = 0;
-            for (int j = 0; j < n_sub; j++) {
-                int32_t sj = 0;
-                for (int i = j * sub; i < (j + 1) * sub; i++) sj += (int32_t)q[i] * x[b].qs[i];
-                s += sc[j] * sj;
-                int32_t bs = 0; /* the block sums come in 16s */
-                for (int g = j * sub / 16; g < (j + 1) * sub / 16; g++) bs += x[b].bsums[g];
-                msum += mn[j] * bs;
+        for (size_t j0 = 0; j0 < nx; j0 += LCX_DOTN_GROUP) {
+            const size_t g = nx - j0 < LCX_DOTN_GROUP ? nx - j0 : LCX_DOTN_GROUP;
+            float acc[LCX_DOTN_GROUP] = {0.0f};
+            for (size_t b = 0; b < n / LCX_QK_K; b++) {
+                const int n_sub = ints(w + b * bytes, q, sc, mn, &d, &dmin), sub = 256 / n_sub;
+                for (size_t j = 0; j < g; j++) {
+                    const lcx_block_q8_K *x = (const lcx_block_q8_K *)((const uint8_t *)xq + (j0 + j) * xs) + b;
+                    int32_t s = 0, msum = 0;
+                    for (int k = 0; k < n_sub; k++) {
+                        int32_t sk = 0;
+                        for (int i = k * sub; i < (k + 1) * sub; i++) sk += (int32_t)q[i] * x->qs[i];
+                        s += sc[k] * sk;
+                        int32_t bs = 0; /* the block sums come in 16s */
+                        for (int gs = k * sub / 16; gs < (k + 1) * sub / 16; gs++) bs += x->bsums[gs];
+                        msum += mn[k] * bs;
+                    }
+                    acc[j] += (d * x->d) * (float)s - (dmin * x->d) * (float)msum;
+                }
             }
-            acc += (d * x[b].d) * (float)s - (dmin * x[b].d) * (float)msum;
+            for (size_t j = 0; j < g; j++) y[(j0 + j) * ldy + r] = acc[j];
         }
-        y[r] = acc;
     }
 }
 
-#define LCX_DOT32(T, BYTES)                                                                                    \
-    void lcx_dot_##T##_generic(const void *W, size_t rb, const void *xq, float *y, size_t rows, size_t n) { \
-        dot32((const uint8_t *)W, rb, BYTES, xq, y, rows, n, T##_ints);                                      \
+#define LCX_DOT_GENERIC(T, BYTES, BODY)                                                                        \
+    void lcx_dotn_##T##_generic(const void *W, size_t rb, const void *xq, size_t xs, size_t nx, float *y,     \
+                                size_t ldy, size_t rows, size_t n) {                                          \
+        BODY((const uint8_t *)W, rb, BYTES, xq, xs, nx, y, ldy, rows, n, T##_ints);                           \
+    }                                                                                                          \
+    void lcx_dot_##T##_generic(const void *W, size_t rb, const void *xq, float *y, size_t rows, size_t n) {  \
+        lcx_dotn_##T##_generic(W, rb, xq, 0, 1, y, 0, rows, n);                                                \
     }
-#define LCX_DOTK(T, BYTES)                                                                                     \
-    void lcx_dot_##T##_generic(const void *W, size_t rb, const void *xq, float *y, size_t rows, size_t n) { \
-        dotK((const uint8_t *)W, rb, BYTES, xq, y, rows, n, T##_ints);                                       \
-    }
-LCX_DOT32(q8_0, 34)
-LCX_DOT32(q4_0, 18)
-LCX_DOT32(q4_1, 20)
-LCX_DOT32(q5_0, 22)
-LCX_DOT32(q5_1, 24)
-LCX_DOTK(q2_K, 84)
-LCX_DOTK(q3_K, 110)
-LCX_DOTK(q4_K, 144)
-LCX_DOTK(q5_K, 176)
-LCX_DOTK(q6_K, 210)
+LCX_DOT_GENERIC(q8_0, 34, dotn32)
+LCX_DOT_GENERIC(q4_0, 18, dotn32)
+LCX_DOT_GENERIC(q4_1, 20, dotn32)
+LCX_DOT_GENERIC(q5_0, 22, dotn32)
+LCX_DOT_GENERIC(q5_1, 24, dotn32)
+LCX_DOT_GENERIC(q2_K, 84, dotnK)
+LCX_DOT_GENERIC(q3_K, 110, dotnK)
+LCX_DOT_GENERIC(q4_K, 144, dotnK)
+LCX_DOT_GENERIC(q5_K, 176, dotnK)
+LCX_DOT_GENERIC(q6_K, 210, dotnK)
 
 const lcx_qact_traits lcx_qact[2] = {
     {"Q8_0", LCX_QK32, 34, lcx_quant_act_q8_0},

@@ -44,6 +44,30 @@
  *   scalar shuffle, store and reload) on top: 23.8 -> 24.0, dropped. This guest has no PMU to say more.
  *   Not tried yet: rows repacked at load into interleaved blocks (llama.cpp's repack.cpp), which would also
  *   put the scales of several rows side by side; two 32-blocks per 512-bit vector.
+ * - dotn, the multi-vector row dot of continuous batching (benchmarks/quant_dot.py --nx 1,2,4,8, one core,
+ *   SmolLM2 shapes, one matrix called again and again, best of 10-20, load average 4.5-5.2 on the 2 vCPUs,
+ *   so +-10%): speedup = nx x t(dot) / t(dotn over nx vectors), avx512vnni:
+ *     Q4_1 576x576 1.97 / 2.65 / 3.18 (nx 2 / 4 / 8), 1536x576 1.50 / 1.99 / 2.39, 49152x576 1.39 / 1.88 / 2.23
+ *     Q4_0 576x576 1.51 / 2.35 / 3.17, 1536x576 1.41 / 1.83 / 2.20, 49152x576 1.34 / 1.78 / 1.67
+ *     Q5_0 1536x576 1.71 / 2.21 / 2.69   Q8_0 49152x576 1.55 / 2.16 / 2.12
+ *     Q4_K 1536x1536 1.55 / 2.01 / 2.26, 4096x1536 1.59 / 2.00 / 2.41   Q5_K 1536x1536 1.59 / 2.21 / 2.70
+ *     Q6_K 1536x1536 1.41 / 1.82 / 1.93
+ *   avx2 (one block per 256-bit vector, K-quants by a dot per vector): Q5_0 1.30 / 1.63 / 1.81, Q8_0 1.16 /
+ *   1.26 / 1.27, Q4_K / Q5_K / Q6_K 1.0. Pools of 40-60 MiB (L3 here) gave noisier, lower numbers (and some
+ *   below 1 at this load): measure on a quiet machine before quoting them.
+ * - What dotn shares: each weight block is unpacked once per row for the group (nibbles, fifth bits, K-quant
+ *   scale unpacking and vpermw spreading, the f16 scales); what each activation block needs for every row
+ *   (the offset sums, sum(xq), dx in f32, Q4_K's rearranged halves and block-sum pairs, Q6_K's 32 * pair
+ *   sums) is prepared once per call into a scratch (stack up to 48 KiB, else heap). Left per (vector,
+ *   block): the integer dot, one scale product, one cvt, one FMA (K-quants: + the mins' term).
+ * - First version, one 32-block per 256-bit vector as dot had it: 8 vectors only 1.35x (Q4_0 1536x576, 136.6
+ *   us against 8 x 23.0): per (vector, block) dpbusd + mul + cvt + FMA all wait on the two 256-bit FP/int
+ *   ports. Two blocks per 512-bit vector (kept): 94.1 us, 2.2x; but the lone dot (nx = 1) got 3-10% slower
+ *   for the 32-blocks (Q4_0 1536x576 25.7 -> 27.7-28.5 us, Q4_1 34.8 -> 36.6-37.6, Q8_0 26.1 -> 28.0-28.8,
+ *   Q5_0 30.4-31.1 -> 31.6; best of 300 through dot_rows, load 5, two alternating runs): the per-pair weight
+ *   work (two scale broadcasts into one vector, a masked broadcast of the second block's nibbles) is not
+ *   shared when there is one vector. The K-quants' lone dot is unchanged (Q4_K 61-62 us, Q6_K 65-66).
+ *   Not tried: a cheaper pair scale (one vcvtph2ps of [d0 x 8 | d1 x 8]) to win back the lone dot.
  * - lcx_quant_isa_supported caches its CPUID answers: in this guest a CPUID traps to the hypervisor, and the
  *   handful one answer took cost 160 us per call (lcx_isa_supported of lcx_runtime.c: 80 us a call).
  * - Activation quantizers (one 4096-vector, the Python call included): q8_0 28.8 us scalar -> 6.7 (AVX2),
