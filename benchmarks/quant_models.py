@@ -97,6 +97,8 @@ print(json.dumps(out))
 # the row label of each model, and the types it gets unless --types says otherwise
 MODEL_NAMES = {"smollm2": "SmolLM2-135M", "1b": "Llama-3.2-1B shape", "8b": "Llama-3.1-8B shape"}
 DEFAULT_TYPES = {"smollm2": "Q8_0,Q4_K_M,Q4_0", "1b": "Q4_K_M,Q8_0", "8b": "Q4_K_M,Q8_0"}
+# file types both quantizers make (tests/_quant_models.py FTYPES, llama_cx.quantize FILE_TYPES)
+TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M", "Q6_K")
 
 
 def _cache_dir() -> str:
@@ -223,13 +225,19 @@ def main(argv=None) -> int:
         ap.error(f"unknown model {bad[0]!r} (choose from {', '.join(MODEL_NAMES)})")
     if args.decode < 1 or args.prefill < 0 or args.prefill_reps < 1 or args.rounds < 1 or args.quant_threads < 1:
         ap.error("--decode, --rounds, --prefill-reps and --quant-threads must be >= 1, --prefill >= 0")
-    threads = [int(t) for t in args.threads.split(",")]
+    for t in (args.types or "").upper().split(","):
+        if t and t not in TYPES:
+            ap.error(f"unknown type {t!r} (choose from {', '.join(TYPES)})")
+    try:
+        threads = [int(t) for t in args.threads.split(",")]
+    except ValueError:
+        ap.error(f"--threads takes a comma list of integers, got {args.threads!r}")
     from benchmarks.machine import machine_info, measure_bandwidth
 
     log = lambda s: print(s, file=sys.stderr)  # noqa: E731
     files = {}  # (model, type) -> path, in table order
     for m in models:
-        types = (args.types or DEFAULT_TYPES[m]).split(",")
+        types = (args.types or DEFAULT_TYPES[m]).upper().split(",")
         for t, p in make_files(m, types, args.quant_threads, args.keep_bf16, log).items():
             files[(m, t)] = p
     if args.prepare_only:
