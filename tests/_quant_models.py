@@ -38,8 +38,14 @@ def quantize(src, dst, ftype: str):
     return dst
 
 
-def llama_cpp_logits(path, ids, monkeypatch=None):
+def llama_cpp_logits(path, ids):
     """(len(ids), vocab) float64 logits of llama.cpp on `path`, one batch, its CPU kernels (no extra buffers)."""
+    return llama_cpp_logits_each(path, [ids])[0]
+
+
+def llama_cpp_logits_each(path, prompts):
+    """[(len(p), vocab) float64 logits of llama.cpp for each prompt p]: one model, each prompt one batch from an
+    empty cache, its CPU kernels (no extra buffers)."""
     llama_cpp = llama_cpp_or_skip()
     low = llama_cpp.llama_cpp
     default = low.llama_model_default_params
@@ -52,10 +58,13 @@ def llama_cpp_logits(path, ids, monkeypatch=None):
 
     low.llama_model_default_params = without_extra_buffers
     try:
-        llm = llama_cpp.Llama(model_path=str(path), n_ctx=max(64, len(ids)), n_batch=512, logits_all=True,
-                              n_threads=1, verbose=False)
-        llm.eval(list(ids))
-        out = np.array(llm.scores[: len(ids)], dtype=np.float64)
+        llm = llama_cpp.Llama(model_path=str(path), n_ctx=max([64] + [len(p) for p in prompts]), n_batch=512,
+                              logits_all=True, n_threads=1, verbose=False)
+        out = []
+        for ids in prompts:
+            llm.reset()
+            llm.eval(list(ids))
+            out.append(np.array(llm.scores[: len(ids)], dtype=np.float64))
         llm.close()
     finally:
         low.llama_model_default_params = default

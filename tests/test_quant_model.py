@@ -32,8 +32,8 @@ import pytest
 import llama_cx
 from _ckpt import random_state_dict
 from _gguf_files import Q, V, write_gguf, write_llama_gguf
-from _quant_models import (FTYPES, dequantized_state_dict, llama_cpp_logits, llama_cpp_or_skip, quantize, rel_err,
-                           spm_vocab_metadata)
+from _quant_models import (FTYPES, dequantized_state_dict, llama_cpp_logits, llama_cpp_logits_each, llama_cpp_or_skip,
+                           quantize, rel_err, spm_vocab_metadata)
 from _reference import meta_reference, reference_logits
 
 # dims multiples of 256, so that llama.cpp's K-quant mixtures use K-blocks in every matrix
@@ -166,36 +166,60 @@ def smollm2_f32(smollm2_gguf_path, tmp_path_factory):
 SMOL_PROMPT = [1, 504, 3458, 282, 4649, 314, 7042, 30, 378, 3458, 282, 7791, 314, 7042, 30, 378, 3458, 282, 9360, 314]
 
 
+def _smol_sample(model, llama_models_root, n_prompts=12, n=64):
+    """n_prompts prompts of BOS + n - 1 tokens of real text: consecutive pieces of Meta's Llama 3.1 prompt-format
+    guide (markdown prose, lists, code) through SmolLM2's tokenizer."""
+    with open(os.path.join(llama_models_root, "llama_models", "llama3_1", "prompt_format.md"), encoding="utf-8") as f:
+        ids = model.tokenizer.encode(f.read())
+    assert len(ids) >= n_prompts * (n - 1)
+    return [[1] + list(ids[i * (n - 1):(i + 1) * (n - 1)]) for i in range(n_prompts)]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("ftype", ["Q4_K_M", "Q8_0", "Q5_0"])
 def test_smollm2_llama_cpp_quantized_against_truth(smollm2_f32, smollm2_gguf_path, llama_models_root, ftype):
     """SmolLM2's 576-wide rows are not multiples of 256: llama.cpp's Q4_K_M of it is mostly Q5_0 with a few Q4_K /
-    Q6_K / Q8_0 tensors (a mixed file: F32 61, Q5_0 166, Q4_K 16, Q8_0 15, Q6_K 14). Measured, 20 positions,
-    mean (max) |Δ| / std against the truth, top-1 agreement:
-        Q4_K_M  prompt 2.8e-6 (2.3e-5) 1.00; steps 0.099 (0.90) 0.85; llama.cpp 0.090 (0.60) 0.85
-        Q8_0    prompt 3.0e-6 (2.1e-5) 1.00; steps 0.105 (0.56) 0.95; llama.cpp 0.086 (0.50) 0.95
-        Q5_0    prompt 3.4e-6 (3.2e-5) 1.00; steps 0.092 (0.54) 0.90; llama.cpp 0.080 (0.47) 0.90
-    (llama.cpp one token at a time instead of one batch: Q8_0 0.082.) NOT YET EXPLAINED: on SmolLM2 our one-token
-    steps come out 1.1-1.25x llama.cpp's error although both round the activations into the same q8 blocks (on
-    the tiny model they agree within 2%); it is not one matrix group: computing any one of qkv / wo / w1+w3 /
-    w2 exactly lowers ours by 25-40% (to 0.062-0.078 on Q8_0), the output projection alone by 0.5%. The bound
-    below (1.3x) records the gap rather than hiding it; prompt blocks are ~30000x more exact than llama.cpp."""
+    Q6_K / Q8_0 tensors (a mixed file: F32 61, Q5_0 166, Q4_K 16, Q8_0 15, Q6_K 14).
+
+    On this trained model the error of one-token steps is a random draw: which q8 rounding an input element gets
+    flips with the last bit of an f32 sum, and 30 layers amplify each flip into an error as large as the whole
+    rounding error, so two engines rounding the same way (or one engine with its inputs jittered by 1e-7) make
+    errors that are about as far from each other as from the truth. One 20-token prompt (SMOL_PROMPT) is one
+    draw: there our Q8_0 steps measured 0.105 against llama.cpp's 0.086, and a float32 emulation of ggml's
+    rounding (every matrix input rounded to q8_0 / q8_K per token as quantize_row_q8_0_ref / _q8_K_ref do)
+    spreads over 0.058-0.105 (median 0.082) across 80 such jitter draws. So the comparison needs many positions:
+    768 here (12 prompts of real text), where the spread of the mean is ~3% (a draw's per-prompt sd / sqrt(12)).
+    Measured, mean (max) |Δ| / std against the truth, top-1 agreement (ours one token at a time, llama.cpp its
+    one batch per prompt; our prompt blocks 2.5e-6 (9e-5) 1.00):
+        Q4_K_M  ours 0.0705 (0.85) 0.953; llama.cpp 0.0701 (0.79) 0.947
+        Q8_0    ours 0.0557 (0.93) 0.967; llama.cpp 0.0574 (0.89) 0.973
+        Q5_0    ours 0.0583 (1.09) 0.954; llama.cpp 0.0560 (0.97) 0.957
+    Our other kernel paths are other draws: ratios to llama.cpp 1.04 / 0.98 / 1.03 (AVX2), 1.04 / 0.97 / 1.04
+    (generic). On 1536 positions of the same text the ratios were 1.01 / 1.00 / 1.03, on 1408 of other text
+    (stdlib docstrings) 1.00 / 0.97 / 1.03 (llama.cpp one token at a time: 1.01 / 1.01 / 1.04), each within
+    ~1.5 standard errors of 1, and the emulation's mean over draws lies among them (1408 positions, Q5_0: the
+    emulation 0.0587 over 3 draws, ours 0.0597, llama.cpp 0.0580). Q5_0 came out ~3% above llama.cpp on every
+    sample: if that is real, it is smaller than these samples resolve. The bound allows the spread (~3 se)."""
     path = quantize(smollm2_f32, smollm2_f32.with_name(f"smollm2-{ftype}.gguf"), ftype)
     qsd, types = dequantized_state_dict(path)
     params = _smollm2_params(smollm2_gguf_path)
-    truth = reference_logits(meta_reference(llama_models_root, params, qsd, max_seq_len=64), SMOL_PROMPT)
-    truth = truth.astype(np.float64)
     m = llama_cx.load(path)
-    prompt = np.asarray(m.logits(SMOL_PROMPT), dtype=np.float64)
-    ctx = m.new_context(64)
-    steps = np.stack([np.asarray(ctx.forward([i]), dtype=np.float64) for i in SMOL_PROMPT])
-    theirs = llama_cpp_logits(path, SMOL_PROMPT)
-    p, s, lc = rel_err(prompt, truth), rel_err(steps, truth), rel_err(theirs, truth)
+    sample = _smol_sample(m, llama_models_root)
+    ref = meta_reference(llama_models_root, params, qsd, max_seq_len=64)
+    truth = np.concatenate([reference_logits(ref, ids) for ids in sample]).astype(np.float64)
+    prompt = np.concatenate([np.asarray(m.logits(ids), dtype=np.float64) for ids in sample])
+    steps = []
+    for ids in sample:
+        ctx = m.new_context(64)
+        steps += [np.asarray(ctx.forward([i]), dtype=np.float64) for i in ids]
+    theirs = np.concatenate(llama_cpp_logits_each(path, sample))
+    p, s, lc = rel_err(prompt, truth), rel_err(np.stack(steps), truth), rel_err(theirs, truth)
     print(f"SmolLM2 {ftype} {types}: prompt {p}, steps {s}, llama.cpp {lc}")
     assert p[0] < 1e-4 and p[2] == 1.0
-    assert s[0] <= 1.3 * lc[0] and s[2] >= lc[2] - 0.1
+    assert s[0] <= 1.1 * lc[0] and s[2] >= lc[2] - 0.03
     ids = list(llama_cx.generate_tokens(m, SMOL_PROMPT, max_tokens=8, temperature=0))
-    assert len(ids) == 8 and ids[0] == int(truth[-1].argmax())  # the prompt block is exact: the truth's next token
+    truth_next = int(reference_logits(ref, SMOL_PROMPT)[-1].argmax())
+    assert len(ids) == 8 and ids[0] == truth_next  # the prompt block is exact: the truth's next token
 
 
 def test_smollm2_q4_1_memory_stays_quantized(smollm2_gguf_path):
