@@ -120,6 +120,11 @@ int lcx_set_bf16_prefill(int on);
 int lcx_get_bf16_prefill(void);
 /* the same for one-token steps (decode), logits included (opt-in); -1 when unsupported */
 int lcx_set_bf16_decode(int on);
+/* prompt blocks over GGUF block-quantized weights with their activations quantized to q8 blocks and the
+ * integer multi-vector dots (as one-token steps and llama.cpp compute them) instead of exact f32 panels:
+ * faster for the K-quants, logits as inexact as llama.cpp's (opt-in) */
+void lcx_set_q8_prefill(int on);
+int lcx_get_q8_prefill(void);
 int lcx_get_bf16_decode(void);
 void lcx_set_num_threads(int n);
 int lcx_get_num_threads(void);

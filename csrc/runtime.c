@@ -157,4 +157,10 @@ static int lcx_bf16_active(int flag) { return flag && lcx_gemm_act_kernel(LCX_DT
 int lcx_set_bf16_prefill(int on) { return lcx_bf16_switch(&lcx_bf16_prefill, on); }
 int lcx_get_bf16_prefill(void) { return lcx_bf16_active(lcx_bf16_prefill); }
 int lcx_set_bf16_decode(int on) { return lcx_bf16_switch(&lcx_bf16_decode, on); }
+
+/* the q8-activation switch for prompt blocks over block-quantized weights (ops/linear_quant.c): every
+ * instruction set has it */
+static int lcx_q8_prefill = 0;
+void lcx_set_q8_prefill(int on) { lcx_q8_prefill = on != 0; }
+int lcx_get_q8_prefill(void) { return lcx_q8_prefill; }
 int lcx_get_bf16_decode(void) { return lcx_bf16_active(lcx_bf16_decode); }

@@ -21,7 +21,8 @@ from .model import Context, Model, load
 from .perplexity import perplexity
 from .quantize import quantize
 from .runtime import (check_environment, cpu_info, get_bf16_decode, get_bf16_prefill, get_num_threads,
-                      set_bf16_decode, set_bf16_prefill, set_num_threads)
+                      set_bf16_decode, set_bf16_prefill, set_num_threads, get_q8_prefill,
+                      set_q8_prefill)
 from .sampling import Sampler, SamplingParams
 from .tokenizers import SentencePieceTokenizer, Tokenizer
 from .tokenizers.chat_format import ChatFormat, ChatMLFormat, chat_format_for
@@ -33,6 +34,7 @@ __all__ = [
     "ChatMLFormat", "Llama2ChatFormat", "chat_format_for", "generate", "generate_tokens", "Generation",
     "GenerationStats", "ChatSession", "Sampler", "SamplingParams", "Llama", "check_environment", "cpu_info",
     "set_num_threads", "get_num_threads", "set_bf16_prefill", "get_bf16_prefill", "set_bf16_decode", "get_bf16_decode",
+    "set_q8_prefill", "get_q8_prefill",
     "trace", "quantize", "perplexity", "LlamaCxError", "FormatError",
     "UnsafePickleError", "TokenizerError", "InvalidArgumentError", "TokenizerMissingError", "ContextLengthError",
 ]

@@ -59,6 +59,8 @@ cdef extern from "lcx.h" nogil:
     int lcx_get_bf16_prefill()
     int lcx_set_bf16_decode(int on)
     int lcx_get_bf16_decode()
+    void lcx_set_q8_prefill(int on)
+    int lcx_get_q8_prefill()
     void lcx_set_num_threads(int n)
     int lcx_get_num_threads()
     int lcx_omp_max_threads()
@@ -178,6 +180,15 @@ def set_bf16_prefill(bint on):
 def bf16_prefill():
     """True when prompt blocks currently use bf16 activations (requested and on the avx512 path)."""
     return bool(lcx_get_bf16_prefill())
+
+
+def set_q8_prefill(bint on):
+    """Prompt blocks over block-quantized weights: q8 activations and integer dots (faster, less exact)."""
+    lcx_set_q8_prefill(1 if on else 0)
+
+
+def q8_prefill():
+    return bool(lcx_get_q8_prefill())
 
 
 def set_bf16_decode(bint on):

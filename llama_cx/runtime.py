@@ -82,6 +82,18 @@ def get_bf16_decode() -> bool:
     return _kernels.bf16_decode() > 0
 
 
+def set_q8_prefill(on: bool) -> None:
+    """Prompt blocks over GGUF block-quantized weights with their activations quantized to 8-bit blocks and
+    integer dots, as one-token steps (and llama.cpp, for prompts too) compute them, instead of the exact f32
+    panels: faster where the integer kernels beat the f32 tile (the K-quants: see benchmarks/RESULTS.md), and
+    prompt logits as inexact as one-token steps' (~0.06 x std on SmolLM2 instead of 3e-6). Off by default."""
+    _kernels.set_q8_prefill(bool(on))
+
+
+def get_q8_prefill() -> bool:
+    return _kernels.q8_prefill()
+
+
 _env_errors = []  # bad LLAMA_CX_* settings: raised by check_environment() (load() calls it), not at import
 
 
@@ -100,7 +112,8 @@ def _init():
         except ValueError as e:
             _env_errors.append(f"LLAMA_CX_ISA={isa}: {e}")
     for var, setter in (("LLAMA_CX_BF16_PREFILL", _kernels.set_bf16_prefill),
-                        ("LLAMA_CX_BF16_DECODE", _kernels.set_bf16_decode)):
+                        ("LLAMA_CX_BF16_DECODE", _kernels.set_bf16_decode),
+                        ("LLAMA_CX_Q8_PREFILL", _kernels.set_q8_prefill)):
         if os.environ.get(var, "").strip() not in ("", "0"):
             try:
                 _switch(setter, True, f"{var}=1: ")

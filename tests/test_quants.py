@@ -437,6 +437,37 @@ def test_linear_quant_decode_rows_match_dot_rows(name, isa):
         np.testing.assert_array_equal(f32_bits(Y), f32_bits(Y0 + want))
 
 
+@pytest.mark.parametrize("name", ["Q4_1", "Q4_K", "Q8_0", "Q6_K", "Q2_K"])
+def test_q8_prefill_prompt_rows_are_their_one_token_dots(name, gemm_isa):
+    """set_q8_prefill: a prompt block's product (lcx_linear: t > 1, rows split over threads, rows longer than a
+    column chunk) is, token for token, bit for bit the integer dots of that token's row quantized alone (the
+    one-token product); switched off, the exact panels again (the float64 product of the dequantized weights
+    and the unrounded activations, to f32 rounding)."""
+    block, nbytes, act = block_of(name)
+    rng = np.random.default_rng(zlib.crc32(f"{name}-{gemm_isa}-q8p".encode()))
+    wtype, t, rows, n = name.lower(), 13, 133, 5 * 256
+    blocks = random_blocks(name, rows * n // block, rng, scales="moderate")
+    W = blocks.tobytes()
+    X = rng.standard_normal((t, n)).astype(np.float32)
+    Y = np.full((t, rows), np.nan, np.float32)
+    K.set_q8_prefill(True)
+    try:
+        assert K.q8_prefill()
+        K.linear(W, wtype, X, Y, rows, n, t)
+    finally:
+        K.set_q8_prefill(False)
+    for i in range(t):
+        y = np.full(rows, np.nan, np.float32)
+        K.linear_act(W, wtype, K.quantize_act(act, X[i]), y, rows, n, 1)
+        np.testing.assert_array_equal(f32_bits(Y[i]), f32_bits(y), err_msg=f"{name} token {i}")
+    exact = np.full((t, rows), np.nan, np.float32)
+    K.linear(W, wtype, X, exact, rows, n, t)
+    want = X.astype(np.float64) @ ours(name, blocks).astype(np.float64).reshape(rows, n).T
+    scale = np.abs(X).astype(np.float64) @ np.abs(ours(name, blocks).astype(np.float64)).reshape(rows, n).T
+    assert np.all(np.abs(exact - want) <= 1e-5 * scale + 1e-30)
+    assert not np.array_equal(exact, Y)  # the q8 path did round the activations
+
+
 # ---- bad input -------------------------------------------------------------------------------------------
 def test_bad_arguments_are_one_line_errors():
     x = np.ones(64, np.float32)

@@ -25,7 +25,9 @@ void lcx_linear_rows(const void *W, int wtype, const float *X, size_t ldx, float
     if (r0 >= r1) return;
     const lcx_gemm_fn gemm = lcx_gemm_kernel(wtype);
     const unsigned char *w = (const unsigned char *)W + lcx_dtype_bytes(wtype, r0 * n); /* row r0 */
-    size_t kc = t > 1 ? LCX_KC : n;
+    /* (the q8-prefill path reads its activations as 8-bit blocks, t x n bytes: whole rows fit in L2, and then
+     * each row's dot is its one-token dot) */
+    size_t kc = t > 1 && !(lcx_dtypes[wtype].act_decode && lcx_get_q8_prefill()) ? LCX_KC : n;
     for (size_t c0 = 0; c0 < n; c0 += kc) {
         size_t cn = n - c0 < kc ? n - c0 : kc;
         int b = c0 == 0 ? beta : 1;

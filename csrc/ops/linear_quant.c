@@ -14,7 +14,15 @@
  *   alternating runs, Q4_K / Q5_0 / Q8_0 / Q6_K / Q4_1; on this Intel guest the bf16 tile with bf16 weights
  *   itself ran 109-113 (the EPYC of benchmarks/RESULTS.md: ~200). So the exact f32 panels are the default;
  *   the bf16 ones (which round weights of up to 19 significant bits) are there for the machines where the
- *   bf16 tile is ~2x: measure there. Not tried: an integer GEMM over q8-quantized prompt rows. */
+ *   bf16 tile is ~2x: measure there.
+ * - The integer alternative for prompt blocks, measured once the multi-vector dot existed (dotn, 8 rows of q8
+ *   activations against each unpacked weight block; benchmarks/quant_dot.py --nx, one core, weights in L2,
+ *   quiet machine): Q4_1 1536x576 x 8 rows 116 us = 61 G MAC/s (122 GFLOP/s), Q8_0 100 us = 71 G MAC/s (141
+ *   GFLOP/s), Q4_1 576x1536 106 us (134 GFLOP/s); the exact f32 panels above: 97-128 GFLOP/s. So an integer
+ *   GEMM of this shape is 1.0-1.4x the panels, and it would round every prompt activation to 8 bits (0.06 x
+ *   std of logit error on SmolLM2, tests/test_quant_model.py) where the panels are exact (3e-6). Prefill
+ *   already runs at 1.07-1.49x llama.cpp with the panels (benchmarks/RESULTS.md, run R), so they stay; a
+ *   wider integer tile (16+ rows, repacked weights) is the way to more prefill speed, not built. */
 #include <stdlib.h>
 
 #include "lcx.h"
@@ -119,8 +127,35 @@ int lcx_linear_quant_t(const lcx_quant_traits *qt, const void *W, size_t row_byt
 /* gemm slot, prompt blocks: Y (t, ldy) (+)= X (t, ldx) f32 @ W[0:rows]ᵀ over n columns, W rows of ldw weights
  * of type qt; exact f32 panels of W through the active f32 tile (lcx_linear_quant_rows), single-threaded. The
  * panel (64 KiB) lives on the calling thread's stack. */
+static void lcx_qgemm_act(const lcx_quant_traits *qt, const void *W, size_t ldw, const void *Xa, size_t ldx,
+                          float *Y, size_t ldy, size_t rows, size_t t, size_t n, int beta);
+
+/* bytes of weight rows per block of the q8 prompt path: a block stays in L2 while every token passes it */
+#define LCX_Q8P_BLOCK_BYTES (128u << 10)
+
+/* The q8 prompt path (lcx_set_q8_prefill): X's t rows quantized into qt's activation blocks (this thread's
+ * copy), then blocks of weight rows through the multi-vector dot for all of them. Each (row, token) sum is
+ * that token's one-token dot: prompt rows get the bits of decode steps. 0 when there is no memory (the
+ * caller takes the exact panels). */
+static int lcx_qgemm_q8(const lcx_quant_traits *qt, const void *W, size_t ldw, const float *X, size_t ldx, float *Y,
+                        size_t ldy, size_t rows, size_t t, size_t n, int beta) {
+    const lcx_qact_traits *a = &lcx_qact[qt->act_type];
+    const size_t xb = n / a->block * a->block_bytes, row_bytes = ldw / qt->block * qt->block_bytes;
+    uint8_t *xa = (uint8_t *)malloc(t * xb + 1);
+    if (!xa) return 0;
+    for (size_t i = 0; i < t; i++) qt->quantize_x(X + i * ldx, xa + i * xb, n);
+    size_t blk = LCX_Q8P_BLOCK_BYTES / row_bytes / 4 * 4;
+    if (blk < 4) blk = 4;
+    for (size_t r = 0; r < rows; r += blk)
+        lcx_qgemm_act(qt, (const uint8_t *)W + r * row_bytes, ldw, xa, n, Y + r, ldy, rows - r < blk ? rows - r : blk,
+                      t, n, beta);
+    free(xa);
+    return 1;
+}
+
 static void lcx_qgemm(const lcx_quant_traits *qt, const void *W, size_t ldw, const float *X, size_t ldx, float *Y,
                       size_t ldy, size_t rows, size_t t, size_t n, int beta) {
+    if (t > 1 && lcx_get_q8_prefill() && lcx_qgemm_q8(qt, W, ldw, X, ldx, Y, ldy, rows, t, n, beta)) return;
     float panel[LCX_QPANEL * LCX_QKC];
     lcx_linear_quant_rows(qt, W, ldw / qt->block * qt->block_bytes, X, NULL, ldx, NULL, Y, ldy, 0, rows, n, t, beta,
                           panel);

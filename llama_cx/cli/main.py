@@ -86,6 +86,9 @@ def _build_parsers():
     common.add_argument("--kv-dtype", choices=("f32", "bf16", "f16"), default="f32",
                         help="KV cache element type: bf16 / f16 halve its memory and the bytes a deep context reads "
                              "per token, at ~1e-3 (f16) / ~1e-2 (bf16) x std of logit error (default f32)")
+    common.add_argument("--q8-prefill", action="store_true",
+                        help="prompts over quantized GGUF weights with 8-bit activations and integer dots, as "
+                             "llama.cpp computes them: faster for K-quants, less exact logits")
     common.add_argument("--bf16-prefill", action="store_true",
                         help="prompts with bf16 activations (AVX512-BF16): faster, less exact logits")
     common.add_argument("--bf16-decode", action="store_true",
@@ -221,6 +224,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             runtime.check_environment()  # a bad LLAMA_CX_ISA etc.: one line
         except LlamaCxError as e:
             raise UsageError(str(e)) from None
+        if args.q8_prefill:
+            runtime.set_q8_prefill(True)
         if args.threads is not None or args.bf16_prefill or args.bf16_decode:
             if args.threads is not None:
                 used = runtime.set_num_threads(args.threads)
