@@ -220,13 +220,25 @@ static void QF(dotn_drive)(const void *W, size_t rb, const void *xq, size_t xs, 
 }
 
 /* One group's rows: g = 1 deals 4 rows a quarter of the range apart (LCX_MATVEC_BODY's streams, the vector's
- * loads shared by the 4 rows), more vectors one row at a time (the weight work shared by the vectors). */
-#define LCX_QROWS_NX(ROWDOTS, NX)                                                                              \
-    for (size_t r = 0; r < rows; r++) {                                                                        \
-        float o_[NX];                                                                                          \
-        ROWDOTS(W + r * rb, 0, xq, xs, buf, nb, o_, 1, NX);                                                    \
-        for (int j = 0; j < (NX); j++) y[j * ldy + r] = o_[j];                                                 \
+ * loads shared by the 4 rows); 2 vectors 4 rows, 3-4 vectors 2 rows the same way (S streams: S x NX <= 8
+ * accumulators in flight, and S row streams from L3 / memory at once, which a single row lacked: 2 vectors
+ * one row at a time took 1.9x one vector's time on weights in L3); more vectors one row at a time (the weight
+ * work shared by the vectors). */
+#define LCX_QROWS_NXS(ROWDOTS, NX, S)                                                                          \
+    {                                                                                                          \
+        const size_t q_ = rows / (S);                                                                          \
+        float o_[(S) * (NX)];                                                                                  \
+        for (size_t i = 0; i < q_; i++) {                                                                      \
+            ROWDOTS(W + i * rb, q_ * rb, xq, xs, buf, nb, o_, (S), (NX));                                      \
+            for (int k = 0; k < (S); k++)                                                                      \
+                for (int j = 0; j < (NX); j++) y[j * ldy + i + k * q_] = o_[k * (NX) + j];                     \
+        }                                                                                                      \
+        for (size_t r = (S) * q_; r < rows; r++) {                                                             \
+            ROWDOTS(W + r * rb, 0, xq, xs, buf, nb, o_, 1, (NX));                                              \
+            for (int j = 0; j < (NX); j++) y[j * ldy + r] = o_[j];                                             \
+        }                                                                                                      \
     }
+#define LCX_QROWS_NX(ROWDOTS, NX) LCX_QROWS_NXS(ROWDOTS, NX, 1)
 #define LCX_QDOTN(ID, BLOCK, PER)                                                                              \
     static void QF(rows_##ID)(const uint8_t *W, size_t rb, const uint8_t *xq, size_t xs, size_t g,             \
                               const void *buf, size_t nb, float *y, size_t ldy, size_t rows) {                 \
@@ -244,13 +256,13 @@ static void QF(dotn_drive)(const void *W, size_t rb, const void *xq, size_t xs, 
             }                                                                                                  \
             break;                                                                                             \
         }                                                                                                      \
-        case 2: LCX_QROWS_NX(QF(rowdots_##ID), 2) break;                                                       \
-        case 3: LCX_QROWS_NX(QF(rowdots_##ID), 3) break;                                                       \
-        case 4: LCX_QROWS_NX(QF(rowdots_##ID), 4) break;                                                       \
-        case 5: LCX_QROWS_NX(QF(rowdots_##ID), 5) break;                                                       \
-        case 6: LCX_QROWS_NX(QF(rowdots_##ID), 6) break;                                                       \
-        case 7: LCX_QROWS_NX(QF(rowdots_##ID), 7) break;                                                       \
-        default: LCX_QROWS_NX(QF(rowdots_##ID), 8) break;                                                      \
+        case 2: LCX_QROWS_NXS(QF(rowdots_##ID), 2, 4) break;                                                   \
+        case 3: LCX_QROWS_NXS(QF(rowdots_##ID), 3, 2) break;                                                   \
+        case 4: LCX_QROWS_NXS(QF(rowdots_##ID), 4, 2) break;                                                   \
+        case 5: LCX_QROWS_NXS(QF(rowdots_##ID), 5, 2) break;                                                       \
+        case 6: LCX_QROWS_NXS(QF(rowdots_##ID), 6, 2) break;                                                       \
+        case 7: LCX_QROWS_NXS(QF(rowdots_##ID), 7, 2) break;                                                       \
+        default: LCX_QROWS_NXS(QF(rowdots_##ID), 8, 2) break;                                                  \
         }                                                                                                      \
     }                                                                                                          \
     static void QF(lcx_dotn_##ID)(const void *W, size_t rb, const void *xq, size_t xs, size_t nx, float *y,    \
