@@ -64,9 +64,9 @@ def _wait_healthy(port: int, proc, path: str, timeout: float = 300.0) -> None:
     raise RuntimeError("the server did not come up")
 
 
-def _stream_one(port: int, prompt: str, max_tokens: int, out: dict) -> None:
+def _stream_one(port: int, prompt: str, max_tokens: int, out: dict, extra: dict) -> None:
     body = json.dumps({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True,
-                       "stream_options": {"include_usage": True}})
+                       "stream_options": {"include_usage": True}, **extra})
     t0 = time.perf_counter()
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     c.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
@@ -88,11 +88,14 @@ def _stream_one(port: int, prompt: str, max_tokens: int, out: dict) -> None:
     out.update(t0=t0, t_first=first, t_end=time.perf_counter(), tokens=tokens if tokens is not None else chunks)
 
 
-def measure(port: int, n_clients: int, max_tokens: int, rounds: int):
+def measure(port: int, n_clients: int, max_tokens: int, rounds: int, extra: dict):
+    """Every request runs to max_tokens (`extra` says so in the server's terms): a request that ended early on
+    an end-of-text token would leave the others running in smaller batches and make N clients look like
+    fewer (the first version of this benchmark had 2 clients slower than 1 for that reason)."""
     ttfts, rates = [], []
     for _ in range(rounds):
         results = [dict() for _ in range(n_clients)]
-        threads = [threading.Thread(target=_stream_one, args=(port, PROMPTS[i % len(PROMPTS)], max_tokens, results[i]))
+        threads = [threading.Thread(target=_stream_one, args=(port, PROMPTS[i % len(PROMPTS)], max_tokens, results[i], extra))
                    for i in range(n_clients)]
         for t in threads:
             t.start()
@@ -146,15 +149,15 @@ def _llama_cpp_server(model, port, args, parallel):
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def run_engine(name, start, model, args, clients, ready_path):
+def run_engine(name, start, model, args, clients, ready_path, extra):
     port = _free_port()
     proc = start(model, port, args, max(clients))
     rows = []
     try:
         _wait_healthy(port, proc, ready_path)
-        measure(port, 1, 4, 1)  # warm-up: page the weights in, first-call costs
+        measure(port, 1, 4, 1, extra)  # warm-up: page the weights in, first-call costs
         for n in clients:
-            rate, p50, p99 = measure(port, n, args.max_tokens, args.rounds)
+            rate, p50, p99 = measure(port, n, args.max_tokens, args.rounds, extra)
             rows.append((name, n, rate, p50, p99))
             print(f"{name:<18} {n:>7} {rate:>14.1f} {p50:>10.3f} {p99:>10.3f}", flush=True)
     finally:
@@ -188,10 +191,15 @@ def main(argv=None) -> int:
     print(f"model {os.path.basename(model)}, {args.threads} threads, {args.max_tokens} tokens per request, "
           f"{args.rounds} rounds, load average {os.getloadavg()[0]:.1f}")
     print(f"{'server':<18} {'clients':>7} {'aggregate tok/s':>14} {'TTFT p50':>10} {'TTFT p99':>10}")
-    rows = run_engine("llama-cx serve", _llama_cx_server, model, args, clients, "/health")
+    # llama.cpp's ignore_eos for ours; an end-of-text bias of -100 for llama-cpp-python's (it has logit_bias)
+    rows = run_engine("llama-cx serve", _llama_cx_server, model, args, clients, "/health", {"ignore_eos": True})
     if args.peer:
         try:
-            rows += run_engine("llama_cpp.server", _llama_cpp_server, model, args, clients, "/v1/models")
+            import llama_cx
+
+            tok = llama_cx.load(model).require_tokenizer()
+            bias = {"logit_bias": {str(i): -100 for i in tok.stop_ids}}
+            rows += run_engine("llama_cpp.server", _llama_cpp_server, model, args, clients, "/v1/models", bias)
         except RuntimeError as e:
             print(f"llama_cpp.server: absent: {e}")
     base = {n: r for name, n, r, _, _ in rows if name == "llama-cx serve"}

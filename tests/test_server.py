@@ -160,6 +160,18 @@ def test_chat_matches_generate(client, model):
     assert r.usage.completion_tokens == n
 
 
+def test_ignore_eos_generates_max_tokens(client, model):
+    """llama.cpp's ignore_eos extension: the reply runs on past the end-of-turn token to max_tokens."""
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    _, n = _greedy(model, messages, 24, chat=True)
+    assert n < 24  # the model ends its turn early on its own
+    r = client.chat.completions.create(model="smollm2", messages=messages, max_tokens=24, temperature=0,
+                                       extra_body={"ignore_eos": True})
+    assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 24
+    with pytest.raises(openai.BadRequestError, match="ignore_eos must be a boolean"):
+        client.completions.create(model="smollm2", prompt="Hi", max_tokens=2, extra_body={"ignore_eos": 1})
+
+
 def test_chat_stream_matches_generate(client, model):
     messages = [{"role": "user", "content": "Name a colour."}]
     text, n = _greedy(model, messages, 24, chat=True)

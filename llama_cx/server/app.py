@@ -11,7 +11,8 @@ Every request is checked here, before it reaches the scheduler: a bad one gets a
 `Authorization: Bearer KEY`; /health and /metrics stay open for orchestrators and Prometheus.
 
 Sampling defaults are OpenAI's (temperature 1, top_p 1, no top-k / min-p / repeat penalty; max_tokens 16 for
-completions, the rest of the context for chat), since clients of an OpenAI endpoint expect them; llama.cpp's extensions top_k, min_p, repeat_penalty and seed are accepted too.
+completions, the rest of the context for chat), since clients of an OpenAI endpoint expect them; llama.cpp's extensions top_k, min_p, repeat_penalty, seed and ignore_eos (generate max_tokens whatever the model's
+end-of-text / end-of-turn tokens say: benchmarks) are accepted too.
 OpenAI options this engine does not implement (n > 1, logprobs, tools, penalties other than repeat_penalty, ...)
 get a 400 naming the option when set to anything but their "off" value, never a silently different answer.
 """
@@ -116,6 +117,11 @@ def _stop(body: dict):
     if any(len(s) > 256 for s in stop):  # each token checks every suffix of the held-back text: O(len^2)
         raise ApiError(400, "stop strings must be at most 256 characters", param="stop")
     return stop
+
+
+def _stop_ids(body: dict, stop_ids):
+    """The tokens that end a reply: none with llama.cpp's ignore_eos extension (max_tokens are generated)."""
+    return () if _field(body, "ignore_eos", "boolean", False) else stop_ids
 
 
 def _include_usage(body: dict) -> bool:
@@ -248,7 +254,7 @@ class _Server:
         stream = _field(body, "stream", "boolean", False)
         include_usage = _include_usage(body)
         max_tokens = self._fits(len(ids), body, "max_tokens", default=16)  # OpenAI's default for completions
-        job, events = self._submit(ids, params, max_tokens, stop, tok.stop_ids, continues=True)
+        job, events = self._submit(ids, params, max_tokens, stop, _stop_ids(body, tok.stop_ids), continues=True)
         cid, created, name = _openai.completion_id(), _openai.now(), self.model_name
         echo_text = (prompt if isinstance(prompt, str) else tok.decode(ids)) if echo else ""
 
@@ -282,7 +288,7 @@ class _Server:
         stream = _field(body, "stream", "boolean", False)
         include_usage = _include_usage(body)
         max_tokens = self._fits(len(ids), body, "max_completion_tokens", "max_tokens")
-        job, events = self._submit(ids, params, max_tokens, stop, fmt.stop_ids)
+        job, events = self._submit(ids, params, max_tokens, stop, _stop_ids(body, fmt.stop_ids))
         cid, created, name = _openai.chat_id(), _openai.now(), self.model_name
 
         if stream:
