@@ -11,14 +11,15 @@
  * switches of lcx_forward are not applied here).
  *
  * Performance notes
- * - One-token rows: a block of LCX_BATCH_BLOCK_BYTES of weight rows at a time through the matvec kernel for
- *   every decode token (lcx_product_rows): exact against the sequence alone, weights from memory once per
- *   step. SmolLM2 decode at position 64, 1 thread, on the shared 2-vCPU VM under load ~9 (absolute numbers
- *   ~4x below a quiet machine): aggregate 18.9 tok/s for 1 sequence, 34.2 for 2, 47.7 for 4, 50.9 for 8
- *   (2.69x); a second run under load ~8: 27.1-27.6 for 1, 107.9-110.0 for 8 (3.98-3.99x). The gemm tile for
- *   all rows (the first version, not bit-exact: max |Δlogit| ~1e-6 x std), alternated with it in that run:
- *   28.3 / 26.9 for 1, 110.5 / 109.2 for 8: the same speed, so the exact path stays. At 2 threads the load
- *   (7-9 on 2 vCPUs) made the OpenMP barriers dominate: 1-20 tok/s for any batch size, not a measurement.
+ * - One-token rows over quantized weights: the rows' inputs quantized once per input and thread (a cache, as
+ *   lcx_forward's), then each run of consecutive one-token rows through one gemm_act call, i.e. the
+ *   multi-vector dot (dotn: a weight block unpacked once for up to 8 sequences). SmolLM2 Q4_1, 2 threads, quiet
+ *   Xeon, aggregate tok/s for 1 / 2 / 4 / 8 sequences: 212 / 255 / 274 / 287 with one dot per sequence over a
+ *   64 KiB block of rows (the first version), 249 / 380 / 415 / 567 now (benchmarks/RESULTS.md, sixth session).
+ * - Steps of at most LCX_BATCH_OWN_ROWS rows: every thread normalises all rows and merges every one-token
+ *   sequence's attention itself, 5 barriers per layer instead of 8 (the step's scratch: one allocation).
+ * - An earlier measurement (bf16 SmolLM2, 1 thread, loaded machine): the gemm tile for all rows, not bit-exact,
+ *   ran at the speed of the per-row matvec, so the exact path stayed for f32 / bf16 weights.
  */
 #include <string.h>
 
