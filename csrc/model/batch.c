@@ -68,19 +68,6 @@ static void lcx_store_kv(void *cache, int kv_dtype, int64_t n_ctx, size_t hd, co
  * does for one token */
 #define LCX_BATCH_OWN_ROWS 64
 
-/* A thread's one-token rows of one input quantized into activation blocks (the act_decode weight types), kept
- * while the input is unchanged: wq / wk / wv and w1 / w3 share theirs. Slot i holds the step's one-token
- * rows (at most n_seq) of lcx_dtype_bytes(type, n) bytes each, back to back. Forgotten after each RMSNorm (att and hb are each written
- * once between two norms), as lcx_forward's lcx_xq_cache. */
-typedef struct {
-    unsigned char *buf[LCX_XQ_SLOTS]; /* (n_seq, xq_bytes) each */
-    const float *src[LCX_XQ_SLOTS];   /* the input quantized there; NULL: nothing */
-    int type[LCX_XQ_SLOTS];           /* its activation type (a row of lcx_dtypes); -1: unused */
-} lcx_batch_xq;
-
-static void lcx_batch_xq_forget(lcx_batch_xq *c) {
-    for (int i = 0; i < LCX_XQ_SLOTS; i++) c->src[i] = NULL;
-}
 
 /* The one-token rows of a product's input, as lcx_product_rows reads them: row j (the j-th one-token row of
  * the step) at X1 + j * ldx1 when X1 is given (a thread's own copy, e.g. its merged attention), else at the
@@ -90,13 +77,13 @@ typedef struct {
     size_t ldx1;
 } lcx_one_rows;
 
-/* the step's one-token rows of (X, ldx) or of `one` quantized to activation type `type`, this thread's copy */
-static const unsigned char *lcx_batch_xq_get(lcx_batch_xq *c, const float *X, size_t ldx, const lcx_one_rows *one,
+/* the step's one-token rows of (X, ldx) or of `one` quantized to activation type `type`, this thread's copy
+ * (lcx_xq_cache, model/model.h: here a slot holds the one-token rows, at most n_seq, of
+ * lcx_dtype_bytes(type, n) bytes each, back to back) */
+static const unsigned char *lcx_batch_xq_get(lcx_xq_cache *c, const float *X, size_t ldx, const lcx_one_rows *one,
                                              const int64_t *n_tok, int64_t n_seq, size_t n, int type) {
-    const float *key = one ? one->X1 : X;
-    int i = 0;
-    while (i < LCX_XQ_SLOTS - 1 && c->type[i] != type && c->type[i] >= 0) i++;
-    if (c->type[i] != type || c->src[i] != key) {
+    int i;
+    if (lcx_xq_slot(c, one ? one->X1 : X, type, &i)) {
         const lcx_from_f32_fn quant = lcx_from_f32_kernel(type);
         const size_t xb = lcx_dtype_bytes(type, n);
         int64_t r = 0, j = 0;
@@ -105,8 +92,6 @@ static const unsigned char *lcx_batch_xq_get(lcx_batch_xq *c, const float *X, si
             quant(one ? one->X1 + (size_t)j * one->ldx1 : X + (size_t)r * ldx, c->buf[i] + (size_t)j * xb, n);
             j++;
         }
-        c->type[i] = type;
-        c->src[i] = key;
     }
     return c->buf[i];
 }
@@ -125,7 +110,7 @@ static const unsigned char *lcx_batch_xq_get(lcx_batch_xq *c, const float *X, si
  * n_tok NULL: n_seq rows of one token each. */
 static void lcx_product_rows(const lcx_mat *W, const float *X, size_t ldx, const lcx_one_rows *one, float *Y,
                              size_t ldy, size_t r0, size_t r1, size_t n, const int64_t *n_tok, int64_t n_seq, int beta,
-                             lcx_batch_xq *xq) {
+                             lcx_xq_cache *xq) {
     if (r0 >= r1) return;
     int64_t r = 0, n_one = 0;
     for (int64_t i = 0; n_tok && i < n_seq; r += n_tok[i], i++)
@@ -226,7 +211,7 @@ int lcx_forward_batch(const lcx_model *m, lcx_state *w, lcx_state *const *states
         /* normalised inputs (t, dim): each thread's own in a small step, else one shared copy */
         float *xb = w->xb + (own ? (size_t)tid * (size_t)w->max_batch * dim : 0);
         unsigned char *mine = scratch_own ? scratch_own + (size_t)tid * per_thread : NULL;
-        lcx_batch_xq xq;
+        lcx_xq_cache xq;
         for (int i = 0; i < LCX_XQ_SLOTS; i++) {
             xq.buf[i] = mine ? mine + (size_t)i * xq_part : NULL;
             xq.src[i] = NULL;
@@ -236,15 +221,9 @@ int lcx_forward_batch(const lcx_model *m, lcx_state *w, lcx_state *const *states
         float *att_mine = own && n_one ? (float *)(mine + (size_t)LCX_XQ_SLOTS * xq_part) : NULL;
         const lcx_one_rows att_own = {att_mine, q_dim};
         const lcx_one_rows *att_one = att_mine ? &att_own : NULL;
-        size_t u0, u1, qh0, qh1, kh0, kh1, b0, b1, c0, c1, d0, d1;
-        lcx_split(n_heads + n_kv, 1, tid, nth, &u0, &u1); /* my heads of [q heads | k heads] */
-        qh0 = u0 < n_heads ? u0 : n_heads;
-        qh1 = u1 < n_heads ? u1 : n_heads;
-        kh0 = u0 > n_heads ? u0 - n_heads : 0;
-        kh1 = u1 > n_heads ? u1 - n_heads : 0;
-        lcx_split(kv_dim, 4, tid, nth, &b0, &b1);  /* my rows of wv */
-        lcx_split(dim, 4, tid, nth, &c0, &c1);     /* my rows of wo, w2 */
-        lcx_split(hidden, 4, tid, nth, &d0, &d1);  /* my rows of w1, w3 */
+        const lcx_layer_share my = lcx_layer_share_of(m, tid, nth);
+        const size_t qh0 = my.qh0, qh1 = my.qh1, kh0 = my.kh0, kh1 = my.kh1, b0 = my.b0, b1 = my.b1;
+        const size_t c0 = my.c0, c1 = my.c1, d0 = my.d0, d1 = my.d1;
 
         for (int64_t l = 0; l < m->n_layers; l++) {
             const lcx_layer *L = &m->layers[l];
@@ -256,7 +235,7 @@ int lcx_forward_batch(const lcx_model *m, lcx_state *w, lcx_state *const *states
                 lcx_rmsnorm_part(x, L->attn_norm, xb, T, dim, eps, tid, nth);
 #pragma omp barrier
             }
-            lcx_batch_xq_forget(&xq);
+            lcx_xq_forget(&xq);
             lcx_product_rows(&L->wq, xb, dim, NULL, q, q_dim, qh0 * hd, qh1 * hd, dim, n_tok, n_seq, 0, &xq);
             lcx_rope_heads(q, q_dim, T, qh0, qh1, hd, w->rope_cos, w->rope_sin);
             lcx_product_rows(&L->wk, xb, dim, NULL, kb, kv_dim, kh0 * hd, kh1 * hd, dim, n_tok, n_seq, 0, &xq);
@@ -310,7 +289,7 @@ int lcx_forward_batch(const lcx_model *m, lcx_state *w, lcx_state *const *states
                 lcx_rmsnorm_part(x, L->ffn_norm, xb, T, dim, eps, tid, nth);
 #pragma omp barrier
             }
-            lcx_batch_xq_forget(&xq);
+            lcx_xq_forget(&xq);
             lcx_product_rows(&L->w1, xb, dim, NULL, hb, hidden, d0, d1, dim, n_tok, n_seq, 0, &xq);
             lcx_product_rows(&L->w3, xb, dim, NULL, hb2, hidden, d0, d1, dim, n_tok, n_seq, 0, &xq);
             for (size_t i = 0; i < T && d0 < d1; i++) lcx_swiglu_part(hb + i * hidden + d0, hb2 + i * hidden + d0, d1 - d0);
@@ -339,7 +318,7 @@ int lcx_forward_batch(const lcx_model *m, lcx_state *w, lcx_state *const *states
 #pragma omp barrier
                 }
             }
-            lcx_batch_xq_forget(&xq);
+            lcx_xq_forget(&xq);
             size_t v0, v1;
             lcx_split(vocab, 4, tid, nth, &v0, &v1);
             /* all rows: grouped as the sequences' blocks; last rows: one token each, as lcx_forward's logits */

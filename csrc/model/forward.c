@@ -16,32 +16,11 @@ void lcx_row_to_f32(const lcx_mat *table, int64_t cols, int64_t row, float *dst)
     lcx_to_f32_kernel(table->dtype)(data + lcx_dtype_bytes(table->dtype, (size_t)row * cols), dst, (size_t)cols);
 }
 
-/* One token's inputs quantized for the products that read activation blocks (the act_decode rows of
- * lcx_dtypes: the GGUF block types), this thread's own: a slot per activation type keeps the last input it
- * converted, so the products sharing an input (wq/wk/wv, w1/w3) quantize it once per matrix group. Each
- * thread converts its own copy (a few microseconds for 4096 floats, as the bf16 copies in xh1): cheaper than
- * one thread converting and a barrier. The forward pass forgets the slots whenever it rewrites an input it
- * may have converted (lcx_xq_forget after each RMSNorm: the other inputs, att and hb, are each written once
- * between two norms). */
-typedef struct {
-    unsigned char *buf[LCX_XQ_SLOTS]; /* xq_bytes each */
-    const float *src[LCX_XQ_SLOTS];   /* the input converted there; NULL: nothing */
-    int type[LCX_XQ_SLOTS];           /* its activation type (a row of lcx_dtypes); -1: unused */
-} lcx_xq_cache;
-
-static void lcx_xq_forget(lcx_xq_cache *c) {
-    for (int i = 0; i < LCX_XQ_SLOTS; i++) c->src[i] = NULL;
-}
-
-/* a (n,) converted to activation type `type` in this thread's slot for it */
+/* one token's input a (n,) converted to activation type `type` in this thread's slot for it (lcx_xq_cache,
+ * model/model.h; a slot holds xq_bytes) */
 static const void *lcx_xq_get(lcx_xq_cache *c, const float *a, size_t n, int type) {
-    int i = 0;
-    while (i < LCX_XQ_SLOTS - 1 && c->type[i] != type && c->type[i] >= 0) i++;
-    if (c->type[i] != type || c->src[i] != a) {
-        lcx_from_f32_kernel(type)(a, c->buf[i], n);
-        c->type[i] = type;
-        c->src[i] = a;
-    }
+    int i;
+    if (lcx_xq_slot(c, a, type, &i)) lcx_from_f32_kernel(type)(a, c->buf[i], n);
     return c->buf[i];
 }
 
@@ -208,15 +187,9 @@ int lcx_forward(const lcx_model *m, lcx_state *s, const int32_t *tokens, int64_t
             xq.src[i] = NULL;
             xq.type[i] = -1;
         }
-        size_t u0, u1, qh0, qh1, kh0, kh1, b0, b1, c0, c1, d0, d1;
-        lcx_split(n_heads + n_kv, 1, tid, nth, &u0, &u1); /* my heads of [q heads | k heads] */
-        qh0 = u0 < n_heads ? u0 : n_heads;
-        qh1 = u1 < n_heads ? u1 : n_heads;
-        kh0 = u0 > n_heads ? u0 - n_heads : 0;
-        kh1 = u1 > n_heads ? u1 - n_heads : 0;
-        lcx_split(kv_dim, 4, tid, nth, &b0, &b1);  /* my rows of wv */
-        lcx_split(dim, 4, tid, nth, &c0, &c1);     /* my rows of wo, w2 */
-        lcx_split(hidden, 4, tid, nth, &d0, &d1);  /* my rows of w1, w3 */
+        const lcx_layer_share my = lcx_layer_share_of(m, tid, nth);
+        const size_t qh0 = my.qh0, qh1 = my.qh1, kh0 = my.kh0, kh1 = my.kh1, b0 = my.b0, b1 = my.b1;
+        const size_t c0 = my.c0, c1 = my.c1, d0 = my.d0, d1 = my.d1;
 
         for (int64_t l = 0; l < m->n_layers; l++) {
             const lcx_layer *L = &m->layers[l];
