@@ -197,7 +197,7 @@ class Model:
         min(max_seq_len, llama_cx.defaults.CONTEXT)).
         kv_dtype "bf16" or "f16" keeps the KV cache in half the bytes (rows rounded when written, widened to f32
         when read: see KV_DTYPES for what it costs); default self.kv_dtype (load's kv_dtype, "f32")."""
-        return Context(self, n_ctx, kv_dtype=kv_dtype or self.kv_dtype)
+        return Context(self, n_ctx, kv_dtype=kv_dtype)
 
     def forward_batch(self, contexts: Sequence["Context"], token_lists: Sequence[Iterable[int]],
                       all_logits: bool = False) -> list:
@@ -316,23 +316,23 @@ class Context:
     """
 
     def __init__(self, model: Model, n_ctx: Optional[int] = None, prefill_block: int = PREFILL_BLOCK,
-                 kv_dtype: str = "f32"):
+                 kv_dtype: Optional[str] = None):
         cfg = model.config
-        self.kv_dtype = check_kv_dtype(kv_dtype)
+        self.kv_dtype = check_kv_dtype(kv_dtype or model.kv_dtype)  # default: the model's (load's kv_dtype)
         n_ctx = cfg.default_context if n_ctx is None else cfg.check_context(n_ctx)
         self.model = model
         self.n_ctx = n_ctx
         self.max_batch = max(1, min(prefill_block, n_ctx))
         n_threads = max(available_cpus(), _kernels.get_num_threads(), os.cpu_count() or 1)
         # exactly what lcx_state_new allocates, known before allocating (_SIZE_MAX: it cannot exist)
-        self.state_bytes = model._c.state_bytes(n_ctx, self.max_batch, n_threads, kv_dtype) if n_ctx < 2**63 else _SIZE_MAX
+        self.state_bytes = model._c.state_bytes(n_ctx, self.max_batch, n_threads, self.kv_dtype) if n_ctx < 2**63 else _SIZE_MAX
         limit = _memory_limit()
         if limit is not None and self.state_bytes > limit:
             raise ContextLengthError(
                 f"a context of {n_ctx} tokens needs {_human(self.state_bytes)} (KV cache + activations), more than "
                 f"this machine's {_human(limit)}; use a smaller n_ctx")
         try:
-            self._state = _kernels.CState(model._c, n_ctx, self.max_batch, n_threads, kv_dtype)
+            self._state = _kernels.CState(model._c, n_ctx, self.max_batch, n_threads, self.kv_dtype)
         except MemoryError:
             raise ContextLengthError(
                 f"not enough memory for a context of {n_ctx} tokens ({self.state_bytes / 2**20:.0f} MiB)") from None
